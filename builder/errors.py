@@ -1,0 +1,79 @@
+"""The bale error tree. Every error the CLI reports is one of these (or a
+``frontend.errors.FrontendError`` / ``snapshotter.errors.SnapshotError``).
+
+    BaleError                 exit_code 1
+    ├── UsageError            exit_code 2  bad flags, bad reference syntax, unknown transport
+    ├── StoreError                         local store: missing image, corrupt record, lock
+    │   └── ImageNotFound
+    ├── FormatError                        malformed manifest/config/index, unknown media type
+    │   └── DigestMismatch                 content does not hash to the digest that named it
+    ├── RegistryError                      any failure talking to a registry
+    │   ├── AuthError                      401/403, wrong password, no token
+    │   └── NotFoundError                  404 for a manifest, blob or repository
+    ├── SandboxError                       namespaces, mounts, pivot_root, exec
+    ├── ContainerError                     working container missing or unusable
+    │   └── RunFailed                      a command inside exited non-zero (carries status)
+    └── BuildError                         a Dockerfile build step failed
+
+Messages are one line and name the image, file or container involved; the CLI
+prints ``bale: <message>`` and exits with ``exit_code``.
+"""
+from __future__ import annotations
+
+
+class BaleError(Exception):
+    """Base of every error bale reports to the user."""
+
+    exit_code = 1
+
+
+class UsageError(BaleError):
+    exit_code = 2
+
+
+class StoreError(BaleError):
+    pass
+
+
+class ImageNotFound(StoreError):
+    pass
+
+
+class FormatError(BaleError):
+    pass
+
+
+class DigestMismatch(FormatError):
+    pass
+
+
+class RegistryError(BaleError):
+    pass
+
+
+class AuthError(RegistryError):
+    pass
+
+
+class NotFoundError(RegistryError):
+    pass
+
+
+class SandboxError(BaleError):
+    pass
+
+
+class ContainerError(BaleError):
+    pass
+
+
+class RunFailed(ContainerError):
+    """A process in the sandbox exited non-zero; ``status`` is its exit code (128+N for signal N)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BuildError(BaleError):
+    pass
