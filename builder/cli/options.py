@@ -1,0 +1,59 @@
+"""Option decorators shared by several commands, with buildah's and skopeo's flag names."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+F = Callable[..., Any]
+
+
+def _bool_flag(text: str) -> bool:
+    low = str(text).lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise click.BadParameter(f"expected true or false, not {text!r}")
+
+
+def registry_options(f: F) -> F:
+    """--tls-verify, --cert-dir, --creds, --authfile (as buildah and skopeo take them)."""
+    f = click.option("--authfile", envvar="REGISTRY_AUTH_FILE", default=None,
+                     help="Path of the authentication file.")(f)
+    f = click.option("--creds", default=None, metavar="USER[:PASS]", help="Credentials for the registry.")(f)
+    f = click.option("--cert-dir", default=None, type=click.Path(file_okay=False),
+                     help="Directory with certificates (*.crt, *.cert, *.key) for the registry.")(f)
+    f = click.option("--tls-verify", "tls_verify", default=None, metavar="BOOL", type=_bool_flag,
+                     help="Require HTTPS and verify certificates (default true; registries.conf may mark registries insecure).")(f)
+    return f
+
+
+def registry_options_from(kwargs: dict[str, Any]) -> "Any":
+    """Pop the registry_options values out of a command's kwargs into a RegistryOptions."""
+    from builder.registry.options import RegistryOptions
+    return RegistryOptions(tls_verify=kwargs.pop("tls_verify", None), cert_dir=kwargs.pop("cert_dir", None),
+                           creds=kwargs.pop("creds", None), authfile=kwargs.pop("authfile", None))
+
+
+def output_options(f: F) -> F:
+    """--format, --compression, --compression-level for anything that writes layers or manifests."""
+    f = click.option("--compression-level", type=int, default=None, help="Compression level.")(f)
+    f = click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default=None,
+                     help="Layer compression (default gzip).")(f)
+    f = click.option("--format", "-f", "image_format", type=click.Choice(["oci", "docker"]), default=None,
+                     envvar="BUILDAH_FORMAT", help="Manifest and media-type family (default oci).")(f)
+    return f
+
+
+def progress_options(f: F) -> F:
+    """--quiet / --progress."""
+    f = click.option("--progress", type=click.Choice(["auto", "plain", "tty"]), default="auto",
+                     help="Progress output style.")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="Print nothing but the result.")(f)
+    return f
+
+
+def platform_option(f: F) -> F:
+    return click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
+                        help="Platform to select from a multi-platform image (default: this machine's).")(f)
