@@ -1,0 +1,165 @@
+"""Working containers (buildah's Builder): a base image, a writable snapshot
+over its layers, and the image configuration being edited. State persists in
+``STORE/containers/<name>/state.json`` so scripted verbs (from, run, copy,
+config, commit) work across bale invocations."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from builder.errors import ContainerError, UsageError
+from builder.oci import ImageConfig, parse_config
+
+
+@dataclass
+class BaseLayer:
+    """One layer of the base image: its uncompressed digest and stored blob."""
+
+    diff_id: str
+    digest: str
+    media_type: str
+    size: int
+
+    @property
+    def layer_id(self) -> str:
+        """Snapshotter key of the unpacked layer (diff_id hex)."""
+        return self.diff_id.split(":", 1)[1]
+
+
+@dataclass
+class ContainerState:
+    name: str
+    id: str
+    image: str  # as given to `from` ("scratch" for none)
+    image_id: str | None  # config digest of the base image
+    layers: list[BaseLayer]
+    config: dict[str, Any]  # ImageConfig JSON being edited
+    driver: str
+    isolation: str
+    #: container paths the sandbox created as mountpoints (dropped from diffs if still empty)
+    created_paths: list[str] = field(default_factory=list)
+    #: history entries for steps since `from` (commit appends them to the base history)
+    pending_history: list[dict[str, Any]] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    #: number of base-config history entries (so commit knows what is new)
+    base_history_len: int = 0
+
+    @property
+    def key(self) -> str:
+        """Snapshot key for the writable layer."""
+        return self.id
+
+    @property
+    def image_config(self) -> ImageConfig:
+        return parse_config(json.dumps(self.config).encode())
+
+    def set_image_config(self, cfg: ImageConfig) -> None:
+        self.config = cfg.to_json()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ContainerState":
+        d = dict(d)
+        d["layers"] = [BaseLayer(**l) for l in d.get("layers", [])]
+        return cls(**d)
+
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+class ContainerRegistry:
+    """The set of working containers in one store (files under STORE/containers)."""
+
+    def __init__(self, store_root: Path) -> None:
+        self.dir = Path(store_root) / "containers"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.dir / name / "state.json"
+
+    def names(self) -> list[str]:
+        return sorted(p.parent.name for p in self.dir.glob("*/state.json"))
+
+    def all(self) -> list[ContainerState]:
+        out = []
+        for n in self.names():
+            with contextlib.suppress(ContainerError):
+                out.append(self.get(n))
+        return out
+
+    def get(self, name_or_id: str) -> ContainerState:
+        path = self._path(name_or_id) if _NAME_RE.match(name_or_id) else None
+        if path is None or not path.exists():
+            hits = [c for c in self._all_raw() if c.id.startswith(name_or_id)] if len(name_or_id) >= 6 else []
+            if len(hits) == 1:
+                return hits[0]
+            raise ContainerError(f"container {name_or_id}: no such working container")
+        try:
+            return ContainerState.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ContainerError(f"container {name_or_id}: corrupt state {path}: {exc}") from None
+
+    def _all_raw(self) -> list[ContainerState]:
+        out = []
+        for p in self.dir.glob("*/state.json"):
+            with contextlib.suppress(ValueError, TypeError, KeyError, OSError):
+                out.append(ContainerState.from_json(json.loads(p.read_text())))
+        return out
+
+    def new_name(self, image: str, requested: str | None) -> str:
+        if requested:
+            if not _NAME_RE.match(requested):
+                raise UsageError(f"invalid container name {requested!r}")
+            if self._path(requested).exists():
+                raise ContainerError(f"container {requested}: the name is already in use")
+            return requested
+        base = "working-container" if image == "scratch" else \
+            re.sub(r"[^a-zA-Z0-9_.-]", "-", image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]) + "-working-container"
+        name, n = base, 1
+        while self._path(name).exists():
+            name = f"{base}-{n}"
+            n += 1
+        return name
+
+    def save(self, state: ContainerState) -> None:
+        path = self._path(state.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(state.to_json(), fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def remove(self, state: ContainerState) -> None:
+        shutil.rmtree(self.dir / state.name, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Serialise verbs on one container (flock on its directory's lock file)."""
+        import fcntl
+        d = self.dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+
+def new_container_id() -> str:
+    return secrets.token_hex(32)
