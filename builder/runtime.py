@@ -1,0 +1,129 @@
+"""Composition of isolation (builder/sandbox) and storage (snapshotter): picks
+both once per invocation and runs snapshotter work inside the namespace the
+sandbox will use, so files owned by subordinate ids are handled correctly."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Callable, TypeVar
+
+from builder.errors import SandboxError
+
+T = TypeVar("T")
+log = logging.getLogger("bale")
+
+
+class StoreBlobOpener:
+    """Picklable callable: opens a stored layer blob as an uncompressed, verified stream."""
+
+    def __init__(self, store_root: str, digest: str, media_type: str) -> None:
+        self.store_root, self.digest, self.media_type = store_root, digest, media_type
+
+    def __call__(self) -> BinaryIO:
+        from builder.compress import decompress_reader
+        from builder.store import Store
+        return decompress_reader(Store(self.store_root).open_blob(self.digest), self.media_type)
+
+
+class Runtime:
+    """Isolation + snapshot driver for one store."""
+
+    def __init__(self, store_root: Path, *, isolation: str | None = None, driver: str | None = None) -> None:
+        from builder.sandbox.probe import choose, probe
+        self.store_root = Path(store_root)
+        caps = probe(self.store_root)
+        self.isolation, self.driver_name, notice = choose(caps, isolation, driver)
+        if notice:
+            log.warning(notice)
+        self.snapshots_root = self.store_root / "snapshots"
+        self._userns: Any = None
+
+    def userns(self) -> Any:
+        if self._userns is None:
+            from builder.sandbox.userns import UserNamespace
+            self._userns = UserNamespace()
+        return self._userns
+
+    @property
+    def in_userns(self) -> bool:
+        return self.isolation in ("rootless", "oci") and os.geteuid() != 0
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` where the sandbox's ids apply (inside the user namespace when rootless)."""
+        if self.in_userns:
+            return self.userns().call(fn, *args)
+        if self.isolation == "chroot":  # mounts and namespaces may be forbidden: plain call
+            return fn(*args)
+        return _call_in_child(fn, *args)
+
+    def run(self, spec: Any, provider: Any) -> Any:
+        if self.isolation == "chroot":
+            from builder.sandbox.chroot import run_chroot
+            return run_chroot(spec, provider)
+        if self.isolation == "oci":
+            from builder.sandbox.runtime import run_oci
+            return run_oci(spec, provider, userns=self.userns() if os.geteuid() != 0 else None)
+        return self.userns().run(spec, provider)
+
+    def stream_from(self, fn: Callable[..., Any], *args: Any, sink: Callable[[IO[bytes]], T]) -> T:
+        """Run ``fn(write_fd, *args)`` in the namespace while ``sink`` consumes what it writes."""
+        r, w = os.pipe()
+        result: dict[str, Any] = {}
+
+        def producer() -> None:
+            try:
+                result["value"] = self.call(fn, w, *args)
+            except BaseException as exc:  # re-raised below, after the reader finished
+                result["error"] = exc
+            finally:
+                os.close(w)
+
+        t = threading.Thread(target=producer, daemon=True)
+        t.start()
+        try:
+            with os.fdopen(r, "rb", buffering=1 << 20) as fh:
+                out = sink(fh)
+        finally:
+            t.join()
+        if "error" in result:
+            raise result["error"]
+        return out
+
+    def stream_to(self, fn: Callable[..., T], *args: Any, source: Callable[[IO[bytes]], None]) -> T:
+        """Run ``fn(read_fd, *args)`` in the namespace while ``source`` writes its input."""
+        r, w = os.pipe()
+        err: dict[str, BaseException] = {}
+
+        def feeder() -> None:
+            try:
+                with os.fdopen(w, "wb", buffering=1 << 20) as fh:
+                    source(fh)
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:
+                err["e"] = exc
+
+        t = threading.Thread(target=feeder, daemon=True)
+        t.start()
+        try:
+            value = self.call(fn, r, *args)
+        finally:
+            os.close(r)
+            t.join()
+        if "e" in err:
+            raise err["e"]
+        return value
+
+
+def _call_in_child(fn: Callable[..., T], *args: Any) -> T:
+    """As root without a user namespace: run in a forked child with a private mount namespace,
+    so mounts made by fn vanish with it."""
+    from builder.sandbox.userns import call_in_child
+    return call_in_child(fn, *args)
+
+
+def require(cond: bool, message: str) -> None:
+    if not cond:
+        raise SandboxError(message)
