@@ -1,0 +1,553 @@
+"""The scripted-build verbs (buildah's from/run/copy/add/config/commit/rm/mount)
+as library calls over a working container. The CLI in
+builder/cli/commands/containers.py is a thin layer over these."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from builder import configedit as ce
+from builder.container import BaseLayer, ContainerRegistry, ContainerState, new_container_id
+from builder.errors import ContainerError, RunFailed, UsageError
+from builder.oci import ImageConfig, Platform
+
+if TYPE_CHECKING:
+    from builder.cli.context import AppContext
+    from builder.registry.options import RegistryOptions
+    from builder.runtime import Runtime
+    from builder.store import ImageRecord
+
+log = logging.getLogger("bale")
+
+
+# --- helpers -----------------------------------------------------------------
+def runtime_for(app: "AppContext", isolation: str | None = None, driver: str | None = None) -> "Runtime":
+    from builder.runtime import Runtime
+    return Runtime(app.root, isolation=isolation, driver=driver or app.storage_driver)
+
+
+def _runtime_of(app: "AppContext", state: ContainerState) -> "Runtime":
+    return runtime_for(app, state.isolation, state.driver)
+
+
+def find_local_image(app: "AppContext", image: str) -> "ImageRecord | None":
+    """A store image by id, by the name as given, or by the names a short name stands for."""
+    from builder.imagenames import lookup_candidates
+    store = app.store
+    for cand in lookup_candidates(image):
+        rec = store.find_image(cand)
+        if rec is not None:
+            return rec
+    return None
+
+
+def ensure_image(app: "AppContext", image: str, *, pull: str = "missing", registry: "RegistryOptions | None" = None,
+                 platform: str | None = None, quiet: bool = True) -> "ImageRecord":
+    """The image in the store, pulled first as the pull policy says."""
+    from builder.errors import ImageNotFound
+    policy = {"true": "always", "false": "missing"}.get(pull.lower(), pull.lower())
+    if policy not in ("always", "missing", "never", "newer", "ifmissing", "ifnewer"):
+        raise UsageError(f"invalid pull policy {pull!r}: expected always, missing, never or newer")
+    rec = None if policy == "always" else find_local_image(app, image)
+    if rec is not None:
+        return rec
+    if policy == "never":
+        raise ImageNotFound(f"image {image}: not in the local store and --pull=never")
+    from builder.pull import pull_image
+    return pull_image(app, image, registry=registry, platform=platform, quiet=quiet)
+
+
+def base_layers(app: "AppContext", rec: "ImageRecord") -> tuple[ImageConfig, list[BaseLayer]]:
+    from builder.commit import image_layers
+    cfg, layers = image_layers(app.store, rec)
+    return cfg, [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
+                 for l in layers]
+
+
+def unpack_layers(app: "AppContext", rt: "Runtime", layers: list[BaseLayer]) -> None:
+    from builder import snapshots
+    from builder.runtime import StoreBlobOpener
+    work = [(l.layer_id, StoreBlobOpener(str(app.root), l.digest, l.media_type)) for l in layers]
+    if work:
+        rt.call(snapshots.ensure_layers, str(rt.snapshots_root), rt.driver_name, work)
+
+
+# --- from --------------------------------------------------------------------
+def new_container(app: "AppContext", image: str, *, name: str | None = None, pull: str = "missing",
+                  registry: "RegistryOptions | None" = None, platform: str | None = None,
+                  isolation: str | None = None, quiet: bool = True, save: bool = True) -> ContainerState:
+    """A working container over ``image`` (or ``scratch``): layers unpacked, snapshot prepared."""
+    from builder import snapshots
+    rt = runtime_for(app, isolation)
+    if image == "scratch":
+        plat = Platform.parse(platform) if platform else Platform.host()
+        cfg = ImageConfig(architecture=plat.architecture, os=plat.os, variant=plat.variant,
+                          config={"Env": [f"PATH={ce.DEFAULT_PATH}"]})
+        image_id, layers = None, []
+    else:
+        rec = ensure_image(app, image, pull=pull, registry=registry, platform=platform, quiet=quiet)
+        cfg, layers = base_layers(app, rec)
+        image_id = rec.id
+        image = rec.names[0] if rec.names and "@" not in image and not _looks_like_id(image) else image
+    reg = ContainerRegistry(app.root)
+    state = ContainerState(name=reg.new_name(image, name) if save else (name or "build-" + new_container_id()[:12]),
+                           id=new_container_id(), image=image, image_id=image_id, layers=layers,
+                           config=cfg.to_json(), driver=rt.driver_name, isolation=rt.isolation,
+                           base_history_len=len(cfg.history))
+    if save:
+        reg.save(state)  # recorded first, so `bale rm` can clean up whatever follows
+    try:
+        unpack_layers(app, rt, layers)
+        rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, [l.layer_id for l in layers])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            rt.call(snapshots.remove, str(rt.snapshots_root), rt.driver_name, state.key)
+        if save:
+            reg.remove(state)
+        raise
+    return state
+
+
+def _looks_like_id(text: str) -> bool:
+    t = text.removeprefix("sha256:")
+    return len(t) >= 12 and all(c in "0123456789abcdef" for c in t)
+
+
+def from_image(app: "AppContext", image: str, *, name: str | None = None, pull: str = "missing",
+               registry: "RegistryOptions | None" = None, platform: str | None = None,
+               isolation: str | None = None, quiet: bool = False) -> ContainerState:
+    return new_container(app, image, name=name, pull=pull, registry=registry, platform=platform,
+                         isolation=isolation, quiet=quiet)
+
+
+# --- run ---------------------------------------------------------------------
+def process_spec(state: ContainerState, args: list[str], *, env: list[str] = (), workdir: str | None = None,  # type: ignore[assignment]
+                 user: str | None = None, network: str = "host", hostname: str | None = None,
+                 mounts: list[Any] = (), stdin_data: bytes | None = None) -> Any:  # type: ignore[assignment]
+    from builder.sandbox.spec import ProcessSpec
+    cfg = state.config.get("config") or {}
+    envd = ce.env_list_to_dict(list(cfg.get("Env") or []))
+    envd.setdefault("PATH", ce.DEFAULT_PATH)
+    for item in env:
+        k, sep, v = item.partition("=")
+        if not sep:
+            v = os.environ.get(k, "")
+        envd[k] = v
+    envd.setdefault("HOSTNAME", hostname or state.name[:63])
+    return ProcessSpec(args=list(args), env=[f"{k}={v}" for k, v in envd.items()],
+                       cwd=workdir or cfg.get("WorkingDir") or "/", user=user or cfg.get("User") or "",
+                       hostname=hostname or "bale", network=network, mounts=list(mounts), stdin_data=stdin_data)
+
+
+def run_process(app: "AppContext", state: ContainerState, spec: Any, rt: "Runtime | None" = None) -> int:
+    """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints."""
+    from builder.snapshots import SnapshotRootfs
+    rt = rt or _runtime_of(app, state)
+    result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key))
+    created = list(getattr(result, "created_paths", []) or [])
+    if created:
+        state.created_paths = sorted(set(state.created_paths) | set(created))
+    return int(getattr(result, "status", result))
+
+
+def _parse_volume(text: str) -> Any:
+    from builder.sandbox.spec import BindSpec
+    parts = text.split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1].startswith("/"):
+        raise UsageError(f"invalid --volume {text!r}: expected HOST-DIR:CONTAINER-DIR[:ro]")
+    opts = parts[2].split(",") if len(parts) > 2 else []
+    src = os.path.abspath(parts[0])
+    if not os.path.exists(src):
+        raise UsageError(f"invalid --volume {text!r}: {src} does not exist")
+    return BindSpec(source=src, dest=parts[1], readonly="ro" in opts)
+
+
+def _parse_mount(text: str) -> Any:
+    from builder.sandbox.spec import BindSpec
+    fields = dict((kv.split("=", 1) + [""])[:2] for kv in text.split(","))
+    typ = fields.get("type", "bind")
+    dest = fields.get("destination") or fields.get("dst") or fields.get("target") or ""
+    if not dest.startswith("/"):
+        raise UsageError(f"invalid --mount {text!r}: destination must be absolute")
+    ro = "ro" in fields or fields.get("readonly") in ("", "true")
+    if typ == "tmpfs":
+        return BindSpec(source="", dest=dest, readonly=False, type="tmpfs")
+    if typ != "bind":
+        raise UsageError(f"invalid --mount {text!r}: type must be bind or tmpfs")
+    src = os.path.abspath(fields.get("source") or fields.get("src") or "")
+    if not os.path.exists(src):
+        raise UsageError(f"invalid --mount {text!r}: source {src} does not exist")
+    return BindSpec(source=src, dest=dest, readonly=ro)
+
+
+def run_in(app: "AppContext", container: str, command: list[str], *, env: list[str] = (),  # type: ignore[assignment]
+           workdir: str | None = None, user: str | None = None, network: str = "host",
+           hostname: str | None = None, volumes: list[str] = (), mounts: list[str] = (),  # type: ignore[assignment]
+           isolation: str | None = None) -> int:
+    """`bale run`: the command's exit status; a failure keeps the container for inspection."""
+    reg = ContainerRegistry(app.root)
+    state = reg.get(container)
+    if not command:
+        raise UsageError("run: no command given")
+    binds = [_parse_volume(v) for v in volumes] + [_parse_mount(m) for m in mounts]
+    spec = process_spec(state, command, env=env, workdir=workdir, user=user, network=network,
+                        hostname=hostname, mounts=binds)
+    rt = runtime_for(app, isolation or state.isolation, state.driver)
+    with reg.locked(state.name):
+        status = run_process(app, state, spec, rt)
+        state.pending_history.append({"created_by": "/bin/sh -c " + shlex.join(command), "run": True})
+        reg.save(state)
+    if status != 0:
+        raise RunFailed(f"run in {state.name}: {shlex.join(command)}: exited with status {status}"
+                        if status < 128 else
+                        f"run in {state.name}: {shlex.join(command)}: killed by signal {status - 128}", status)
+    return status
+
+
+# --- copy / add --------------------------------------------------------------
+def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str | None:
+    from builder import snapshots
+    return rt.call(snapshots.mounted_path_kind, str(rt.snapshots_root), state.driver, state.key, path)
+
+
+def copy_plan_into(app: "AppContext", rt: "Runtime", state: ContainerState, plan: Any,
+                   chown: str | None) -> list[str]:
+    """Stream ``plan`` (a builder.copier.CopyPlan) into the container's snapshot."""
+    from builder import copier, snapshots
+    return rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key, plan.dest_dir,
+                        None, chown, source=lambda out: copier.write_tar(plan, out))
+
+
+def absolute_dest(state: ContainerState, dest: str | None) -> str:
+    workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
+    if not dest:
+        return workdir.rstrip("/") + "/"
+    if dest.startswith("/"):
+        return dest
+    joined = posixpath.join(workdir, dest)
+    return joined + "/" if dest.endswith("/") and not joined.endswith("/") else joined
+
+
+def copy_into(app: "AppContext", container: str, sources: list[str], dest: str | None, *, chown: str | None = None,
+              chmod: str | None = None, from_: str | None = None, contextdir: str | None = None, add: bool = False,
+              quiet: bool = False, checksum: str | None = None) -> None:
+    """`bale copy` / `bale add`."""
+    from builder import copier
+    reg = ContainerRegistry(app.root)
+    state = reg.get(container)
+    rt = _runtime_of(app, state)
+    mode = copier.parse_chmod(chmod)
+    if from_:
+        raise UsageError("copy --from is not supported for scripted builds yet; use `bale mount` in `bale unshare`")
+    context = Path(contextdir or os.getcwd())
+    rels = []
+    for s in sources:
+        if add and copier.is_url(s):
+            rels.append(s)
+            continue
+        absolute = Path(os.path.abspath(s if os.path.isabs(s) else context / s))
+        ctx = context.resolve()
+        if absolute != ctx and ctx not in absolute.parents:
+            raise UsageError(f"copy source {s}: outside the context directory {context} (use --contextdir)")
+        rels.append(os.path.relpath(absolute, ctx))
+    resolved = copier.resolve_sources(context, rels, add=add)
+    if checksum and not any(s.url for s in resolved):
+        raise UsageError("--checksum applies only to URL sources")
+    with reg.locked(state.name):
+        for src in resolved:
+            if src.url:
+                copier.fetch_url(src, app.store.tmp_dir, checksum)
+        target = absolute_dest(state, dest)
+        plan = copier.plan_copy(resolved, target, container_path_kind(rt, state, target), chmod=mode)
+        plan.temp_files = [s.path for s in resolved if s.url]
+        try:
+            copy_plan_into(app, rt, state, plan, chown)
+        finally:
+            plan.cleanup()
+        verb = "ADD" if add else "COPY"
+        state.pending_history.append({"created_by": f"/bin/sh -c #(nop) {verb} {' '.join(sources)} in {target}"})
+        reg.save(state)
+
+
+# --- config ------------------------------------------------------------------
+def _kv(text: str, what: str) -> tuple[str, str | None]:
+    """K=V sets, K- removes (buildah's convention)."""
+    if "=" in text:
+        k, v = text.split("=", 1)
+        return k, v
+    if text.endswith("-"):
+        return text[:-1], None
+    raise UsageError(f"invalid {what} {text!r}: expected KEY=VALUE or KEY-")
+
+
+def apply_config_options(cfg: ImageConfig, opts: dict[str, Any]) -> list[str]:
+    """Apply `bale config` options to ``cfg``; returns history notes of what changed."""
+    c = cfg.config
+    notes: list[str] = []
+    shell = c.get("Shell")
+    if opts.get("shell"):
+        c["Shell"] = ce.parse_command(opts["shell"], None, "--shell")
+        shell = c["Shell"]
+        notes.append(f"SHELL {c['Shell']}")
+    if opts.get("entrypoint") is not None:
+        c["Entrypoint"] = ce.parse_command(opts["entrypoint"], shell, "--entrypoint") or None
+        notes.append(f"ENTRYPOINT {c['Entrypoint']}")
+    if opts.get("cmd") is not None:
+        c["Cmd"] = ce.parse_command(opts["cmd"], shell, "--cmd") or None
+        notes.append(f"CMD {c['Cmd']}")
+    for item in opts.get("env") or ():
+        k, v = _kv(item, "--env")
+        ce.set_env(c, k, os.path.expandvars(v)) if v is not None else ce.unset_env(c, k)
+        notes.append(f"ENV {item}")
+    if opts.get("workingdir") is not None:
+        c["WorkingDir"] = opts["workingdir"]
+        notes.append(f"WORKDIR {opts['workingdir']}")
+    if opts.get("user") is not None:
+        c["User"] = opts["user"]
+        notes.append(f"USER {opts['user']}")
+    for item in opts.get("labels") or ():
+        k, v = _kv(item, "--label")
+        ce.set_label(c, k, v) if v is not None else ce.unset_label(c, k)
+        notes.append(f"LABEL {item}")
+    for port in opts.get("ports") or ():
+        if port.endswith("-"):
+            ports = dict(c.get("ExposedPorts") or {})
+            p = port[:-1] if "/" in port[:-1] else port[:-1] + "/tcp"
+            ports.pop(p, None)
+            c["ExposedPorts"] = ports
+        else:
+            ce.add_port(c, port)
+        notes.append(f"EXPOSE {port}")
+    for vol in opts.get("volumes") or ():
+        if vol.endswith("-"):
+            vols = dict(c.get("Volumes") or {})
+            vols.pop(vol[:-1], None)
+            c["Volumes"] = vols
+        else:
+            ce.add_volume(c, vol)
+        notes.append(f"VOLUME {vol}")
+    if opts.get("stop_signal"):
+        c["StopSignal"] = ce.stop_signal(opts["stop_signal"])
+        notes.append(f"STOPSIGNAL {c['StopSignal']}")
+    if opts.get("healthcheck") is not None:
+        ce.set_healthcheck(c, ce.healthcheck_test(opts["healthcheck"], shell),
+                           interval=opts.get("healthcheck_interval"), timeout=opts.get("healthcheck_timeout"),
+                           start_period=opts.get("healthcheck_start_period"),
+                           start_interval=opts.get("healthcheck_start_interval"),
+                           retries=opts.get("healthcheck_retries"))
+        notes.append(f"HEALTHCHECK {opts['healthcheck']}")
+    for trig in opts.get("onbuild") or ():
+        c["OnBuild"] = list(c.get("OnBuild") or []) + [trig]
+        notes.append(f"ONBUILD {trig}")
+    if opts.get("author") is not None:
+        cfg.author = opts["author"]
+    if opts.get("hostname") is not None:
+        c["Hostname"] = opts["hostname"]
+    if opts.get("domainname") is not None:
+        c["Domainname"] = opts["domainname"]
+    if opts.get("arch"):
+        cfg.architecture = opts["arch"]
+    if opts.get("os_"):
+        cfg.os = opts["os_"]
+    if opts.get("variant") is not None:
+        cfg.variant = opts["variant"]
+    return notes
+
+
+def configure(app: "AppContext", container: str, opts: dict[str, Any]) -> ContainerState:
+    """`bale config`."""
+    reg = ContainerRegistry(app.root)
+    state = reg.get(container)
+    with reg.locked(state.name):
+        state = reg.get(container)
+        cfg = state.image_config
+        notes = apply_config_options(cfg, opts)
+        state.set_image_config(cfg)
+        ann = dict(state.config.get("__annotations__", {}))
+        for item in opts.get("annotations") or ():
+            k, v = _kv(item, "--annotation")
+            if v is None:
+                ann.pop(k, None)
+            else:
+                ann[k] = v
+        if ann:
+            state.config["__annotations__"] = ann
+        for key in ("created_by", "comment", "history_comment"):
+            if opts.get(key):
+                state.config.setdefault("__history__", {})[key] = opts[key]
+        for n in notes:
+            state.pending_history.append({"created_by": f"/bin/sh -c #(nop) {n}", "empty_layer": True})
+        reg.save(state)
+    return state
+
+
+# --- commit ------------------------------------------------------------------
+def commit_layer(app: "AppContext", rt: "Runtime", state: ContainerState, *, compression: str = "gzip",
+                 level: int | None = None, image_format: str = "oci", epoch: int | None = None) -> Any:
+    """Diff the container's snapshot into a compressed layer blob; None when nothing changed."""
+    from builder import snapshots
+    from builder.commit import Layer
+    from builder.compress import LayerWriter
+    from builder.oci import Descriptor, layer_media_type
+    ignore = sorted(set(snapshots.SANDBOX_PATHS) | set(state.created_paths))
+    store = app.store
+
+    def sink(fh: Any) -> Any:
+        with store.writer() as blob:
+            writer = LayerWriter(blob, compression, level)
+            entries = _TarCounter(writer)
+            while chunk := fh.read(1 << 20):
+                entries.write(chunk)
+            digests = writer.close()
+            if entries.empty:
+                blob.abort()
+                return None
+            desc = blob.commit()
+        return digests, desc
+
+    got = rt.stream_from(snapshots.diff_to_fd, str(rt.snapshots_root), state.driver, state.key, ignore, epoch,
+                         sink=sink)
+    if got is None:
+        return None
+    digests, desc = got
+    media_type = layer_media_type(compression, image_format == "docker")
+    d = Descriptor(media_type, desc.digest, desc.size)
+    store.set_diff_id(digests.diff_id, d)
+    return Layer(d, digests.diff_id)
+
+
+class _TarCounter:
+    """Passes tar bytes on and notes whether the archive had any member: an
+    archive without one starts with a zero block."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink, self.empty, self._head = sink, True, b""
+
+    def write(self, data: bytes) -> None:
+        if len(self._head) < 512:
+            self._head += data[:512 - len(self._head)]
+            if any(self._head):
+                self.empty = False
+        self.sink.write(data)
+
+
+def commit(app: "AppContext", container: str, image: str | None, *, squash: bool = False,
+           timestamp: int | None = None, image_format: str = "oci", compression: str = "gzip",
+           compression_level: int | None = None, registry: "RegistryOptions | None" = None,
+           quiet: bool = False) -> "ImageRecord":
+    """`bale commit`: base layers + the snapshot's diff, config and history, as an image."""
+    from builder.commit import Layer, history_entry, write_image
+    from builder.oci import Descriptor
+    reg = ContainerRegistry(app.root)
+    state = reg.get(container)
+    rt = _runtime_of(app, state)
+    epoch = timestamp if timestamp is not None else _env_epoch()
+    if image_format == "docker" and compression == "zstd":
+        raise UsageError("docker format cannot carry zstd layers: use --compression gzip or --format oci")
+    with reg.locked(state.name):
+        cfg = state.image_config
+        meta = state.config.get("__history__", {})
+        annotations = dict(state.config.get("__annotations__", {}))
+        cfg.extra.pop("__history__", None)
+        cfg.extra.pop("__annotations__", None)
+        if squash:
+            raise UsageError("commit --squash: not supported yet")
+        layer = commit_layer(app, rt, state, compression=compression, level=compression_level,
+                             image_format=image_format, epoch=epoch)
+        layers = [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in state.layers]
+        if layer is not None:
+            layers.append(layer)
+        created_by = meta.get("created_by") or _summary(state)
+        cfg.history = list(cfg.history) + [history_entry(created_by, empty_layer=layer is None, timestamp=epoch,
+                                                         comment=meta.get("history_comment") or
+                                                         meta.get("comment") or "")]
+        dest_is_store, names = _commit_names(image)
+        rec = write_image(app.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
+                          timestamp=epoch, annotations=annotations)
+    if not dest_is_store and image:
+        from builder.pull import push_record
+        push_record(app, rec, image, registry=registry, image_format=image_format, quiet=quiet)
+    return rec
+
+
+def _summary(state: ContainerState) -> str:
+    runs = [h["created_by"] for h in state.pending_history if h.get("run")]
+    return runs[-1] if runs else "bale commit"
+
+
+def _env_epoch() -> int | None:
+    v = os.environ.get("SOURCE_DATE_EPOCH")
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise UsageError(f"invalid SOURCE_DATE_EPOCH {v!r}: expected seconds since the epoch") from None
+
+
+_TRANSPORTS = ("docker://", "oci:", "oci-archive:", "docker-archive:", "dir:")
+
+
+def _commit_names(image: str | None) -> tuple[bool, list[str]]:
+    """Whether the destination is the local store, and the names to record there."""
+    if not image:
+        return True, []
+    if image.startswith(_TRANSPORTS):
+        return False, []
+    from builder.imagenames import store_name
+    return True, [store_name(image.removeprefix("containers-storage:"))]
+
+
+# --- containers, rm, mount ---------------------------------------------------
+def remove_containers(app: "AppContext", names: list[str]) -> list[str]:
+    from builder import snapshots
+    reg = ContainerRegistry(app.root)
+    removed = []
+    for n in names:
+        state = reg.get(n)
+        with reg.locked(state.name):
+            rt = _runtime_of(app, state)
+            rt.call(snapshots.remove, str(rt.snapshots_root), state.driver, state.key)
+            reg.remove(state)
+        removed.append(state.name)
+    return removed
+
+
+def mount(app: "AppContext", names: list[str]) -> Iterator[tuple[str, str]]:
+    """Mount in the current mount namespace: only meaningful inside `bale unshare` (or as root)."""
+    from builder.snapshots import SnapshotRootfs
+    reg = ContainerRegistry(app.root)
+    if not names:
+        for s in reg.all():
+            p = Path(app.root) / "snapshots" / "containers" / s.key / "merged"
+            if os.path.ismount(p):
+                yield s.name, str(p)
+        return
+    if os.geteuid() != 0:
+        raise UsageError("mount: run it inside `bale unshare` (the mount lives in that namespace)")
+    for n in names:
+        state = reg.get(n)
+        rt = _runtime_of(app, state)
+        yield state.name, str(SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key).setup())
+
+
+def umount(app: "AppContext", name: str) -> None:
+    from builder.snapshots import _driver
+    reg = ContainerRegistry(app.root)
+    state = reg.get(name)
+    if os.geteuid() != 0:
+        raise UsageError("umount: run it inside `bale unshare`")
+    rt = _runtime_of(app, state)
+    _driver(str(rt.snapshots_root), state.driver).unmount(state.key)
+
+
+def require_container(app: "AppContext", name: str) -> ContainerState:
+    try:
+        return ContainerRegistry(app.root).get(name)
+    except ContainerError:
+        raise

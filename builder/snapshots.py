@@ -1,0 +1,117 @@
+"""Snapshot work as it runs inside the sandbox's namespace.
+
+Every function here is module-level and takes plain data, so ``Runtime.call``
+can pickle it into the user-namespace child: there the process is root over
+the subordinate id range, so layers owned by many users unpack, diff and
+clean up with their owners intact.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+#: mountpoints the sandbox may create; dropped from a diff when still empty
+SANDBOX_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run",
+                 "/dev/shm", "/dev/pts")
+
+
+def _driver(root: str, name: str) -> Any:
+    from snapshotter.api import get_driver
+    return get_driver(name, Path(root))
+
+
+class SnapshotRootfs:
+    """RootfsProvider for the sandbox: mounts the container's snapshot in the
+    current (namespace child's) mount namespace and returns the merged root."""
+
+    def __init__(self, root: str, driver: str, key: str) -> None:
+        self.root, self.driver, self.key = root, driver, key
+
+    def setup(self) -> Path:
+        return _driver(self.root, self.driver).mount(self.key)
+
+
+def ensure_layers(root: str, driver: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:
+    """Unpack every (layer_id, opener) not unpacked yet (shared by all images)."""
+    d = _driver(root, driver)
+    for layer_id, opener in layers:
+        if not d.has_layer(layer_id):
+            d.ensure_layer(layer_id, opener)
+
+
+def prepare(root: str, driver: str, key: str, layer_ids: list[str]) -> None:
+    _driver(root, driver).prepare(key, layer_ids)
+
+
+def remove(root: str, driver: str, key: str) -> None:
+    _driver(root, driver).remove(key)
+
+
+def diff_to_fd(fd: int, root: str, driver: str, key: str, ignore: list[str], epoch: int | None) -> None:
+    """Write the snapshot's changes as an uncompressed tar into ``fd``."""
+    d = _driver(root, driver)
+    with os.fdopen(os.dup(fd), "wb", buffering=1 << 20) as out:
+        d.diff(key, out, ignore_if_empty=tuple(ignore), source_date_epoch=epoch)
+
+
+def mounted_path_kind(root: str, driver: str, key: str, path: str) -> str | None:
+    """"dir", "file" or None for ``path`` inside the container, resolved with chroot semantics."""
+    from snapshotter.safepath import secure_join
+    merged = _driver(root, driver).mount(key)
+    p = secure_join(merged, path)
+    if p.is_dir():
+        return "dir"
+    return "file" if os.path.lexists(p) else None
+
+
+def resolve_owner(root: str, driver: str, key: str, user: str) -> tuple[int, int]:
+    """uid, gid for a --chown USER[:GROUP] using the container's own passwd and group files."""
+    from builder.sandbox.users import resolve_user
+    merged = _driver(root, driver).mount(key)
+    uid, gid, _groups, _home = resolve_user(merged, user)
+    return uid, gid
+
+
+def apply_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owner: tuple[int, int] | None,
+                  user: str | None) -> list[str]:
+    """Extract the tar read from ``fd`` under ``dest_dir`` of the mounted container (made if absent).
+    The owner comes from ``owner``, or from ``user`` resolved in the container; returns warnings."""
+    from snapshotter.apply import apply_tar
+    from snapshotter.safepath import secure_join
+    merged = _driver(root, driver).mount(key)
+    if owner is None and user:
+        from builder.sandbox.users import resolve_user
+        uid, gid, _g, _h = resolve_user(merged, user)
+        owner = (uid, gid)
+    target = secure_join(merged, dest_dir)
+    _mkdirs(merged, dest_dir)
+    with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as src:
+        result = apply_tar(src, target, whiteout_format="native", chown=owner)
+    return list(getattr(result, "warnings", []) or [])
+
+
+def _mkdirs(merged: Path, path: str) -> None:
+    """mkdir -p of a container path, each component confined to the rootfs (new dirs 0755 root)."""
+    from snapshotter.safepath import secure_join
+    cur = "/"
+    for part in [p for p in path.split("/") if p]:
+        cur = cur.rstrip("/") + "/" + part
+        p = secure_join(merged, cur)
+        if not p.is_dir():
+            if os.path.lexists(p):
+                from builder.errors import ContainerError
+                raise ContainerError(f"cannot create directory {cur}: a file is in the way")
+            os.mkdir(p, 0o755)
+
+
+def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int] | None = None) -> bool:
+    """mkdir -p inside the container; True if anything was created (WORKDIR needs this)."""
+    from snapshotter.safepath import secure_join
+    merged = _driver(root, driver).mount(key)
+    existed = secure_join(merged, path).is_dir()
+    if not existed:
+        _mkdirs(merged, path)
+        if owner:
+            os.lchown(secure_join(merged, path), *owner)
+    return not existed
