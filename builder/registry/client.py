@@ -1,0 +1,420 @@
+"""A client for one registry (OCI distribution spec, Docker registry v2).
+
+Pulls verify every digest and resume broken downloads with Range; pushes skip
+blobs the registry has (HEAD), mount across repositories, upload large blobs in
+chunks and, when a chunk fails, ask the registry how far it got and continue
+from there instead of from byte 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import Any, BinaryIO, Callable, Sequence
+
+from builder.errors import AuthError, BaleError, DigestMismatch, NotFoundError, RegistryError
+from builder.oci import MANIFEST_ACCEPT, Descriptor, detect_media_type, new_hasher, sha256_digest
+from builder.progress import NullProgress, Progress
+from builder.registry import auth
+from builder.registry.http import Response, Transport, describe, error_message
+from builder.registry.options import RegistryOptions
+
+log = logging.getLogger("bale")
+MONOLITHIC_LIMIT = int(os.environ.get("BALE_MONOLITHIC_LIMIT", 32 << 20))
+CHUNK_SIZE = int(os.environ.get("BALE_CHUNK_SIZE", 16 << 20))
+MAX_RESUMES = 8
+
+
+class _Body:
+    """A sized, readable request body: requests sends Content-Length and streams it."""
+
+    def __init__(self, reader: BinaryIO, length: int, on_read: Callable[[int], None] | None = None) -> None:
+        self.reader, self.remaining, self.on_read = reader, length, on_read
+
+    def __len__(self) -> int:
+        return self.remaining
+
+    def read(self, n: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
+        data = self.reader.read(n)
+        self.remaining -= len(data)
+        if self.on_read and data:
+            self.on_read(len(data))
+        return data
+
+
+class RegistryClient:
+    def __init__(self, registry: str, options: RegistryOptions | None = None,
+                 progress: Progress | None = None) -> None:
+        self.registry = registry
+        self.options = options or RegistryOptions()
+        self.progress = progress or NullProgress()
+        self.http = Transport(self._api_host(registry), self.options)
+        self.tokens = auth.TokenCache()
+        self._challenge: tuple[str, dict[str, str]] | None = None
+        self._creds: dict[str, auth.Credentials | None] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _api_host(registry: str) -> str:
+        return "registry-1.docker.io" if registry == "docker.io" else registry
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- auth -------------------------------------------------------------------------
+    def _credentials(self, repo: str | None) -> auth.Credentials | None:
+        key = repo or ""
+        with self._lock:
+            if key not in self._creds:
+                self._creds[key] = auth.lookup(self.registry, repo, self.options.creds, self.options.authfile)
+            return self._creds[key]
+
+    def _scope(self, repo: str | None, push: bool, extra_pull: Sequence[str] = ()) -> str:
+        if not repo:
+            return ""
+        scopes = [f"repository:{repo}:{'pull,push' if push else 'pull'}"]
+        scopes += [f"repository:{r}:pull" for r in extra_pull if r != repo]
+        return " ".join(scopes)
+
+    def _auth_header(self, repo: str | None, scope: str) -> dict[str, str]:
+        if self._challenge is None:
+            return {}
+        scheme, params = self._challenge
+        creds = self._credentials(repo)
+        if scheme == "basic":
+            return {"Authorization": creds.basic()} if creds else {}
+        if scheme == "bearer":
+            tok = self.tokens.get(self.registry, scope)
+            if tok is None:
+                tok = self._fetch_token(params, scope, creds, repo)
+            return {"Authorization": f"Bearer {tok}"}
+        return {}
+
+    def _fetch_token(self, params: dict[str, str], scope: str, creds: auth.Credentials | None, repo: str | None) -> str:
+        realm = params.get("realm")
+        if not realm:
+            raise AuthError(f"{self._what(repo)}: bearer challenge without a realm")
+        q = {"service": params["service"]} if params.get("service") else {}
+        if scope:
+            q["scope"] = scope
+        headers = {"Authorization": creds.basic()} if creds else {}
+        if creds:
+            q["account"] = creds.username
+        resp = self.http.request("GET", realm, what=f"token for {self._what(repo)}", params=q, headers=headers)
+        if resp.status_code in (401, 403):
+            raise AuthError(f"{self._what(repo)}: wrong username or password" if creds
+                            else f"{self._what(repo)}: authentication required")
+        if resp.status_code != 200:
+            raise AuthError(f"{self._what(repo)}: token server answered {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise AuthError(f"{self._what(repo)}: token server sent malformed JSON") from None
+        tok = body.get("token") or body.get("access_token")
+        if not tok:
+            raise AuthError(f"{self._what(repo)}: token server sent no token")
+        self.tokens.put(self.registry, scope, tok, float(body.get("expires_in") or 60))
+        return str(tok)
+
+    def _what(self, repo: str | None, ref: str | None = None) -> str:
+        if not repo:
+            return self.registry
+        return f"{self.registry}/{repo}" + (f"@{ref}" if ref and ref.startswith("sha256:") else f":{ref}" if ref else "")
+
+    def _call(self, method: str, path: str, *, repo: str | None, push: bool = False, what: str,
+              extra_pull: Sequence[str] = (), **kw: Any) -> Response:
+        """A request with the auth handshake: on 401, answer the challenge once and retry."""
+        scope = self._scope(repo, push, extra_pull)
+        resp = self.http.request(method, path, what=what, auth_header=lambda: self._auth_header(repo, scope), **kw)
+        if resp.status_code == 401:
+            header = resp.headers.get("WWW-Authenticate", "")
+            resp.close()
+            if not header:
+                raise AuthError(f"{what}: authentication required")
+            self._challenge = auth.parse_challenge(header)
+            self.tokens.drop(self.registry, scope)
+            if self._challenge[0] == "basic" and self._credentials(repo) is None:
+                raise AuthError(f"{what}: authentication required")
+            if kw.get("data") is not None and hasattr(kw["data"], "read"):
+                raise _Reauth()  # a streamed body cannot be replayed here; the caller reopens it
+            resp = self.http.request(method, path, what=what, auth_header=lambda: self._auth_header(repo, scope),
+                                     **kw)
+            if resp.status_code == 401:
+                creds = self._credentials(repo)
+                resp.close()
+                raise AuthError(f"{what}: wrong username or password" if creds
+                                else f"{what}: authentication required")
+        if resp.status_code == 403:
+            resp.close()
+            raise AuthError(f"{what}: access denied ({error_message(resp)})")
+        return resp
+
+    def _fail(self, resp: Response, what: str) -> BaleError:
+        msg = error_message(resp)
+        resp.close()
+        if resp.status_code == 404:
+            return NotFoundError(f"{what}: not found ({msg})")
+        return RegistryError(f"{what}: registry answered {resp.status_code} ({msg})")
+
+    def check_auth(self) -> None:
+        """GET /v2/ through the challenge (for login); AuthError on bad credentials."""
+        resp = self.http.request("GET", "/v2/", what=f"login to {self.registry}")
+        if resp.status_code == 401:
+            self._challenge = auth.parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+            creds = self._credentials(None)
+            if creds is None:
+                raise AuthError(f"login to {self.registry}: credentials required")
+            if self._challenge[0] == "bearer":
+                self._fetch_token(self._challenge[1], "", creds, None)
+                return
+            resp = self.http.request("GET", "/v2/", what=f"login to {self.registry}",
+                                     headers={"Authorization": creds.basic()})
+            if resp.status_code == 401:
+                raise AuthError(f"login to {self.registry}: wrong username or password")
+        if resp.status_code >= 400:
+            raise self._fail(resp, f"login to {self.registry}")
+
+    # --- manifests ----------------------------------------------------------------
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        what = self._what(repo, reference)
+        resp = self._call("GET", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
+                          headers={"Accept": MANIFEST_ACCEPT})
+        if resp.status_code != 200:
+            raise self._fail(resp, what)
+        data = resp.content
+        if len(data) > 4 << 20:
+            raise RegistryError(f"{what}: manifest larger than 4 MiB")
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise DigestMismatch(f"{what}: manifest content has digest {digest}")
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header.startswith("sha256:") and header != digest:
+            raise DigestMismatch(f"{what}: manifest content has digest {digest}, registry says {header}")
+        mt = detect_media_type(data, resp.headers.get("Content-Type", "").split(";")[0], f"manifest of {what}")
+        return data, mt, digest
+
+    def head_manifest(self, repo: str, reference: str) -> tuple[str, str, int] | None:
+        what = self._what(repo, reference)
+        resp = self._call("HEAD", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
+                          headers={"Accept": MANIFEST_ACCEPT})
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._fail(resp, what)
+        digest = resp.headers.get("Docker-Content-Digest", "")
+        if not digest:  # some registries omit it on HEAD
+            data, mt, digest = self.get_manifest(repo, reference)
+            return digest, mt, len(data)
+        return digest, resp.headers.get("Content-Type", "").split(";")[0], int(resp.headers.get("Content-Length", 0))
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        what = self._what(repo, reference)
+        resp = self._call("PUT", f"/v2/{repo}/manifests/{reference}", repo=repo, push=True, what=what,
+                          data=data, headers={"Content-Type": media_type})
+        if resp.status_code not in (200, 201, 202):
+            raise self._fail(resp, f"push manifest {what}")
+        resp.close()
+        return sha256_digest(data)
+
+    def list_tags(self, repo: str) -> list[str]:
+        what = self._what(repo)
+        resp = self._call("GET", f"/v2/{repo}/tags/list", repo=repo, what=what)
+        if resp.status_code != 200:
+            raise self._fail(resp, what)
+        return list(resp.json().get("tags") or [])
+
+    # --- blobs --------------------------------------------------------------------
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        what = f"blob {digest[:19]} in {self._what(repo)}"
+        resp = self._call("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, what=what)
+        resp.close()
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            return False
+        raise self._fail(resp, what)
+
+    def fetch_blob(self, repo: str, desc: Descriptor, sink: Any, reset: Callable[[], None] | None = None) -> None:
+        """Stream the blob into ``sink``; resumes with Range after a broken connection."""
+        what = f"blob {desc.digest[:19]} of {self._what(repo)}"
+        hasher = new_hasher(desc.digest)
+        got = 0
+        self.progress.start(desc.digest, desc.digest[7:19], desc.size or None)
+        for attempt in range(MAX_RESUMES + 1):
+            headers = {"Range": f"bytes={got}-"} if got else {}
+            resp = self._call("GET", f"/v2/{repo}/blobs/{desc.digest}", repo=repo, what=what, stream=True,
+                              headers=headers)
+            if resp.status_code == 200 and got:
+                if reset is None:
+                    resp.close()
+                    raise RegistryError(f"{what}: connection broke and the registry does not resume (no Range)")
+                reset()  # the registry ignored Range: start over
+                self.progress.advance(desc.digest, -got)
+                hasher, got = new_hasher(desc.digest), 0
+            elif resp.status_code not in (200, 206):
+                raise self._fail(resp, what)
+            try:
+                for chunk in resp.iter_content(1 << 16):
+                    hasher.update(chunk)
+                    sink.write(chunk)
+                    got += len(chunk)
+                    self.progress.advance(desc.digest, len(chunk))
+                    if desc.size and got > desc.size:
+                        raise DigestMismatch(f"{what}: more bytes than the {desc.size} the descriptor says")
+                break
+            except BaleError:
+                raise
+            except Exception as exc:  # connection broke mid-body: resume from `got`
+                resp.close()
+                if attempt == MAX_RESUMES:
+                    raise RegistryError(f"{what}: download failed: {describe(exc)}") from None
+                log.info("%s: %s after %d bytes, resuming", what, describe(exc), got)
+        if (desc.size and got != desc.size) or "sha256:" + hasher.hexdigest() != desc.digest:
+            raise DigestMismatch(f"{what}: content does not match its digest")
+        self.progress.done(desc.digest)
+
+    def push_blob(self, repo: str, desc: Descriptor, open_at: Callable[[int], BinaryIO],
+                  mount_from: Sequence[str] = ()) -> str:
+        """"exists", "mounted" or "uploaded"."""
+        what = f"push blob {desc.digest[:19]} to {self._what(repo)}"
+        if self.blob_exists(repo, desc.digest):
+            self.progress.done(desc.digest, "exists")
+            return "exists"
+        location = None
+        for src in mount_from:
+            if src == repo:
+                continue
+            resp = self._call("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, push=True, what=what,
+                              extra_pull=[src], params={"mount": desc.digest, "from": src}, data=b"")
+            if resp.status_code == 201:
+                resp.close()
+                self.progress.done(desc.digest, "mounted")
+                return "mounted"
+            if resp.status_code == 202:
+                location = resp.headers.get("Location")
+                resp.close()
+                break
+            resp.close()
+        self.progress.start(desc.digest, desc.digest[7:19], desc.size)
+        for _session in range(3):
+            if location is None:
+                location = self._start_upload(repo, what)
+            try:
+                self._upload(repo, desc, open_at, location, what)
+                self.progress.done(desc.digest, "uploaded")
+                return "uploaded"
+            except _SessionGone:
+                location = None
+        raise RegistryError(f"{what}: the registry kept dropping the upload session")
+
+    def _start_upload(self, repo: str, what: str) -> str:
+        resp = self._call("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, push=True, what=what, data=b"")
+        if resp.status_code != 202 or not resp.headers.get("Location"):
+            raise self._fail(resp, what)
+        resp.close()
+        return resp.headers["Location"]
+
+    def _put_final(self, repo: str, location: str, desc: Descriptor, what: str, body: Any = b"",
+                   length: int = 0) -> None:
+        sep = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream"}
+        if not length:
+            headers["Content-Length"] = "0"
+        resp = self._call("PUT", f"{location}{sep}digest={desc.digest}", repo=repo, push=True, what=what,
+                          data=body, headers=headers, retry=not length)
+        if resp.status_code == 404:
+            resp.close()
+            raise _SessionGone()
+        if resp.status_code not in (201, 204):
+            raise self._fail(resp, what)
+        resp.close()
+
+    def _upload(self, repo: str, desc: Descriptor, open_at: Callable[[int], BinaryIO], location: str,
+                what: str) -> None:
+        size = desc.size
+        if size <= MONOLITHIC_LIMIT:
+            for attempt in range(4):
+                with open_at(0) as fh:
+                    try:
+                        self._put_final(repo, location, desc, what,
+                                        _Body(fh, size, lambda n: self.progress.advance(desc.digest, n)), size)
+                        return
+                    except (RegistryError, _Reauth) as exc:
+                        if isinstance(exc, AuthError) or attempt == 3:
+                            raise
+                        self.progress.advance(desc.digest, -size)
+                        raise _SessionGone() from None
+        offset = 0
+        failures = 0
+        while offset < size:
+            end = min(offset + CHUNK_SIZE, size)
+            try:
+                with open_at(offset) as fh:
+                    resp = self._call("PATCH", location, repo=repo, push=True, what=what, retry=False,
+                                      data=_Body(fh, end - offset, lambda n: self.progress.advance(desc.digest, n)),
+                                      headers={"Content-Type": "application/octet-stream",
+                                               "Content-Range": f"{offset}-{end - 1}"})
+                if resp.status_code == 404:
+                    resp.close()
+                    raise _SessionGone()
+                if resp.status_code != 202:
+                    if resp.status_code < 500 and resp.status_code != 429:
+                        raise self._fail(resp, what)
+                    resp.close()
+                    raise RegistryError(f"{what}: registry answered {resp.status_code}")
+                location = resp.headers.get("Location") or location
+                resp.close()
+                offset = _range_end(resp.headers.get("Range"), end)
+                failures = 0
+            except (RegistryError, _Reauth) as exc:
+                if isinstance(exc, (AuthError, NotFoundError)):
+                    raise
+                failures += 1
+                if failures > MAX_RESUMES:
+                    raise
+                done = offset
+                offset, location = self._upload_status(repo, location, what)
+                log.info("%s: chunk failed (%s); the registry has %d bytes, resuming there", what, exc, offset)
+                self.progress.advance(desc.digest, offset - done)
+        self._put_final(repo, location, desc, what)
+
+    def _upload_status(self, repo: str, location: str, what: str) -> tuple[int, str]:
+        """How many bytes the registry holds for an upload session (GET → 204 with Range: 0-N)."""
+        resp = self._call("GET", location, repo=repo, push=True, what=what)
+        resp.close()
+        if resp.status_code == 404:
+            raise _SessionGone()
+        if resp.status_code not in (202, 204):
+            raise self._fail(resp, what)
+        return _range_end(resp.headers.get("Range"), 0), resp.headers.get("Location") or location
+
+
+def _range_end(header: str | None, default: int) -> int:
+    """Next offset from a ``Range: 0-N`` header (N inclusive)."""
+    if not header:
+        return default
+    _, _, end = header.removeprefix("bytes=").partition("-")
+    try:
+        return int(end) + 1
+    except ValueError:
+        return default
+
+
+class _SessionGone(Exception):
+    """The upload session vanished (404): start a new one."""
+
+
+class _Reauth(Exception):
+    """A streamed body met an auth challenge: reopen and resend."""
+
+
+def digest_of_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
