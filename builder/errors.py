@@ -73,6 +73,8 @@ class RunFailed(ContainerError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+        #: `bale run` exits with the command's own status, as buildah run does
+        self.exit_code = status if 0 < status < 256 else 1
 
 
 class BuildError(BaleError):
