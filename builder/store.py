@@ -109,6 +109,11 @@ class VerifiedReader:
     def readable(self) -> bool:
         return True
 
+    @property
+    def raw(self) -> BinaryIO:
+        """The unverified file underneath (for seeking readers whose peer verifies the bytes)."""
+        return self._fh
+
     def close(self) -> None:
         self._fh.close()
 

@@ -1,0 +1,451 @@
+"""Image locations named as skopeo and buildah name them, and a source and a
+destination for each:
+
+    docker://HOST/REPO[:TAG|@DIGEST]   a registry
+    oci:DIR[:REF]                      an OCI layout directory
+    oci-archive:FILE[:REF]             a tar of an OCI layout
+    docker-archive:FILE[:NAME:TAG]     a `docker save` archive (source: also :@INDEX)
+    NAME or ID                         the local store (``containers-storage:`` accepted)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
+
+from builder.errors import FormatError, UsageError
+from builder.oci import INDEX_TYPES, Descriptor, Platform, detect_media_type, parse_index, sha256_digest
+
+if TYPE_CHECKING:
+    from builder.progress import Progress
+    from builder.reference import ImageReference
+    from builder.registry.client import RegistryClient
+    from builder.registry.options import RegistryOptions
+    from builder.store import ImageRecord, Store
+
+KINDS = ("docker", "oci", "oci-archive", "docker-archive", "store")
+
+
+@dataclass(frozen=True)
+class Location:
+    kind: str
+    path: str = ""  # file or directory for layouts and archives; the name for the store
+    ref: str | None = None  # oci ref, docker-archive NAME:TAG or @N
+    reference: "ImageReference | None" = None  # registry reference
+
+    def __str__(self) -> str:
+        if self.kind == "docker":
+            return f"docker://{self.reference}"
+        if self.kind == "store":
+            return self.path
+        return f"{self.kind}:{self.path}" + (f":{self.ref}" if self.ref else "")
+
+
+def parse_location(text: str) -> Location:
+    """UsageError for an unknown transport, naming the text."""
+    from builder.reference import parse_reference
+    if text.startswith("docker://"):
+        return Location("docker", reference=parse_reference(text[len("docker://"):]))
+    for kind in ("oci-archive", "docker-archive", "oci"):
+        if text.startswith(kind + ":"):
+            rest = text[len(kind) + 1:]
+            if not rest:
+                raise UsageError(f"invalid image location {text!r}: no path")
+            path, ref = _split_path_ref(rest, kind)
+            return Location(kind, path, ref)
+    if text.startswith("containers-storage:"):
+        return Location("store", text[len("containers-storage:"):])
+    prefix = text.split(":", 1)[0]
+    if ":" in text and "/" not in prefix and "." not in prefix and prefix.isalpha() and \
+            prefix in ("dir", "docker-daemon", "ostree", "sif", "tarball"):
+        raise UsageError(f"invalid image location {text!r}: transport {prefix!r} is not supported "
+                         "(docker://, oci:, oci-archive:, docker-archive:, or a local name)")
+    return Location("store", text)
+
+
+def _split_path_ref(rest: str, kind: str) -> tuple[str, str | None]:
+    if kind == "docker-archive":
+        path, sep, ref = rest.partition(":")
+        return path, ref or None
+    path, sep, ref = rest.partition(":")
+    return path, ref or None
+
+
+# --- sources ---------------------------------------------------------------------------
+class Source:
+    """Where an image is read from. Blobs come back verified."""
+
+    name: str
+
+    def raw_manifest(self) -> tuple[bytes, str]:
+        raise NotImplementedError
+
+    def manifest_by_digest(self, desc: Descriptor) -> bytes:
+        raise NotImplementedError
+
+    def write_blob(self, desc: Descriptor, sink: Any) -> None:
+        """Stream ``desc``'s verified bytes into ``sink.write``."""
+        raise NotImplementedError
+
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
+        raise NotImplementedError
+
+    def mount_from(self, registry: str) -> Sequence[str]:
+        return ()
+
+    def close(self) -> None:
+        pass
+
+    def manifest(self, platform: Platform | None) -> tuple[bytes, str, str, str | None]:
+        """(manifest bytes, media type, digest, index digest or None), choosing ``platform`` from an index."""
+        data, mt = self.raw_manifest()
+        mt = detect_media_type(data, mt, f"manifest of {self.name}")
+        if mt in INDEX_TYPES:
+            idx = parse_index(data, f"index of {self.name}")
+            desc = idx.select(platform or Platform.host())
+            inner = self.manifest_by_digest(desc)
+            imt = detect_media_type(inner, desc.media_type, f"manifest of {self.name}")
+            if imt in INDEX_TYPES:
+                raise FormatError(f"{self.name}: nested index for {desc.platform} is not supported")
+            return inner, imt, desc.digest, sha256_digest(data)
+        return data, mt, sha256_digest(data), None
+
+
+class _SpoolingSource(Source):
+    """open_at for sources that can only stream: spool each blob once to a temp file."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self.tmp_dir = tmp_dir
+        self._spooled: dict[str, str] = {}
+
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
+        path = self._spooled.get(desc.digest)
+        if path is None:
+            fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="spool-")
+            with os.fdopen(fd, "wb") as fh:
+                self.write_blob(desc, fh)
+            self._spooled[desc.digest] = path
+        fh = open(path, "rb")  # noqa: SIM115
+        fh.seek(offset)
+        return fh
+
+    def close(self) -> None:
+        for p in self._spooled.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+class RegistrySource(_SpoolingSource):
+    def __init__(self, client: "RegistryClient", ref: "ImageReference", tmp_dir: Path) -> None:
+        super().__init__(tmp_dir)
+        self.client, self.ref, self.name = client, ref, ref.name
+
+    def raw_manifest(self) -> tuple[bytes, str]:
+        data, mt, _ = self.client.get_manifest(self.ref.repository, self.ref.reference)
+        return data, mt
+
+    def manifest_by_digest(self, desc: Descriptor) -> bytes:
+        return self.client.get_manifest(self.ref.repository, desc.digest)[0]
+
+    def write_blob(self, desc: Descriptor, sink: Any) -> None:
+        self.client.fetch_blob(self.ref.repository, desc, sink)
+
+    def mount_from(self, registry: str) -> Sequence[str]:
+        return [self.ref.repository] if registry == self.ref.registry else []
+
+    def close(self) -> None:
+        super().close()
+        self.client.close()
+
+
+class _FileBlobSource(Source):
+    """Sources whose blobs are files: read them verified, seek for open_at."""
+
+    def _open(self, desc: Descriptor) -> BinaryIO:
+        raise NotImplementedError
+
+    def write_blob(self, desc: Descriptor, sink: Any) -> None:
+        with self._open(desc) as r:
+            while chunk := r.read(1 << 20):
+                sink.write(chunk)
+
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
+        r = self._open(desc)
+        raw = getattr(r, "raw", r)
+        raw.seek(offset)  # the peer (registry digest check, DockerArchiveWriter) verifies what it reads
+        return raw
+
+
+class StoreSource(_FileBlobSource):
+    def __init__(self, store: "Store", rec: "ImageRecord") -> None:
+        self.store, self.rec = store, rec
+        self.name = rec.names[0] if rec.names else rec.id
+
+    def raw_manifest(self) -> tuple[bytes, str]:
+        return self.store.read_blob(self.rec.manifest_digest), self.rec.manifest_media_type
+
+    def manifest_by_digest(self, desc: Descriptor) -> bytes:
+        return self.store.read_blob(desc.digest)
+
+    def _open(self, desc: Descriptor) -> BinaryIO:
+        return self.store.open_blob(desc.digest, f"blob {desc.digest} of {self.name}")  # type: ignore[return-value]
+
+
+class LayoutSource(_FileBlobSource):
+    def __init__(self, layout_path: Path, ref: str | None, name: str, cleanup: Path | None = None) -> None:
+        from builder.layout import OCILayout
+        self.layout, self.ref, self.name, self._cleanup = OCILayout(layout_path), ref, name, cleanup
+        if not self.layout.exists() and not (layout_path / "index.json").exists():
+            raise FormatError(f"{name}: not an OCI layout")
+
+    def raw_manifest(self) -> tuple[bytes, str]:
+        desc = self.layout.resolve(self.ref)
+        return self.layout.read_blob(desc), desc.media_type
+
+    def manifest_by_digest(self, desc: Descriptor) -> bytes:
+        return self.layout.read_blob(desc)
+
+    def _open(self, desc: Descriptor) -> BinaryIO:
+        return self.layout.open_blob(desc)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._cleanup:
+            shutil.rmtree(self._cleanup, ignore_errors=True)
+
+
+class DockerArchiveSource(_SpoolingSource):
+    def __init__(self, path: Path, selector: str | None, tmp_dir: Path) -> None:
+        from builder.dockerarchive import DockerArchiveReader
+        super().__init__(tmp_dir)
+        self.name = f"docker-archive:{path}"
+        self.reader = DockerArchiveReader(path, selector)
+        self.repo_tags = list(self.reader.image.repo_tags)
+        self._bytes, self.members = self.reader.manifest()
+
+    def raw_manifest(self) -> tuple[bytes, str]:
+        from builder.oci import DOCKER_MANIFEST
+        return self._bytes, DOCKER_MANIFEST
+
+    def manifest_by_digest(self, desc: Descriptor) -> bytes:
+        raise FormatError(f"{self.name}: has no index")
+
+    def write_blob(self, desc: Descriptor, sink: Any) -> None:
+        from builder.store import VerifiedReader
+        member = self.members.get(desc.digest)
+        if member is None:
+            raise FormatError(f"{self.name}: no blob {desc.digest}")
+        with VerifiedReader(self.reader.open_member(member), desc.digest, desc.size, f"{self.name}: {member}") as r:
+            while chunk := r.read(1 << 20):
+                sink.write(chunk)
+
+    def close(self) -> None:
+        super().close()
+        self.reader.close()
+
+
+def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
+                progress: "Progress | None" = None) -> Source:
+    from builder.registry.client import RegistryClient
+    from builder.registry.options import RegistryOptions
+    if loc.kind == "docker":
+        assert loc.reference is not None
+        client = RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress)
+        return RegistrySource(client, loc.reference, store.tmp_dir)
+    if loc.kind == "oci":
+        return LayoutSource(Path(loc.path), loc.ref, str(loc))
+    if loc.kind == "oci-archive":
+        from builder.layout import extract_archive
+        if not os.path.isfile(loc.path):
+            raise UsageError(f"{loc}: no such file")
+        tmp = Path(tempfile.mkdtemp(dir=store.tmp_dir, prefix="oci-archive-"))
+        try:
+            extract_archive(Path(loc.path), tmp)
+            return LayoutSource(tmp, loc.ref, str(loc), cleanup=tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if loc.kind == "docker-archive":
+        if not os.path.isfile(loc.path):
+            raise UsageError(f"{loc}: no such file")
+        return DockerArchiveSource(Path(loc.path), loc.ref, store.tmp_dir)
+    from builder.imagenames import lookup_candidates
+    for cand in lookup_candidates(loc.path):
+        rec = store.find_image(cand)
+        if rec is not None:
+            return StoreSource(store, rec)
+    from builder.errors import ImageNotFound
+    raise ImageNotFound(f"image {loc.path}: not known in the local store")
+
+
+# --- destinations ---------------------------------------------------------------------
+class Destination:
+    name: str
+    #: docker-archive needs Docker media types and uncompressed layers
+    requires_docker = False
+    #: OCI layouts hold OCI media types only (containers/image ignores others)
+    requires_oci = False
+    uncompressed_layers = False
+    registry_host: str | None = None
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return False
+
+    def put_blob(self, desc: Descriptor, src: Source) -> str:
+        raise NotImplementedError
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        """Write the manifest (after every blob); returns its digest."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        pass
+
+
+class RegistryDestination(Destination):
+    def __init__(self, client: "RegistryClient", ref: "ImageReference") -> None:
+        self.client, self.ref, self.name = client, ref, ref.name
+        self.registry_host = ref.registry
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return False  # push_blob's own HEAD decides (and reports "exists")
+
+    def put_blob(self, desc: Descriptor, src: Source) -> str:
+        return self.client.push_blob(self.ref.repository, desc, lambda off: src.open_at(desc, off),
+                                     src.mount_from(self.ref.registry))
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        ref = self.ref.digest or self.ref.tag or "latest"
+        return self.client.put_manifest(self.ref.repository, ref, data, media_type)
+
+
+class StoreDestination(Destination):
+    def __init__(self, store: "Store", names: list[str]) -> None:
+        self.store, self.names, self.name = store, names, names[0] if names else "the local store"
+        self.record: "ImageRecord | None" = None
+        self.index_digest: str | None = None
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return self.store.has_blob(desc.digest)
+
+    def put_blob(self, desc: Descriptor, src: Source) -> str:
+        with self.store.writer(desc.digest, desc.size) as w:
+            src.write_blob(desc, w)
+            w.commit()
+        return "stored"
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        from builder.oci import parse_manifest
+        digest = self.store.put_bytes(data)
+        man = parse_manifest(data)
+        if len(diff_ids) == len(man.layers):
+            for d, diff in zip(man.layers, diff_ids):
+                self.store.set_diff_id(diff, d)
+        self.record = self.store.add_image(digest, self.names, self.index_digest)
+        return digest
+
+
+class LayoutDestination(Destination):
+    requires_oci = True
+
+    def __init__(self, path: Path, ref: str | None, name: str) -> None:
+        from builder.layout import OCILayout
+        self.layout, self.ref, self.name = OCILayout(path), ref, name
+        self.layout.init()
+
+    def has_blob(self, desc: Descriptor) -> bool:
+        return self.layout.has_blob(desc.digest)
+
+    def put_blob(self, desc: Descriptor, src: Source) -> str:
+        with self.layout.blob_writer(desc) as w:
+            src.write_blob(desc, w)
+        return "stored"
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        desc = self.layout.put_bytes(data, media_type)
+        self.layout.add_manifest(desc, self.ref)
+        return desc.digest
+
+
+class OCIArchiveDestination(LayoutDestination):
+    def __init__(self, archive: Path, ref: str | None, tmp_dir: Path) -> None:
+        from builder.layout import extract_archive
+        self.archive = archive
+        self.tmp = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="oci-archive-out-"))
+        if archive.is_file():  # add to an existing archive, as skopeo does
+            extract_archive(archive, self.tmp)
+        super().__init__(self.tmp, ref, f"oci-archive:{archive}")
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        from builder.layout import write_archive
+        digest = super().put_manifest(data, media_type, config, diff_ids)
+        try:
+            write_archive(self.layout, self.archive)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return digest
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class DockerArchiveDestination(Destination):
+    requires_docker = True
+    uncompressed_layers = True
+
+    def __init__(self, path: Path, repo_tags: list[str]) -> None:
+        from builder.dockerarchive import DockerArchiveWriter
+        self.writer = DockerArchiveWriter(path)
+        self.repo_tags, self.name = repo_tags, f"docker-archive:{path}"
+        self.layer_names: dict[str, str] = {}
+        self.blobs: dict[str, Source] = {}
+
+    def put_blob(self, desc: Descriptor, src: Source) -> str:
+        self.blobs[desc.digest] = src  # written in layer order by put_manifest
+        return "queued"
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        from builder.compress import decompress_reader
+        from builder.oci import parse_manifest
+        man = parse_manifest(data)
+        names = []
+        for d, diff in zip(man.layers, diff_ids):
+            src = self.blobs[d.digest]
+            with src.open_at(d, 0) as raw:
+                names.append(self.writer.add_layer(diff, decompress_reader(raw, d.media_type)))
+        self.writer.finish(config, names, self.repo_tags)
+        return sha256_digest(data)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def open_destination(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
+                     progress: "Progress | None" = None, names: list[str] | None = None) -> Destination:
+    from builder.registry.client import RegistryClient
+    from builder.registry.options import RegistryOptions
+    if loc.kind == "docker":
+        assert loc.reference is not None
+        return RegistryDestination(RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress),
+                                   loc.reference)
+    if loc.kind == "oci":
+        return LayoutDestination(Path(loc.path), loc.ref, str(loc))
+    if loc.kind == "oci-archive":
+        return OCIArchiveDestination(Path(loc.path), loc.ref, store.tmp_dir)
+    if loc.kind == "docker-archive":
+        tags = [loc.ref] if loc.ref and not loc.ref.startswith("@") else list(names or [])
+        return DockerArchiveDestination(Path(loc.path), [_docker_tag(t) for t in tags])
+    from builder.imagenames import store_name
+    return StoreDestination(store, [store_name(loc.path)] if loc.path else list(names or []))
+
+
+def _docker_tag(name: str) -> str:
+    from builder.imagenames import split_tag
+    repo, tag, _ = split_tag(name)
+    return f"{repo}:{tag or 'latest'}"
+
+
+OpenAt = Callable[[int], BinaryIO]
