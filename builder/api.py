@@ -69,10 +69,14 @@ def base_layers(app: "AppContext", rec: "ImageRecord") -> tuple[ImageConfig, lis
                  for l in layers]
 
 
+def layer_openers(app: "AppContext", layers: list[BaseLayer]) -> list[tuple[str, Any]]:
+    from builder.runtime import StoreBlobOpener
+    return [(l.layer_id, StoreBlobOpener(str(app.root), l.digest, l.media_type)) for l in layers]
+
+
 def unpack_layers(app: "AppContext", rt: "Runtime", layers: list[BaseLayer]) -> None:
     from builder import snapshots
-    from builder.runtime import StoreBlobOpener
-    work = [(l.layer_id, StoreBlobOpener(str(app.root), l.digest, l.media_type)) for l in layers]
+    work = layer_openers(app, layers)
     if work:
         rt.call(snapshots.ensure_layers, str(rt.snapshots_root), rt.driver_name, work)
 
@@ -103,7 +107,7 @@ def new_container(app: "AppContext", image: str, *, name: str | None = None, pul
         reg.save(state)  # recorded first, so `bale rm` can clean up whatever follows
     try:
         unpack_layers(app, rt, layers)
-        rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, [l.layer_id for l in layers])
+        rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(app, layers))
     except BaseException:
         with contextlib.suppress(Exception):
             rt.call(snapshots.remove, str(rt.snapshots_root), rt.driver_name, state.key)

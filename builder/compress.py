@@ -201,6 +201,12 @@ class _GzipReader:
     def close(self) -> None:
         self.src.close()
 
+    def __enter__(self) -> "BinaryIO":
+        return self  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class _Peeked:
     def __init__(self, head: bytes, src: BinaryIO) -> None:
@@ -220,6 +226,12 @@ class _Peeked:
 
     def close(self) -> None:
         self.src.close()
+
+    def __enter__(self) -> "BinaryIO":
+        return self  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def decompress_reader(src: BinaryIO, media_type_or_compression: str | None = None) -> BinaryIO:

@@ -40,8 +40,14 @@ def ensure_layers(root: str, driver: str, layers: list[tuple[str, Callable[[], B
             d.ensure_layer(layer_id, opener)
 
 
-def prepare(root: str, driver: str, key: str, layer_ids: list[str]) -> None:
-    _driver(root, driver).prepare(key, layer_ids)
+def prepare(root: str, driver: str, key: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:
+    """A writable snapshot over ``layers`` (bottom first); the native driver applies their tars."""
+    _driver(root, driver).prepare(key, [lid for lid, _ in layers], [op for _, op in layers])
+
+
+def commit(root: str, driver: str, key: str, layer_id: str) -> None:
+    """The snapshot's changes become layer ``layer_id`` under it; the next step starts clean."""
+    _driver(root, driver).commit(key, layer_id)
 
 
 def remove(root: str, driver: str, key: str) -> None:

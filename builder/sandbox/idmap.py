@@ -1,0 +1,74 @@
+"""Id mappings for the user namespace: 0 → the user, 1..N → the subordinate
+range from /etc/subuid and /etc/subgid (as podman maps them)."""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IDMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class IDMap:
+    uids: tuple[IDMapping, ...]
+    gids: tuple[IDMapping, ...]
+
+    @property
+    def full(self) -> bool:
+        return sum(m.size for m in self.uids) > 1
+
+    def to_host(self, uid: int) -> int:
+        for m in self.uids:
+            if m.container_id <= uid < m.container_id + m.size:
+                return m.host_id + uid - m.container_id
+        raise ValueError(f"uid {uid} is not mapped")
+
+
+def subid_ranges(user: str, uid: int, path: str) -> list[tuple[int, int]]:
+    """(start, count) entries for ``user`` (by name or numeric uid) in a subid file."""
+    out = []
+    try:
+        with open(path) as fh:
+            for line in fh:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] in (user, str(uid)):
+                    try:
+                        out.append((int(parts[1]), int(parts[2])))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return out
+
+
+def default_idmap() -> IDMap:
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    subu = subid_ranges(name, uid, "/etc/subuid")
+    subg = subid_ranges(name, uid, "/etc/subgid")
+    if subu and subg and shutil.which("newuidmap") and shutil.which("newgidmap"):
+        def build(self_id: int, ranges: list[tuple[int, int]]) -> tuple[IDMapping, ...]:
+            maps, next_id = [IDMapping(0, self_id, 1)], 1
+            for start, count in ranges:
+                maps.append(IDMapping(next_id, start, count))
+                next_id += count
+            return tuple(maps)
+        return IDMap(build(uid, subu), build(gid, subg))
+    return IDMap((IDMapping(0, uid, 1),), (IDMapping(0, gid, 1),))
+
+
+def helper_args(pid: int, maps: tuple[IDMapping, ...]) -> list[str]:
+    args = [str(pid)]
+    for m in maps:
+        args += [str(m.container_id), str(m.host_id), str(m.size)]
+    return args

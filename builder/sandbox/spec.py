@@ -1,0 +1,37 @@
+"""What to run in the sandbox: plain picklable data shared by every isolation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    """A mount for one command: a host path bound in (``type="bind"``) or a tmpfs."""
+
+    source: str
+    dest: str
+    readonly: bool = False
+    type: str = "bind"  # bind | tmpfs
+    #: host path created for the mount (e.g. a cache dir) - nothing for the caller to clean
+    options: tuple[str, ...] = ()
+
+
+@dataclass
+class ProcessSpec:
+    args: list[str]
+    env: list[str]
+    cwd: str = "/"
+    user: str = ""  # USER[:GROUP] resolved against the image's /etc/passwd and /etc/group
+    hostname: str = "bale"
+    network: str = "host"  # host | none
+    mounts: list[BindSpec] = field(default_factory=list)
+    #: None inherits bale's stdin, b"" gives /dev/null, other bytes are fed through a pipe
+    stdin_data: bytes | None = b""
+    extra_hosts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    status: int  # exit status, 128+N when killed by signal N
+    #: container paths the sandbox created as mountpoints; the diff drops them if still empty
+    created_paths: list[str] = field(default_factory=list)

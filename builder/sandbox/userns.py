@@ -1,0 +1,258 @@
+"""The rootless sandbox: forked children in new user (and mount, pid, ipc, uts,
+optionally net) namespaces, with the user's subordinate ids mapped through
+newuidmap/newgidmap, or a single-id mapping when there is no range.
+
+``call`` runs a Python function in such a namespace and brings back its result
+(the snapshotter runs there, so files owned by subordinate ids are handled);
+``run`` runs a process in the full sandbox over a mounted snapshot. Every child
+dies with its parent (PR_SET_PDEATHSIG), and every mount lives in a mount
+namespace that dies with it, so a killed bale leaves nothing behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import threading
+from typing import Any, Callable, TypeVar
+
+from builder.errors import BaleError, SandboxError
+from builder.sandbox.idmap import IDMap, default_idmap, helper_args
+from snapshotter import syscalls as sc
+
+T = TypeVar("T")
+log = logging.getLogger("bale")
+_warned = False
+
+
+# --- results across the fork -----------------------------------------------------------
+def _encode(value: Any = None, exc: BaseException | None = None) -> bytes:
+    if exc is None:
+        try:
+            return pickle.dumps(("ok", value))
+        except Exception as e:  # noqa: BLE001
+            exc = SandboxError(f"result not transferable: {e}")
+    state = dict(getattr(exc, "__dict__", {}))
+    try:
+        return pickle.dumps(("err", type(exc), str(exc), state))
+    except Exception:  # noqa: BLE001 - a class that does not pickle: keep the text
+        return pickle.dumps(("err", SandboxError, f"{type(exc).__name__}: {exc}", {}))
+
+
+def _decode(data: bytes, what: str) -> Any:
+    if not data:
+        raise SandboxError(f"{what}: the namespace child died without an answer")
+    tag, *rest = pickle.loads(data)
+    if tag == "ok":
+        return rest[0]
+    cls, msg, state = rest
+    if isinstance(cls, type) and issubclass(cls, BaleError):
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, msg)
+        exc.__dict__.update(state)
+        raise exc
+    if isinstance(cls, type) and cls.__module__.startswith("snapshotter"):
+        raise cls(msg)
+    if isinstance(cls, type) and issubclass(cls, OSError):
+        raise SandboxError(f"{what}: {msg}")
+    raise SandboxError(f"{what}: {cls.__name__ if isinstance(cls, type) else cls}: {msg}")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+
+
+def _status(code: int) -> int:
+    """waitstatus_to_exitcode gives -N for signal N; shells say 128+N."""
+    return 128 - code if code < 0 else code
+
+
+class _Forwarder:
+    """While waiting for ``pid``: SIGINT/SIGTERM to bale kill it (and its pid namespace)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.interrupted = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        if getattr(self, "interrupted", None):
+            raise KeyboardInterrupt
+
+
+# --- namespaces -----------------------------------------------------------------------
+class UserNamespace:
+    """Forks into new namespaces as root over the mapped id range (or real root without a userns)."""
+
+    def __init__(self, idmap: IDMap | None = None) -> None:
+        global _warned
+        self.rootful = os.geteuid() == 0
+        self.idmap = idmap or (None if self.rootful else default_idmap())
+        if self.idmap is not None and not self.idmap.full and not _warned:
+            _warned = True
+            import pwd
+            user = pwd.getpwuid(os.getuid()).pw_name
+            log.warning("no subuid range for %s: single-id mapping, steps that change file ownership will fail",
+                        user)
+
+    @property
+    def full_mapping(self) -> bool:
+        return self.rootful or bool(self.idmap and self.idmap.full)
+
+    def _flags(self, extra: int) -> int:
+        return extra | (0 if self.rootful else sc.CLONE_NEWUSER)
+
+    def _child_enter(self, flags: int, ready_w: int, go_r: int) -> None:
+        """In the child: unshare, get mapped, become root, make mounts private."""
+        sc.set_pdeathsig(signal.SIGKILL)
+        sc.unshare(flags)
+        if not self.rootful:
+            assert self.idmap is not None
+            if self.idmap.full:
+                os.write(ready_w, b"u")
+                if os.read(go_r, 1) != b"m":
+                    os._exit(1)
+            else:
+                uid, gid = self.idmap.uids[0].host_id, self.idmap.gids[0].host_id
+                for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                    with open(f"/proc/self/{name}", "w") as fh:
+                        fh.write(text)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            if self.idmap.full:
+                os.setgroups([])
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+
+    def _parent_map(self, pid: int, ready_r: int, go_w: int) -> None:
+        if self.rootful or self.idmap is None or not self.idmap.full:
+            return
+        if os.read(ready_r, 1) != b"u":
+            raise SandboxError("the namespace child failed before its id mapping")
+        for tool, maps in (("newuidmap", self.idmap.uids), ("newgidmap", self.idmap.gids)):
+            r = subprocess.run([tool] + helper_args(pid, maps), capture_output=True, text=True)
+            if r.returncode != 0:
+                os.kill(pid, signal.SIGKILL)
+                raise SandboxError(f"{tool} failed: {(r.stderr or r.stdout).strip()}")
+        os.write(go_w, b"m")
+
+    def _fork(self, flags: int, body: Callable[[], Any], what: str, close: tuple[int, ...] = ()) -> Any:
+        """Fork a child that enters the namespaces and runs ``body``; returns its result."""
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        res_r, res_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                os.close(res_r)
+                for fd in close:
+                    os.close(fd)
+                self._child_enter(flags, ready_w, go_r)
+                payload = _encode(body())
+            except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+                payload = _encode(exc=exc)
+                code = 1
+            try:
+                _write_all(res_w, payload)
+            finally:
+                os._exit(code)
+        os.close(res_w)
+        os.close(ready_w)
+        os.close(go_r)
+        try:
+            self._parent_map(pid, ready_r, go_w)
+            with _Forwarder(pid):
+                data = _read_all(res_r)
+                _wait(pid)
+        finally:
+            for fd in (res_r, ready_r, go_w):
+                os.close(fd)
+        return _decode(data, what)
+
+    def call(self, fn: Callable[..., T], *args: Any, _close: tuple[int, ...] = ()) -> T:
+        """``fn(*args)`` in a child with new user and mount namespaces."""
+        return self._fork(self._flags(sc.CLONE_NEWNS), lambda: fn(*args), getattr(fn, "__name__", "call"), _close)
+
+    def run(self, spec: Any, rootfs: Any) -> Any:
+        """Run ``spec`` over the root ``rootfs.setup()`` mounts; returns a RunResult."""
+        from builder.sandbox.process import run_in_namespace
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+        if spec.network == "none":
+            flags |= sc.CLONE_NEWNET
+        feeder = None
+        stdin_r = None
+        if spec.stdin_data:
+            stdin_r, stdin_w = os.pipe()
+            data = spec.stdin_data
+
+            def feed() -> None:
+                try:
+                    with os.fdopen(stdin_w, "wb") as fh:
+                        fh.write(data)
+                except BrokenPipeError:
+                    pass
+            feeder = threading.Thread(target=feed, daemon=True)
+        close = (stdin_w,) if feeder is not None else ()
+        full = self.full_mapping
+        try:
+            if feeder is not None:
+                feeder.start()
+            return self._fork(self._flags(flags), lambda: run_in_namespace(spec, rootfs, full, stdin_r),
+                              "run", close)
+        finally:
+            if stdin_r is not None:
+                os.close(stdin_r)
+            if feeder is not None:
+                feeder.join(timeout=5)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def call_in_child(fn: Callable[..., T], *args: Any) -> T:
+    """As real root: ``fn(*args)`` in a forked child with a private mount namespace."""
+    return UserNamespace().call(fn, *args)
+
+
+def probe_userns() -> str | None:
+    """None when a user namespace can be made and mapped here, else why not."""
+    try:
+        UserNamespace().call(os.getpid)
+        return None
+    except (SandboxError, OSError) as exc:
+        return str(exc)
+

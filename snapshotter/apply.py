@@ -1,0 +1,204 @@
+"""Apply a layer tar to a directory: the exact inverse of a diff, streamed.
+
+Two whiteout formats: ``native`` performs deletions (a plain rootfs), and
+``overlay`` records them as overlayfs does (0:0 character devices, opaque
+xattrs) so the directory can serve as an overlay lowerdir. Nothing is ever
+written outside ``target``: parents are resolved with chroot semantics
+(safepath.secure_join) and the final component is never followed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from snapshotter.errors import SnapshotError
+from snapshotter.safepath import clean, secure_join
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTRS = ("user.overlay.opaque", "user.fuseoverlayfs.opaque")
+DROPPED_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.")
+
+
+@dataclass
+class ApplyResult:
+    entries: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _remove(path: Path) -> None:
+    """rm -rf without following symlinks; makes unreadable dirs writable first (we are root here)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        def onerror(func, p, exc):  # type: ignore[no-untyped-def]
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+        os.chmod(path, 0o700)
+        shutil.rmtree(path, onerror=onerror)
+    else:
+        os.unlink(path)
+
+
+def _mkdirs(target: Path, cpath: str, created: set[str]) -> Path:
+    """mkdir -p a container directory, confined; returns its host path."""
+    cur = "/"
+    host = target
+    for part in [p for p in cpath.split("/") if p]:
+        cur = cur.rstrip("/") + "/" + part
+        host = secure_join(target, cur)
+        if not host.is_dir():
+            if os.path.lexists(host):
+                _remove(host)
+            os.mkdir(host, 0o755)
+            created.add(cur)
+    return host
+
+
+def _set_xattrs(path: Path, m: tarfile.TarInfo, result: ApplyResult) -> None:
+    for key, value in m.pax_headers.items():
+        if not key.startswith("SCHILY.xattr."):
+            continue
+        name = key[len("SCHILY.xattr."):]
+        if name.startswith(DROPPED_XATTR_PREFIXES):
+            continue
+        raw = value.encode("utf-8", "surrogateescape")
+        try:
+            os.setxattr(path, name, raw, follow_symlinks=False)
+        except OSError as exc:
+            result.warnings.append(f"{m.name}: cannot set xattr {name}: {exc.strerror}")
+
+
+def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
+              chown: tuple[int, int] | None = None, ignore_chown_errors: bool = True) -> ApplyResult:
+    """Extract the (uncompressed or compressed) tar stream ``src`` into ``target``."""
+    if whiteout_format not in ("native", "overlay"):
+        raise ValueError(whiteout_format)
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    result = ApplyResult()
+    created: set[str] = set()
+    dir_times: list[tuple[Path, float]] = []
+    try:
+        tf = tarfile.open(fileobj=src, mode="r|*")  # noqa: SIM115
+    except tarfile.TarError as exc:
+        raise SnapshotError(f"cannot read layer: {exc}") from None
+    try:
+        for m in tf:
+            result.entries += 1
+            _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors, created, dir_times, result)
+    except tarfile.TarError as exc:
+        raise SnapshotError(f"corrupt layer tar: {exc}") from None
+    finally:
+        tf.close()
+    for path, mtime in reversed(dir_times):
+        try:
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+        except OSError:
+            pass
+    return result
+
+
+def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: str, chown: tuple[int, int] | None,
+                  ignore_chown_errors: bool, created: set[str], dir_times: list[tuple[Path, float]],
+                  result: ApplyResult) -> None:
+    cpath = clean(m.name)
+    if cpath == "/":
+        if m.isdir():
+            _set_meta(target, m, chown, ignore_chown_errors, result)
+            dir_times.append((target, m.mtime))
+        return
+    parent, base = os.path.split(cpath)
+    if base == OPAQUE:
+        host_dir = _mkdirs(target, parent, created)
+        if fmt == "overlay":
+            for name in OPAQUE_XATTRS:
+                os.setxattr(host_dir, name, b"y", follow_symlinks=False)
+        else:
+            prefix = parent.rstrip("/") + "/"
+            for child in os.listdir(host_dir):
+                if prefix + child not in created:
+                    _remove(host_dir / child)
+        return
+    if base.startswith(WHITEOUT_PREFIX):
+        name = base[len(WHITEOUT_PREFIX):]
+        if not name or name in (".", ".."):
+            return
+        host_dir = _mkdirs(target, parent, created)
+        victim = host_dir / name
+        if fmt == "overlay":
+            if os.path.lexists(victim):
+                _remove(victim)
+            os.mknod(victim, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        else:
+            _remove(victim)
+        return
+    host_parent = _mkdirs(target, parent, created)
+    dest = host_parent / base
+    existing = os.lstat(dest) if os.path.lexists(dest) else None
+    if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
+        _remove(dest)
+    created.add(cpath)
+    if m.isdir():
+        if existing is None or not stat.S_ISDIR(existing.st_mode):
+            os.mkdir(dest, 0o700)
+        dir_times.append((dest, m.mtime))
+    elif m.isreg():
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            data = tf.extractfile(m)
+            if data is not None:
+                shutil.copyfileobj(data, out, 1 << 20)
+    elif m.issym():
+        os.symlink(m.linkname, dest)
+    elif m.islnk():
+        src = secure_join(target, clean(m.linkname), follow_final=False)
+        if not os.path.lexists(src) or os.path.isdir(src) and not os.path.islink(src):
+            raise SnapshotError(f"layer entry {m.name}: hard link to missing {m.linkname}")
+        os.link(src, dest, follow_symlinks=False)
+        return  # a hard link shares the target's metadata
+    elif m.isfifo():
+        os.mkfifo(dest, 0o600)
+    elif m.ischr() or m.isblk():
+        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+        try:
+            os.mknod(dest, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EACCES):
+                raise
+            result.warnings.append(f"{m.name}: device node skipped ({exc.strerror})")
+            return
+    else:
+        result.warnings.append(f"{m.name}: unsupported tar entry type {m.type!r} skipped")
+        return
+    _set_meta(dest, m, chown, ignore_chown_errors, result)
+
+
+def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ignore_chown_errors: bool,
+              result: ApplyResult) -> None:
+    uid, gid = chown if chown is not None else (m.uid, m.gid)
+    try:
+        os.lchown(dest, uid, gid)
+    except OSError as exc:
+        if not ignore_chown_errors:
+            raise SnapshotError(f"cannot set owner of {m.name} to {uid}:{gid}: {exc.strerror}") from None
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            result.warnings.append(f"{m.name}: cannot set owner {uid}:{gid} ({exc.strerror})")
+    _set_xattrs(dest, m, result)
+    if not m.issym():
+        os.chmod(dest, m.mode & 0o7777)
+        if not m.isdir():
+            os.utime(dest, (m.mtime, m.mtime))
+    else:
+        try:
+            os.utime(dest, (m.mtime, m.mtime), follow_symlinks=False)
+        except OSError:
+            pass

@@ -1,0 +1,358 @@
+"""Snapshot drivers over one storage directory:
+
+    ROOT/layers/<id>/diff                 unpacked layers in overlay format (shared)
+    ROOT/containers/<key>/layers.json     the layer ids under a snapshot, bottom first
+    ROOT/containers/<key>/{upper,work,merged}        overlay and fuse-overlayfs
+    ROOT/containers/<key>/{rootfs,index.json}         native
+
+Lifecycle: ensure_layer (once per layer) → prepare(key, layers) → mount(key)
+(in the caller's mount namespace) → the step runs → diff(key) writes the
+changes as a tar → commit(key, layer_id) makes them a layer under the same
+snapshot → ... → remove(key).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Collection
+
+from snapshotter import syscalls
+from snapshotter.apply import OPAQUE_XATTRS, _remove, apply_tar
+from snapshotter.diff import Change, filter_sandbox_paths, write_tar
+from snapshotter.errors import SnapshotError
+
+MAX_LOWERS = 500
+Opener = Callable[[], BinaryIO]
+
+
+def in_initial_userns() -> bool:
+    try:
+        return Path("/proc/self/uid_map").read_text().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
+def remove_tree(path: Path) -> None:
+    if os.path.lexists(path):
+        _remove(path)
+
+
+class _Base:
+    name = "base"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        (self.root / "layers").mkdir(parents=True, exist_ok=True)
+        (self.root / "containers").mkdir(parents=True, exist_ok=True)
+
+    def _cdir(self, key: str) -> Path:
+        if "/" in key or key in ("", ".", ".."):
+            raise SnapshotError(f"invalid snapshot key {key!r}")
+        return self.root / "containers" / key
+
+    def layer_ids(self, key: str) -> list[str]:
+        try:
+            return list(json.loads((self._cdir(key) / "layers.json").read_text()))
+        except FileNotFoundError:
+            raise SnapshotError(f"snapshot {key}: not prepared") from None
+
+    def _save_layers(self, key: str, ids: list[str]) -> None:
+        if len(ids) > MAX_LOWERS:
+            raise SnapshotError(f"snapshot {key}: {len(ids)} layers exceed overlayfs' limit of {MAX_LOWERS}")
+        p = self._cdir(key) / "layers.json"
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ids))
+        os.replace(tmp, p)
+
+    def layer_dir(self, layer_id: str) -> Path:
+        return self.root / "layers" / layer_id / "diff"
+
+    def has_layer(self, layer_id: str) -> bool:
+        return self.layer_dir(layer_id).is_dir()
+
+    def remove_layer(self, layer_id: str) -> None:
+        remove_tree(self.root / "layers" / layer_id)
+
+    def remove(self, key: str) -> None:
+        d = self._cdir(key)
+        merged = d / "merged"
+        if os.path.ismount(merged):
+            try:
+                syscalls.umount(str(merged), syscalls.MNT_DETACH)
+            except OSError:
+                pass
+        remove_tree(d)
+
+
+class OverlayDriver(_Base):
+    """Kernel overlayfs (``userxattr`` inside a user namespace); layers are lowerdirs."""
+
+    name = "overlay"
+
+    def ensure_layer(self, layer_id: str, open_tar: Opener) -> Path:
+        final = self.root / "layers" / layer_id
+        if (final / "diff").is_dir():
+            return final / "diff"
+        tmp = Path(tempfile.mkdtemp(dir=self.root / "layers", prefix=f".{layer_id[:12]}-"))
+        try:
+            with open_tar() as src:
+                apply_tar(src, tmp / "diff", whiteout_format="overlay")
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / "diff").is_dir():
+                    raise
+                remove_tree(tmp)  # another process unpacked it first
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        return final / "diff"
+
+    def prepare(self, key: str, layer_ids: list[str], openers: list[Opener] | None = None) -> None:
+        d = self._cdir(key)
+        for sub in ("upper", "work", "merged", "empty"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        for lid in layer_ids:
+            if not self.has_layer(lid):
+                raise SnapshotError(f"snapshot {key}: layer {lid[:12]} is not unpacked")
+        self._save_layers(key, layer_ids)
+
+    def mount(self, key: str, target: Path | None = None) -> Path:
+        d = self._cdir(key)
+        merged = Path(target) if target else d / "merged"
+        if os.path.ismount(merged):
+            return merged
+        lowers = [str(self.layer_dir(l)) for l in reversed(self.layer_ids(key))] or [str(d / "empty")]
+        fds: list[int] = []
+        try:
+            strings = []
+            for path in lowers:
+                if len(path) > 200:  # fsconfig strings must stay under 256 bytes
+                    fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
+                    fds.append(fd)
+                    path = f"/proc/self/fd/{fd}"
+                strings.append(("lowerdir+", path))
+            strings += [("upperdir", str(d / "upper")), ("workdir", str(d / "work"))]
+            if in_initial_userns():
+                strings += [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")]
+                flags: list[str] = []
+            else:
+                flags = ["userxattr"]
+            syscalls.fs_mount("overlay", str(merged), strings, flags)
+        except OSError as exc:
+            raise SnapshotError(f"snapshot {key}: overlay mount failed: {exc.strerror}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return merged
+
+    def unmount(self, key: str) -> None:
+        merged = self._cdir(key) / "merged"
+        if os.path.ismount(merged):
+            syscalls.umount(str(merged), syscalls.MNT_DETACH)
+
+    def _before(self, key: str) -> Callable[[str], tuple[int, int, int] | None]:
+        lowers = [self.layer_dir(l) for l in self.layer_ids(key)]
+
+        def before(path: str) -> tuple[int, int, int] | None:
+            for low in reversed(lowers):
+                p = low / path.lstrip("/")
+                if os.path.lexists(p):
+                    st = os.lstat(p)
+                    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                        return None
+                    return st.st_mode, st.st_uid, st.st_gid
+            return None
+        return before
+
+    def changes(self, key: str) -> list[Change]:
+        upper = self._cdir(key) / "upper"
+        out: list[Change] = []
+        for dirpath, dirnames, filenames in os.walk(upper):
+            rel = os.path.relpath(dirpath, upper)
+            base = "" if rel == "." else "/" + rel
+            for name in dirnames + filenames:
+                host = os.path.join(dirpath, name)
+                st = os.lstat(host)
+                cpath = f"{base}/{name}"
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    out.append(Change(cpath, "whiteout"))
+                elif stat.S_ISDIR(st.st_mode) and _is_opaque(host):
+                    out.append(Change(cpath, "opaque"))
+                else:
+                    out.append(Change(cpath, "content"))
+        return out
+
+    def diff(self, key: str, out: BinaryIO, *, ignore_if_empty: Collection[str] = (),
+             source_date_epoch: int | None = None) -> int:
+        upper = self._cdir(key) / "upper"
+        changes = filter_sandbox_paths(self.changes(key), upper, ignore_if_empty, self._before(key))
+        return write_tar(upper, changes, out, source_date_epoch=source_date_epoch)
+
+    def commit(self, key: str, layer_id: str) -> None:
+        """The upper becomes layer ``layer_id`` (already in overlay format) on top of the snapshot."""
+        d = self._cdir(key)
+        self.unmount(key)
+        final = self.root / "layers" / layer_id
+        if final.exists():
+            remove_tree(d / "upper")
+        else:
+            final.mkdir()
+            os.rename(d / "upper", final / "diff")
+        remove_tree(d / "work")
+        (d / "upper").mkdir()
+        (d / "work").mkdir()
+        self._save_layers(key, self.layer_ids(key) + [layer_id])
+
+
+def _is_opaque(host: str) -> bool:
+    for name in OPAQUE_XATTRS + ("trusted.overlay.opaque",):
+        try:
+            if os.getxattr(host, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class FuseOverlayDriver(OverlayDriver):
+    """fuse-overlayfs: the same layout, mounted by the helper binary."""
+
+    name = "fuse-overlayfs"
+
+    def mount(self, key: str, target: Path | None = None) -> Path:
+        d = self._cdir(key)
+        merged = Path(target) if target else d / "merged"
+        if os.path.ismount(merged):
+            return merged
+        lowers = ":".join(str(self.layer_dir(l)) for l in reversed(self.layer_ids(key))) or str(d / "empty")
+        opts = f"lowerdir={lowers},upperdir={d / 'upper'},workdir={d / 'work'}"
+        r = subprocess.run(["fuse-overlayfs", "-o", opts, str(merged)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SnapshotError(f"snapshot {key}: fuse-overlayfs failed: {r.stderr.strip().splitlines()[-1:]}")
+        return merged
+
+    def unmount(self, key: str) -> None:
+        merged = self._cdir(key) / "merged"
+        if os.path.ismount(merged):
+            subprocess.run(["fusermount3", "-u", str(merged)], capture_output=True)
+
+
+class NativeDriver(_Base):
+    """A plain directory per container; changes found by comparing with an index taken before
+    the step. Needs no mounts at all (chroot isolation inside locked-down pods)."""
+
+    name = "native"
+
+    def has_layer(self, layer_id: str) -> bool:
+        return True  # layers are applied straight into each rootfs by prepare
+
+    def ensure_layer(self, layer_id: str, open_tar: Opener) -> Path:
+        return self.root / "layers" / layer_id
+
+    def prepare(self, key: str, layer_ids: list[str], openers: list[Opener] | None = None) -> None:
+        d = self._cdir(key)
+        rootfs = d / "rootfs"
+        rootfs.mkdir(parents=True, exist_ok=True)
+        if len(openers or []) != len(layer_ids):
+            raise SnapshotError(f"snapshot {key}: the native driver needs every layer's tar")
+        for opener in openers or []:
+            with opener() as src:
+                apply_tar(src, rootfs, whiteout_format="native")
+        self._save_layers(key, layer_ids)
+        self._save_index(key)
+
+    def _save_index(self, key: str) -> None:
+        d = self._cdir(key)
+        p = d / "index.json"
+        p.with_suffix(".tmp").write_text(json.dumps(_scan(d / "rootfs")))
+        os.replace(p.with_suffix(".tmp"), p)
+
+    def mount(self, key: str, target: Path | None = None) -> Path:
+        return self._cdir(key) / "rootfs"
+
+    def unmount(self, key: str) -> None:
+        pass
+
+    def changes(self, key: str) -> list[Change]:
+        d = self._cdir(key)
+        before: dict[str, list] = json.loads((d / "index.json").read_text())
+        now = _scan(d / "rootfs")
+        out: list[Change] = []
+        opaque: list[str] = []
+        for path in sorted(now, key=lambda p: p.split("/")):
+            old = before.get(path)
+            if old is None:
+                out.append(Change(path, "content"))
+            elif old != now[path]:
+                recreated_dir = stat.S_ISDIR(now[path][0]) and stat.S_ISDIR(old[0]) and old[6] != now[path][6]
+                out.append(Change(path, "opaque" if recreated_dir else "content"))
+                if recreated_dir:
+                    opaque.append(path + "/")
+        gone = sorted((p for p in before if p not in now), key=lambda p: p.split("/"))
+        reported: list[str] = []
+        for path in gone:
+            if any(path.startswith(g + "/") for g in reported) or any(path.startswith(o) for o in opaque):
+                continue
+            reported.append(path)
+            out.append(Change(path, "whiteout"))
+        return out
+
+    def diff(self, key: str, out: BinaryIO, *, ignore_if_empty: Collection[str] = (),
+             source_date_epoch: int | None = None) -> int:
+        d = self._cdir(key)
+        before = json.loads((d / "index.json").read_text())
+        changes = filter_sandbox_paths(self.changes(key), d / "rootfs", ignore_if_empty,
+                                       lambda p: tuple(before[p][:3]) if p in before else None)  # type: ignore[misc]
+        return write_tar(d / "rootfs", changes, out, source_date_epoch=source_date_epoch)
+
+    def commit(self, key: str, layer_id: str) -> None:
+        self._save_layers(key, self.layer_ids(key) + [layer_id])
+        self._save_index(key)
+
+
+def _scan(rootfs: Path) -> dict[str, list]:
+    """path -> [mode, uid, gid, size, mtime_ns, ctime_ns, inode, rdev, link target]."""
+    out: dict[str, list] = {}
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        rel = os.path.relpath(dirpath, rootfs)
+        base = "" if rel == "." else "/" + rel
+        for name in dirnames + filenames:
+            host = os.path.join(dirpath, name)
+            st = os.lstat(host)
+            link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
+            out[f"{base}/{name}"] = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                     st.st_ino, st.st_rdev, link]
+    return out
+
+
+def get_driver(name: str, root: Path) -> _Base:
+    drivers = {"overlay": OverlayDriver, "fuse-overlayfs": FuseOverlayDriver, "native": NativeDriver}
+    if name not in drivers:
+        raise SnapshotError(f"unknown storage driver {name!r} (overlay, fuse-overlayfs, native)")
+    return drivers[name](Path(root) / name)
+
+
+def probe_overlay(root: Path) -> str | None:
+    """Try a real overlay mount under ``root`` (call inside the namespace that will mount);
+    None when it works, else the error."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(dir=root, prefix=".probe-"))
+    try:
+        for sub in ("l1", "l2", "u", "w", "m"):
+            (d / sub).mkdir()
+        flags = [] if in_initial_userns() else ["userxattr"]
+        syscalls.fs_mount("overlay", str(d / "m"), [("lowerdir+", str(d / "l1")), ("lowerdir+", str(d / "l2")),
+                                                     ("upperdir", str(d / "u")), ("workdir", str(d / "w"))], flags)
+        (d / "m" / "x").write_text("x")
+        syscalls.umount(str(d / "m"), syscalls.MNT_DETACH)
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
