@@ -46,17 +46,12 @@ class Runtime:
             self._userns = UserNamespace()
         return self._userns
 
-    @property
-    def in_userns(self) -> bool:
-        return self.isolation in ("rootless", "oci") and os.geteuid() != 0
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` where the sandbox's ids apply (inside the user namespace when rootless)."""
-        if self.in_userns:
-            return self.userns().call(fn, *args)
+    def call(self, fn: Callable[..., T], *args: Any, close: tuple[tuple[int, int], ...] = ()) -> T:
+        """Run ``fn(*args)`` where the sandbox's ids apply (inside the user namespace when rootless).
+        ``close``: (fd, inode) of pipe ends the forked child must not keep (see pipe_end)."""
         if self.isolation == "chroot":  # mounts and namespaces may be forbidden: plain call
             return fn(*args)
-        return _call_in_child(fn, *args)
+        return self.userns().call(fn, *args, _close=close)
 
     def run(self, spec: Any, provider: Any) -> Any:
         if self.isolation == "chroot":
@@ -70,11 +65,12 @@ class Runtime:
     def stream_from(self, fn: Callable[..., Any], *args: Any, sink: Callable[[IO[bytes]], T]) -> T:
         """Run ``fn(write_fd, *args)`` in the namespace while ``sink`` consumes what it writes."""
         r, w = os.pipe()
+        far_end = pipe_end(r)
         result: dict[str, Any] = {}
 
         def producer() -> None:
             try:
-                result["value"] = self.call(fn, w, *args)
+                result["value"] = self.call(fn, w, *args, close=(far_end,))
             except BaseException as exc:  # re-raised below, after the reader finished
                 result["error"] = exc
             finally:
@@ -94,6 +90,7 @@ class Runtime:
     def stream_to(self, fn: Callable[..., T], *args: Any, source: Callable[[IO[bytes]], None]) -> T:
         """Run ``fn(read_fd, *args)`` in the namespace while ``source`` writes its input."""
         r, w = os.pipe()
+        far_end = pipe_end(w)
         err: dict[str, BaseException] = {}
 
         def feeder() -> None:
@@ -108,7 +105,7 @@ class Runtime:
         t = threading.Thread(target=feeder, daemon=True)
         t.start()
         try:
-            value = self.call(fn, r, *args)
+            value = self.call(fn, r, *args, close=(far_end,))
         finally:
             os.close(r)
             t.join()
@@ -117,11 +114,10 @@ class Runtime:
         return value
 
 
-def _call_in_child(fn: Callable[..., T], *args: Any) -> T:
-    """As root without a user namespace: run in a forked child with a private mount namespace,
-    so mounts made by fn vanish with it."""
-    from builder.sandbox.userns import call_in_child
-    return call_in_child(fn, *args)
+def pipe_end(fd: int) -> tuple[int, int]:
+    """An fd with its inode: the thread owning it may close it and the number be reused before
+    the child runs, so the child closes it only if the inode still matches."""
+    return fd, os.fstat(fd).st_ino
 
 
 def require(cond: bool, message: str) -> None:

@@ -165,7 +165,8 @@ class UserNamespace:
                 raise SandboxError(f"{tool} failed: {(r.stderr or r.stdout).strip()}")
         os.write(go_w, b"m")
 
-    def _fork(self, flags: int, body: Callable[[], Any], what: str, close: tuple[int, ...] = ()) -> Any:
+    def _fork(self, flags: int, body: Callable[[], Any], what: str,
+              close: tuple[tuple[int, int], ...] = ()) -> Any:
         """Fork a child that enters the namespaces and runs ``body``; returns its result."""
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
@@ -175,8 +176,12 @@ class UserNamespace:
             code = 0
             try:
                 os.close(res_r)
-                for fd in close:
-                    os.close(fd)
+                for fd, ino in close:
+                    try:
+                        if os.fstat(fd).st_ino == ino:
+                            os.close(fd)
+                    except OSError:
+                        pass
                 self._child_enter(flags, ready_w, go_r)
                 payload = _encode(body())
             except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
@@ -199,7 +204,7 @@ class UserNamespace:
                 os.close(fd)
         return _decode(data, what)
 
-    def call(self, fn: Callable[..., T], *args: Any, _close: tuple[int, ...] = ()) -> T:
+    def call(self, fn: Callable[..., T], *args: Any, _close: tuple[tuple[int, int], ...] = ()) -> T:
         """``fn(*args)`` in a child with new user and mount namespaces."""
         return self._fork(self._flags(sc.CLONE_NEWNS), lambda: fn(*args), getattr(fn, "__name__", "call"), _close)
 
@@ -222,7 +227,7 @@ class UserNamespace:
                 except BrokenPipeError:
                     pass
             feeder = threading.Thread(target=feed, daemon=True)
-        close = (stdin_w,) if feeder is not None else ()
+        close = ((stdin_w, os.fstat(stdin_w).st_ino),) if feeder is not None else ()
         full = self.full_mapping
         try:
             if feeder is not None:
