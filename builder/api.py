@@ -86,8 +86,6 @@ def new_container(app: "AppContext", image: str, *, name: str | None = None, pul
                   registry: "RegistryOptions | None" = None, platform: str | None = None,
                   isolation: str | None = None, quiet: bool = True, save: bool = True) -> ContainerState:
     """A working container over ``image`` (or ``scratch``): layers unpacked, snapshot prepared."""
-    from builder import snapshots
-    rt = runtime_for(app, isolation)
     if image == "scratch":
         plat = Platform.parse(platform) if platform else Platform.host()
         cfg = ImageConfig(architecture=plat.architecture, os=plat.os, variant=plat.variant,
@@ -98,9 +96,17 @@ def new_container(app: "AppContext", image: str, *, name: str | None = None, pul
         cfg, layers = base_layers(app, rec)
         image_id = rec.id
         image = rec.names[0] if rec.names and "@" not in image and not _looks_like_id(image) else image
+    return container_over(app, runtime_for(app, isolation), image, image_id, cfg, layers, name=name, save=save)
+
+
+def container_over(app: "AppContext", rt: "Runtime", image: str, image_id: str | None, cfg: ImageConfig,
+                   layers: list[BaseLayer], *, name: str | None = None, save: bool = True) -> ContainerState:
+    """A container over explicit layers (a Dockerfile stage's state), snapshot prepared.
+    ``save`` records it among the working containers (`bale containers`)."""
+    from builder import snapshots
     reg = ContainerRegistry(app.root)
     state = ContainerState(name=reg.new_name(image, name) if save else (name or "build-" + new_container_id()[:12]),
-                           id=new_container_id(), image=image, image_id=image_id, layers=layers,
+                           id=new_container_id(), image=image, image_id=image_id, layers=list(layers),
                            config=cfg.to_json(), driver=rt.driver_name, isolation=rt.isolation,
                            base_history_len=len(cfg.history))
     if save:

@@ -121,3 +121,53 @@ def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int
         if owner:
             os.lchown(secure_join(merged, path), *owner)
     return not existed
+
+
+def _confined_sources(root: Path, patterns: list[str]) -> list[Any]:
+    """COPY --from sources inside another rootfs, wildcards and symlinks resolved within it."""
+    import fnmatch
+    import posixpath
+    from builder.copier import Source
+    from builder.errors import BuildError
+    from snapshotter.safepath import secure_join
+    out = []
+    for pat in patterns:
+        clean = posixpath.normpath("/" + pat)
+        parent, base = posixpath.split(clean)
+        if any(c in base for c in "*?["):
+            pdir = secure_join(root, parent)
+            names = sorted(n for n in (os.listdir(pdir) if pdir.is_dir() else []) if fnmatch.fnmatch(n, base))
+            hits = [(posixpath.join(parent, n), secure_join(root, posixpath.join(parent, n))) for n in names]
+        else:
+            host = secure_join(root, clean)
+            hits = [(clean, host)] if os.path.lexists(host) else []
+        if not hits:
+            raise BuildError(f"copy source {pat}: no such file or directory in the source stage or image")
+        for cpath, host in hits:
+            out.append(Source(host, cpath.lstrip("/") or ".", host.is_dir()))
+    return out
+
+
+def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, dst_driver: str, dst_key: str,
+                 patterns: list[str], dest: str, chmod: int | None, chown: str | None) -> None:
+    """COPY --from: sources from one mounted snapshot into another, in the namespace."""
+    import tempfile
+    from builder import copier
+    from snapshotter.apply import apply_tar
+    from snapshotter.safepath import secure_join
+    src = _driver(src_root, src_driver).mount(src_key)
+    dst = _driver(dst_root, dst_driver).mount(dst_key)
+    sources = _confined_sources(src, patterns)
+    target = secure_join(dst, dest)
+    kind = "dir" if target.is_dir() else ("file" if os.path.lexists(target) else None)
+    plan = copier.plan_copy(sources, dest, kind, chmod=chmod)
+    owner = None
+    if chown:
+        from builder.sandbox.users import resolve_user
+        uid, gid, _g, _h = resolve_user(dst, chown)
+        owner = (uid, gid)
+    _mkdirs(dst, plan.dest_dir)
+    with tempfile.TemporaryFile() as spool:
+        copier.write_tar(plan, spool)
+        spool.seek(0)
+        apply_tar(spool, secure_join(dst, plan.dest_dir), whiteout_format="native", chown=owner)

@@ -7,8 +7,7 @@ work=$(mktemp -d /tmp/bale-example.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export BALE_ROOT=${BALE_ROOT:-$work/store}
 python3 "$REPO/examples/make-busybox-image.py" "$work/busybox-layout"
-bale pull --quiet oci:"$work/busybox-layout":latest >/dev/null
-bale tag oci:"$work/busybox-layout":latest busybox 2>/dev/null || bale tag "$(bale images --quiet | head -1)" busybox
+bale tag "$(bale pull --quiet oci:"$work/busybox-layout":latest)" busybox
 bale bud -f "$REPO/examples/hello/Dockerfile" -t hello "$REPO/examples/hello"
 bale push hello oci:"$work/hello-layout":latest
 bale inspect --type manifest oci:"$work/hello-layout":latest

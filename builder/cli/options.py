@@ -36,14 +36,18 @@ def registry_options_from(kwargs: dict[str, Any]) -> "Any":
                            creds=kwargs.pop("creds", None), authfile=kwargs.pop("authfile", None))
 
 
-def output_options(f: F) -> F:
-    """--format, --compression, --compression-level for anything that writes layers or manifests."""
-    f = click.option("--compression-level", type=int, default=None, help="Compression level.")(f)
-    f = click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default=None,
-                     help="Layer compression (default gzip).")(f)
-    f = click.option("--format", "-f", "image_format", type=click.Choice(["oci", "docker"]), default=None,
-                     envvar="BUILDAH_FORMAT", help="Manifest and media-type family (default oci).")(f)
-    return f
+def output_options(f: F | None = None, *, short_format: bool = True) -> Any:
+    """--format, --compression, --compression-level for anything that writes layers or manifests.
+    ``bale bud`` keeps -f for the Dockerfile, as buildah does (``short_format=False``)."""
+    def deco(f: F) -> F:
+        f = click.option("--compression-level", type=int, default=None, help="Compression level.")(f)
+        f = click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default=None,
+                         help="Layer compression (default gzip).")(f)
+        names = ("--format", "-f") if short_format else ("--format",)
+        f = click.option(*names, "image_format", type=click.Choice(["oci", "docker"]), default=None,
+                         envvar="BUILDAH_FORMAT", help="Manifest and media-type family (default oci).")(f)
+        return f
+    return deco(f) if f is not None else deco
 
 
 def progress_options(f: F) -> F:

@@ -50,7 +50,7 @@ def _pull_policy(value: str | None) -> str:
 @click.option("--force-rm", is_flag=True, hidden=True)
 @click.option("--jobs", type=int, default=2, show_default=True, help="Stages built in parallel.")
 @click.option("--disable-compression", "-D", is_flag=True)
-@output_options
+@output_options(short_format=False)
 @progress_options
 @platform_option
 @registry_options

@@ -1,0 +1,93 @@
+"""The build context: a directory, a tarball, stdin (``-``: a tar or a lone
+Dockerfile) or a git URL; unpacked into a private temp dir when it is not a
+directory already (with the snapshotter's confined apply, so a hostile tarball
+cannot write outside it)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import BuildError, UsageError
+
+
+@dataclass
+class Context:
+    dir: Path
+    dockerfile_text: str | None  # a Dockerfile given on stdin
+    dockerfile_name: str  # for messages
+    dockerfile_path: Path | None
+    temp: Path | None = None
+
+    def cleanup(self) -> None:
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _is_git(text: str) -> bool:
+    return text.startswith(("git://", "git@")) or (text.startswith(("http://", "https://")) and
+                                                    (text.endswith(".git") or ".git#" in text))
+
+
+def _extract(stream: object, into: Path) -> None:
+    from snapshotter.apply import apply_tar
+    try:
+        apply_tar(stream, into, whiteout_format="native")  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001
+        raise BuildError(f"build context: cannot extract tar: {exc}") from None
+
+
+def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Context:
+    temp = None
+    df_text = None
+    if context == "-":
+        temp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="context-"))
+        data = sys.stdin.buffer.read()
+        if data[257:262] == b"ustar" or data[:2] in (b"\x1f\x8b", b"BZ") or data[:6] == b"\xfd7zXZ\x00":
+            import io
+            _extract(io.BytesIO(data), temp)
+        else:
+            df_text = data.decode()
+        ctx_dir = temp
+    elif _is_git(context):
+        temp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="context-"))
+        url, _, ref = context.partition("#")
+        ref, _, subdir = ref.partition(":")
+        args = ["git", "clone", "--depth", "1", "--recurse-submodules"] + (["--branch", ref] if ref else []) + \
+            [url, str(temp / "repo")]
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode != 0:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise BuildError(f"build context {context}: git clone failed: {r.stderr.strip().splitlines()[-1:]}")
+        ctx_dir = temp / "repo" / subdir if subdir else temp / "repo"
+    elif os.path.isfile(context):
+        temp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="context-"))
+        with open(context, "rb") as fh:
+            _extract(fh, temp)
+        ctx_dir = temp
+    elif os.path.isdir(context):
+        ctx_dir = Path(context)
+    else:
+        raise UsageError(f"build context {context}: no such directory, file or git URL")
+    if df_text is not None:
+        return Context(ctx_dir, df_text, "Dockerfile", None, temp)
+    if dockerfile == "-":
+        return Context(ctx_dir, sys.stdin.read(), "Dockerfile", None, temp)
+    if dockerfile:
+        path = Path(dockerfile)
+        if not path.is_file() and (ctx_dir / dockerfile).is_file():
+            path = ctx_dir / dockerfile
+    else:
+        path = next((ctx_dir / n for n in ("Dockerfile", "Containerfile") if (ctx_dir / n).is_file()),
+                    ctx_dir / "Dockerfile")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise UsageError(f"{path}: cannot read the Dockerfile: {exc.strerror}") from None
+    return Context(ctx_dir, text, str(dockerfile or path.name), path, temp)
