@@ -231,7 +231,7 @@ class Builder:
             c = self.container(st)
             c.config = st.cfg.to_json()
             mounts = self.run_mounts(st, step)
-            env = [f"{k}={v}" for k, v in step.env.items()]
+            env = [f"{k}={v}" for k, v in step.env.items()] + self.secret_env(step)
             spec = process_spec(c, step.args, env=env, network=step.network or self.opts.network,
                                 mounts=mounts, stdin_data=step.stdin if step.stdin is not None else b"")
             t0 = time.monotonic()
@@ -246,11 +246,27 @@ class Builder:
         if hit:
             self.say("--> Using cache")
 
+    def secret_env(self, step: Any) -> list[str]:
+        """RUN --mount=type=secret,env=VAR: the value in the command's environment only."""
+        out = []
+        for m in step.mounts:
+            if m.type == "secret" and m.env:
+                spec = self.opts.secrets.get(m.id)
+                if spec is None:
+                    if m.required:
+                        raise BuildError(f"{self.filename}:{step.line}: RUN: secret {m.id} is required "
+                                         "but was not given with --secret")
+                    continue
+                out.append(f"{m.env}={spec.read().decode(errors='replace')}")
+        return out
+
     def run_mounts(self, st: StageState, step: Any) -> list[Any]:
         from builder.sandbox.spec import BindSpec
         out = []
         for m in step.mounts:
             if m.type == "secret":
+                if m.env and not m.target:
+                    continue
                 spec = self.opts.secrets.get(m.id)
                 if spec is None:
                     if m.required:
@@ -283,7 +299,7 @@ class Builder:
         from builder.api import absolute_dest, container_path_kind, copy_plan_into
         if step.from_stage is not None or step.from_image:
             return self.copy_from(st, step)
-        excluded = self.excluder(step.excludes)
+        excluded = self.excluder()
         temp: list[Path] = []
         try:
             sources = copier.resolve_sources(self.context.dir, step.sources, add=step.add, excluded=excluded) \
@@ -301,7 +317,12 @@ class Builder:
             if src.url:
                 copier.fetch_url(src, self.store.tmp_dir, step.checksum)
                 temp.append(src.path)
-        key_extra = _digest_sources(sources, excluded)
+        source_excluded = None
+        if step.excludes:
+            from frontend.dockerignore import Matcher
+            source_excluded = Matcher(step.excludes)
+            sources = [s for s in sources if s.is_dir or not source_excluded(os.path.basename(s.rel))]
+        key_extra = _digest_sources(sources, excluded) + ":" + ",".join(step.excludes)
 
         def run() -> None:
             c = self.container(st)
@@ -311,10 +332,12 @@ class Builder:
                     sub = os.path.dirname(s.rel) if not s.is_dir else s.rel
                     d = dest.rstrip("/") + "/" + sub if sub not in ("", ".") else dest
                     plan = copier.plan_copy([s], d.rstrip("/") + "/", "dir", chmod=step.chmod, excluded=excluded)
+                    plan.source_excluded = source_excluded
                     copy_plan_into(self.app, self.rt, c, plan, step.chown)
                 return
             plan = copier.plan_copy(sources, dest, container_path_kind(self.rt, c, dest), chmod=step.chmod,
                                     excluded=excluded)
+            plan.source_excluded = source_excluded
             copy_plan_into(self.app, self.rt, c, plan, step.chown)
         try:
             if self.fs_step(st, step, key_extra, run):
@@ -350,17 +373,9 @@ class Builder:
         return StageState(-1, cfg, [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in layers],
                           _h("image:" + rec.manifest_digest), ref)
 
-    def excluder(self, extra: list[str]) -> Any:
-        ignore = self.ignore
-        if not extra:
-            return ignore if ignore else None
-        from frontend.dockerignore import Matcher
-        step_m = Matcher(extra)
-
-        def excluded(rel: str, is_dir: bool = False) -> bool:
-            return (bool(ignore) and ignore.excluded(rel, is_dir)) or step_m.excluded(rel, is_dir)
-        excluded.may_contain_exceptions = lambda rel: bool(ignore) and ignore.may_contain_exceptions(rel)  # type: ignore[attr-defined]
-        return excluded
+    def excluder(self) -> Any:
+        """.dockerignore, matched against context-relative paths (None when there is none)."""
+        return self.ignore if self.ignore else None
 
     # --- stages ---
     def start_stage(self, stage: Any) -> StageState:
@@ -392,12 +407,19 @@ class Builder:
                 n = counter[0]
             self.say(f"[{stage.label}] STEP {n}/{total}: {step.text}")
             t0 = time.monotonic()
-            if isinstance(step, RunStep):
-                self.run_step(st, step, graph)
-            elif isinstance(step, CopyStep):
-                self.copy_step(st, step)
-            elif isinstance(step, ConfigStep):
-                self.config_step(st, step)
+            try:
+                if isinstance(step, RunStep):
+                    self.run_step(st, step, graph)
+                elif isinstance(step, CopyStep):
+                    self.copy_step(st, step)
+                elif isinstance(step, ConfigStep):
+                    self.config_step(st, step)
+            except BaleError as exc:
+                if str(exc).startswith(f"{self.filename}:"):
+                    raise
+                err = BuildError(f"{self.filename}:{step.line}: {step.keyword}: {exc}")
+                err.exit_code = exc.exit_code
+                raise err from None
             log.info("step %d took %.2fs", n, time.monotonic() - t0)
 
     def build(self) -> BuildResult:

@@ -52,6 +52,8 @@ class CopyPlan:
     rename: str = ""
     chmod: int | None = None
     excluded: Excluder | None = None
+    #: COPY --exclude patterns, matched against paths relative to each directory source
+    source_excluded: Excluder | None = None
     temp_files: list[Path] = field(default_factory=list)
 
     def cleanup(self) -> None:
@@ -221,14 +223,14 @@ def write_tar(plan: CopyPlan, out: BinaryIO) -> None:
         if src.archive:
             tw.pass_through(src.path)
         elif src.is_dir:
-            _walk_dir(tw, src, plan.excluded)
+            _walk_dir(tw, src, plan.excluded, plan.source_excluded)
         else:
             name = plan.rename or posixpath.basename(src.rel.rstrip("/")) or src.path.name
             tw.add(src.path, name, mode=src.mode, mtime=src.mtime)
     tw.close()
 
 
-def _walk_dir(tw: _TarOut, src: Source, excluded: Excluder | None) -> None:
+def _walk_dir(tw: _TarOut, src: Source, excluded: Excluder | None, source_excluded: Excluder | None = None) -> None:
     """Contents of a directory source (not the directory itself), symlinks kept as symlinks."""
     base = src.path
     prefix = "" if src.rel in (".", "") else src.rel.rstrip("/") + "/"
@@ -240,6 +242,8 @@ def _walk_dir(tw: _TarOut, src: Source, excluded: Excluder | None) -> None:
         for d in dirnames:
             full = Path(dirpath) / d
             ctx_rel = prefix + rel_dir + d
+            if source_excluded and source_excluded(rel_dir + d, True):
+                continue
             if os.path.islink(full):
                 if not (excluded and excluded(ctx_rel, False)):
                     tw.add(full, rel_dir + d)
@@ -252,7 +256,7 @@ def _walk_dir(tw: _TarOut, src: Source, excluded: Excluder | None) -> None:
         dirnames[:] = keep_dirs
         for f in sorted(filenames):
             ctx_rel = prefix + rel_dir + f
-            if excluded and excluded(ctx_rel, False):
+            if excluded and excluded(ctx_rel, False) or source_excluded and source_excluded(rel_dir + f, False):
                 continue
             full = Path(dirpath) / f
             st = os.lstat(full)

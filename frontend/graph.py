@@ -141,7 +141,7 @@ class _Lowerer:
                 if inst.keyword != "ARG":
                     raise self.err(inst, "only ARG may come before the first FROM")
                 for name, default in self.arg_decls(inst, meta):
-                    value = self.build_args.get(name, default)
+                    value = self.build_args.get(name, default if default is not None else meta.get(name))
                     self.used.add(name)
                     if value is not None:
                         meta[name] = value

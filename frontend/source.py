@@ -69,6 +69,21 @@ def _join(content: str, keyword: str, escape: str) -> str:
     return text.strip()[len(keyword):].strip()
 
 
+def _blank_continuations(text: str) -> str:
+    """Docker lets empty lines sit inside a continued instruction; dockerfile-parse ends it there.
+    Turn them into comment lines, which both skip, so line numbers stay exact."""
+    out, cont = [], False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if cont and not stripped:
+            out.append("#")
+            continue
+        out.append(line)
+        if stripped and not stripped.startswith("#"):
+            cont = stripped.endswith("\\")
+    return "\n".join(out)
+
+
 def parse_source(text: str, filename: str = "Dockerfile") -> Source:
     from dockerfile_parse import DockerfileParser
     lines = text.splitlines()
@@ -80,6 +95,7 @@ def parse_source(text: str, filename: str = "Dockerfile") -> Source:
     if escape == "`":  # dockerfile-parse knows only the backslash: hand it backslash continuations
         parse_text = "\n".join(re.sub(r"\\(\s*)$", r"\\ \1#", l) if l.rstrip().endswith("\\") else
                                re.sub(r"`(\s*)$", r"\\\1", l) for l in lines) + "\n"
+    parse_text = _blank_continuations(parse_text)
     parser = DockerfileParser(fileobj=io.BytesIO(parse_text.encode()))
     out: list[RawInstruction] = []
     skip_until = -1
