@@ -29,7 +29,7 @@ class Context:
 
 
 def _is_git(text: str) -> bool:
-    return text.startswith(("git://", "git@")) or (text.startswith(("http://", "https://")) and
+    return text.startswith(("git://", "git@", "ssh://")) or (text.startswith("file://") and ".git" in text) or (text.startswith(("http://", "https://")) and
                                                     (text.endswith(".git") or ".git#" in text))
 
 
