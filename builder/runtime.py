@@ -59,7 +59,7 @@ class Runtime:
             return run_chroot(spec, provider)
         if self.isolation == "oci":
             from builder.sandbox.runtime import run_oci
-            return run_oci(spec, provider, userns=self.userns() if os.geteuid() != 0 else None)
+            return run_oci(spec, provider, userns=self.userns())
         return self.userns().run(spec, provider)
 
     def stream_from(self, fn: Callable[..., Any], *args: Any, sink: Callable[[IO[bytes]], T]) -> T:

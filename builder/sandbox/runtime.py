@@ -1,0 +1,119 @@
+"""``--isolation oci``: write an OCI runtime-spec bundle (config.json with the
+snapshot as root) and hand it to runc, crun, or the runtime named by
+``--runtime``/``BALE_RUNTIME``. Rootless, the bundle is made and run inside
+bale's user namespace (where the snapshot is mounted), so the runtime sees
+itself in a user namespace and manages no cgroups."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from builder.errors import SandboxError
+from builder.sandbox.spec import ProcessSpec, RunResult
+
+
+def find_runtime() -> str:
+    name = os.environ.get("BALE_RUNTIME")
+    for cand in ([name] if name else []) + ["runc", "crun"]:
+        path = shutil.which(cand) if cand and not os.path.isabs(cand) else cand
+        if path and os.access(path, os.X_OK):
+            return path
+    raise SandboxError("--isolation oci: no OCI runtime found (install runc or crun, or set BALE_RUNTIME)")
+
+
+def bundle_config(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int], str], etc: dict[str, Path],
+                  binds: list[Any]) -> dict[str, Any]:
+    uid, gid, groups, home = user
+    env = list(spec.env)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={home or '/'}")
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755",
+                                                                               "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev",
+                                                                                 "mode=1777", "size=65536k"]},
+        {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev",
+                                                                             "ro"]},
+    ]
+    for dest, src in etc.items():
+        mounts.append({"destination": dest, "type": "bind", "source": str(src), "options": ["bind", "ro"]})
+    for m in binds:
+        if m.type == "tmpfs":
+            mounts.append({"destination": m.dest, "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]})
+        else:
+            mounts.append({"destination": m.dest, "type": "bind", "source": m.source,
+                           "options": ["rbind"] + (["ro"] if m.readonly else [])})
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.network == "none":
+        namespaces.append({"type": "network"})
+    return {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+                    "args": spec.args, "env": env, "cwd": spec.cwd or "/",
+                    "capabilities": {k: _CAPS for k in ("bounding", "effective", "permitted")},
+                    "noNewPrivileges": False},
+        "root": {"path": str(root), "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {"namespaces": namespaces,
+                  "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+                  "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"]},
+    }
+
+
+_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+         "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_SETFCAP", "CAP_AUDIT_WRITE", "CAP_MKNOD",
+         "CAP_NET_RAW"]
+
+
+def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool) -> RunResult:
+    from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point
+    from builder.sandbox.users import resolve_user
+    runtime = find_runtime()
+    root = Path(rootfs.setup())
+    created: list[str] = []
+    for d in MOUNT_DIRS:
+        _make_point(root, d, True, created)
+    for f in ETC_FILES:
+        _make_point(root, f, False, created)
+    for m in spec.mounts:
+        _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.source), created)
+    user = resolve_user(root, spec.user)
+    bundle = Path(tempfile.mkdtemp(prefix="bale-bundle-"))
+    try:
+        etc = {}
+        for f in ETC_FILES:
+            src = bundle / os.path.basename(f)
+            etc[f] = src
+        (bundle / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n")
+        (bundle / "hostname").write_text(spec.hostname + "\n")
+        try:
+            (bundle / "resolv.conf").write_text(Path("/etc/resolv.conf").read_text())
+        except OSError:
+            (bundle / "resolv.conf").write_text("")
+        (bundle / "config.json").write_text(json.dumps(bundle_config(spec, root, user, etc, spec.mounts)))
+        state = bundle / "state"
+        state.mkdir()
+        stdin = subprocess.DEVNULL if spec.stdin_data == b"" else None
+        name = "bale-" + os.urandom(6).hex()
+        proc = subprocess.run([runtime, "--root", str(state), "run", "--bundle", str(bundle), name],
+                              stdin=stdin if spec.stdin_data in (b"", None) else subprocess.PIPE,
+                              input=spec.stdin_data if spec.stdin_data else None)
+        code = proc.returncode
+    finally:
+        shutil.rmtree(bundle, ignore_errors=True)
+    return RunResult(128 - code if code < 0 else code, created)
+
+
+def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None) -> RunResult:
+    from builder.sandbox.userns import UserNamespace
+    ns = userns or UserNamespace()
+    return ns.call(_run_in_ns, spec, rootfs, ns.full_mapping)
