@@ -253,7 +253,7 @@ def copy_into(app: "AppContext", container: str, sources: list[str], dest: str |
     rt = _runtime_of(app, state)
     mode = copier.parse_chmod(chmod)
     if from_:
-        raise UsageError("copy --from is not supported for scripted builds yet; use `bale mount` in `bale unshare`")
+        return _copy_from(app, state, rt, from_, sources, dest, mode, chown)
     context = Path(contextdir or os.getcwd())
     rels = []
     for s in sources:
@@ -282,6 +282,30 @@ def copy_into(app: "AppContext", container: str, sources: list[str], dest: str |
         verb = "ADD" if add else "COPY"
         state.pending_history.append({"created_by": f"/bin/sh -c #(nop) {verb} {' '.join(sources)} in {target}"})
         reg.save(state)
+
+
+def _copy_from(app: "AppContext", state: ContainerState, rt: "Runtime", source: str, paths: list[str],
+               dest: str | None, mode: int | None, chown: str | None) -> None:
+    """buildah copy --from: paths inside another working container, or an image."""
+    from builder import snapshots
+    reg = ContainerRegistry(app.root)
+    temp = None
+    try:
+        src = reg.get(source)
+    except ContainerError:
+        src = temp = new_container(app, source, save=False)
+    try:
+        with reg.locked(state.name):
+            target = absolute_dest(state, dest)
+            rt.call(snapshots.copy_between, str(rt.snapshots_root), src.driver, src.key, str(rt.snapshots_root),
+                    state.driver, state.key, paths, target, mode, chown)
+            state.pending_history.append({"created_by": f"/bin/sh -c #(nop) COPY --from={source} {' '.join(paths)}"
+                                                        f" in {target}"})
+            reg.save(state)
+    finally:
+        if temp is not None:
+            with contextlib.suppress(Exception):
+                rt.call(snapshots.remove, str(rt.snapshots_root), temp.driver, temp.key)
 
 
 # --- config ------------------------------------------------------------------
@@ -446,6 +470,24 @@ class _TarCounter:
         self.sink.write(data)
 
 
+def squash_layers(app: "AppContext", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,
+                  level: int | None, image_format: str, epoch: int | None) -> Any:
+    """One layer equal to ``merge`` applied in order over ``keep`` (None if they change nothing)."""
+    from builder import snapshots
+    from builder.runtime import StoreBlobOpener
+    base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size) for l in keep]
+    state = container_over(app, rt, "squash", None, ImageConfig(), base, save=False)
+    try:
+        for l in merge:
+            opener = StoreBlobOpener(str(app.root), l.descriptor.digest, l.descriptor.media_type)
+            rt.call(snapshots.apply_layer, str(rt.snapshots_root), state.driver, state.key, opener)
+        return commit_layer(app, rt, state, compression=compression, level=level, image_format=image_format,
+                            epoch=epoch)
+    finally:
+        with contextlib.suppress(Exception):
+            rt.call(snapshots.remove, str(rt.snapshots_root), state.driver, state.key)
+
+
 def commit(app: "AppContext", container: str, image: str | None, *, squash: bool = False,
            timestamp: int | None = None, image_format: str = "oci", compression: str = "gzip",
            compression_level: int | None = None, registry: "RegistryOptions | None" = None,
@@ -465,13 +507,16 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
         annotations = dict(state.config.get("__annotations__", {}))
         cfg.extra.pop("__history__", None)
         cfg.extra.pop("__annotations__", None)
-        if squash:
-            raise UsageError("commit --squash: not supported yet")
         layer = commit_layer(app, rt, state, compression=compression, level=compression_level,
                              image_format=image_format, epoch=epoch)
         layers = [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in state.layers]
         if layer is not None:
             layers.append(layer)
+        if squash:  # buildah commit --squash: every layer, the base's included, as one
+            one = squash_layers(app, rt, [], layers, compression=compression, level=compression_level,
+                                image_format=image_format, epoch=epoch)
+            layers, layer = ([one] if one else []), one
+            cfg.history = []
         created_by = meta.get("created_by") or _summary(state)
         cfg.history = list(cfg.history) + [history_entry(created_by, empty_layer=layer is None, timestamp=epoch,
                                                          comment=meta.get("history_comment") or

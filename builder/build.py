@@ -437,6 +437,8 @@ class Builder:
             graph = build_graph(self.context.dockerfile_text or "", filename=self.filename, build_args=args,
                                 target=self.opts.target, platform=str(self.platform), build_platform=build_plat,
                                 resolve_base=self.resolve_base)
+            self.graph = graph
+            self.base_history = 0
             for w in graph.warnings:
                 log.warning("%s", w)
             order = graph.order()
@@ -545,29 +547,30 @@ class Builder:
                 shutil.rmtree(target, ignore_errors=True)
 
     def squash(self, st: StageState, graph: Any) -> list[Layer]:
-        """All layers as one (buildah's --squash): a fresh snapshot, every layer applied, one diff."""
-        from builder import snapshots
-        from builder.api import commit_layer
-        from builder.runtime import StoreBlobOpener
-        tmp = StageState(-2, st.cfg, [], st.key, "squash")
-        c = self.container(tmp)
-        for l in st.layers:
-            opener = StoreBlobOpener(str(self.app.root), l.descriptor.digest, l.descriptor.media_type)
-            self.rt.call(_apply_layer, str(self.rt.snapshots_root), c.driver, c.key, opener)
-        layer = commit_layer(self.app, self.rt, c, compression=self.opts.compression,
-                             level=self.opts.compression_level, image_format=self.opts.image_format, epoch=self.epoch)
-        st.cfg.history = [history_entry("squashed", empty_layer=layer is None, timestamp=self.epoch,
-                                        comment=COMMENT)]
-        del snapshots
-        return [layer] if layer else []
+        """buildah's bud --squash: the layers this build added become one; the base's stay."""
+        from builder.api import squash_layers
+        stage = graph.stages[graph.target]
+        base = self.base_layer_count(stage)
+        merged = squash_layers(self.app, self.rt, st.layers[:base], st.layers[base:],
+                               compression=self.opts.compression, level=self.opts.compression_level,
+                               image_format=self.opts.image_format, epoch=self.epoch)
+        hist = [h for h in st.cfg.history[:self.base_history]]
+        st.cfg.history = hist + [history_entry("bale bud --squash", empty_layer=merged is None,
+                                               timestamp=self.epoch, comment=COMMENT)]
+        return st.layers[:base] + ([merged] if merged else [])
 
+    def base_layer_count(self, stage: Any) -> int:
+        if stage.base_stage is not None:
+            return self.base_layer_count_of_stage(stage.base_stage)
+        if stage.base_image is None:
+            return 0
+        from builder.api import base_layers
+        cfg, layers = base_layers(self.app, self.base_image(stage.base_image))
+        self.base_history = len(cfg.history)
+        return len(layers)
 
-def _apply_layer(root: str, driver: str, key: str, opener: Any) -> None:
-    from builder.snapshots import _driver
-    from snapshotter.apply import apply_tar
-    merged = _driver(root, driver).mount(key)
-    with opener() as src:
-        apply_tar(src, merged, whiteout_format="native")
+    def base_layer_count_of_stage(self, index: int) -> int:
+        return self.base_layer_count(self.graph.stages[index])
 
 
 def _confined_context_path(context: Path, rel: str) -> Path:

@@ -123,6 +123,14 @@ def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int
     return not existed
 
 
+def apply_layer(root: str, driver: str, key: str, opener: Callable[[], BinaryIO]) -> None:
+    """Apply a layer tar over the mounted snapshot (deletions performed, as a rootfs sees them)."""
+    from snapshotter.apply import apply_tar
+    merged = _driver(root, driver).mount(key)
+    with opener() as src:
+        apply_tar(src, merged, whiteout_format="native")
+
+
 def _confined_sources(root: Path, patterns: list[str]) -> list[Any]:
     """COPY --from sources inside another rootfs, wildcards and symlinks resolved within it."""
     import fnmatch

@@ -88,7 +88,8 @@ def test_outputs_iidfile_squash_and_quiet(env):
              "-t", "sq", str(ctx))
     assert r.stdout.strip() == (tmp / "iid").read_text().split(":")[1] and r.stderr == ""
     manifest, config, layers = read_layout(out, "latest")
-    assert len(layers) == 1
+    assert len(layers) == 2  # the base's layer, and everything this build added as one
+    assert len(config["history"]) == 2
     fs = flatten(layers)
     assert fs["/copy-a"].content == b"a1\n" and "/bin/busybox" in fs
     assert (tmp / "rootfs" / "copy-a").read_text() == "a1\n"

@@ -184,3 +184,24 @@ def test_chroot_isolation_without_namespaces_matches_rootless(unprivileged_user,
     ref_members, _ = _layer_members(ref)
     got_members, _ = _layer_members(got)
     assert got_members == ref_members
+
+
+def test_copy_from_container_and_image_and_squash(unprivileged_user, user_tmp, user_store):
+    u = unprivileged_user
+    b = lambda *a, **kw: u.bale(*a, root=user_store, **kw)  # noqa: E731
+    src = b("from", "--name", "src", "busybox").stdout.strip()
+    b("run", src, "--", "sh", "-c", "mkdir /out && echo made > /out/f && chown 7:7 /out/f")
+    dst = b("from", "--name", "dst", "busybox").stdout.strip()
+    b("copy", "--from", src, dst, "/out/f", "/copied")
+    b("copy", "--from", "busybox", "--chown", "app:app", dst, "/etc/group", "/group-copy")
+    r = b("copy", "--from", src, dst, "/nope", "/x", check=False)
+    assert r.returncode == 1 and "/nope" in r.stderr
+    b("commit", "--squash", dst, "squashed")
+    out = user_tmp / "sq"
+    b("push", "squashed", f"oci:{out}:1")
+    from tests.helpers.oci_reader import flatten, read_layout
+    manifest, config, layers = read_layout(out, "1")
+    assert len(layers) == 1 and len(config["history"]) == 1
+    fs = flatten(layers)
+    assert fs["/copied"].content == b"made\n" and fs["/copied"].info.uid == 0
+    assert fs["/group-copy"].info.uid == 1000 and "/bin/busybox" in fs
