@@ -154,11 +154,13 @@ def process_spec(state: ContainerState, args: list[str], *, env: list[str] = (),
                        hostname=hostname or "bale", network=network, mounts=list(mounts), stdin_data=stdin_data)
 
 
-def run_process(app: "AppContext", state: ContainerState, spec: Any, rt: "Runtime | None" = None) -> int:
-    """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints."""
+def run_process(app: "AppContext", state: ContainerState, spec: Any, rt: "Runtime | None" = None,
+                extra: list[tuple[str, str]] = ()) -> int:  # type: ignore[assignment]
+    """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints.
+    ``extra``: (driver, key) of other snapshots to mount first (RUN --mount=from=)."""
     from builder.snapshots import SnapshotRootfs
     rt = rt or _runtime_of(app, state)
-    result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key))
+    result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
     created = list(getattr(result, "created_paths", []) or [])
     if created:
         state.created_paths = sorted(set(state.created_paths) | set(created))

@@ -89,6 +89,11 @@ class Builder:
     # --- base images ---
     def base_image(self, ref: str) -> "ImageRecord":
         from builder.api import ensure_image
+        named = self.opts.build_contexts.get(ref)
+        if named is not None:
+            if not named.startswith("docker-image://"):
+                raise UsageError(f"--build-context {ref}: FROM needs docker-image://REF, not a directory")
+            ref = named[len("docker-image://"):]
         if ref not in self._bases:
             self._bases[ref] = ensure_image(self.app, ref, pull=self.opts.pull, registry=self.opts.registry,
                                             platform=self.opts.platform, quiet=True)
@@ -230,12 +235,12 @@ class Builder:
         def run() -> None:
             c = self.container(st)
             c.config = st.cfg.to_json()
-            mounts = self.run_mounts(st, step)
+            mounts, extra = self.run_mounts(st, step)
             env = [f"{k}={v}" for k, v in step.env.items()] + self.secret_env(step)
             spec = process_spec(c, step.args, env=env, network=step.network or self.opts.network,
                                 mounts=mounts, stdin_data=step.stdin if step.stdin is not None else b"")
             t0 = time.monotonic()
-            status = run_process(self.app, c, spec, self.rt)
+            status = run_process(self.app, c, spec, self.rt, extra)
             if status != 0:
                 raise BuildError(f"{self.filename}:{step.line}: RUN: {_short(step.args)}: exited with status "
                                  f"{status}" if status < 128 else
@@ -260,9 +265,12 @@ class Builder:
                 out.append(f"{m.env}={spec.read().decode(errors='replace')}")
         return out
 
-    def run_mounts(self, st: StageState, step: Any) -> list[Any]:
+    def run_mounts(self, st: StageState, step: Any) -> tuple[list[Any], list[tuple[str, str]]]:
+        """BindSpecs for the RUN's mounts, and the other snapshots they read from."""
         from builder.sandbox.spec import BindSpec
-        out = []
+        from builder.snapshots import snapshot_root_path
+        out: list[Any] = []
+        extra: list[tuple[str, str]] = []
         for m in step.mounts:
             if m.type == "secret":
                 if m.env and not m.target:
@@ -283,26 +291,45 @@ class Builder:
                 out.append(BindSpec(str(cdir), m.target, readonly=False))
             elif m.type == "tmpfs":
                 out.append(BindSpec("", m.target, type="tmpfs"))
+            elif m.type == "bind" and (m.from_stage is not None or m.from_image):
+                other = self.states[m.from_stage] if m.from_stage is not None else self.named_state(m.from_image)
+                if isinstance(other, Path):  # a --build-context directory
+                    out.append(BindSpec(m.source or ".", m.target, readonly=m.readonly, within=str(other)))
+                    continue
+                oc = self.container(other)
+                extra.append((oc.driver, oc.key))
+                out.append(BindSpec(m.source or "/", m.target, readonly=m.readonly,
+                                    within=snapshot_root_path(str(self.rt.snapshots_root), oc.driver, oc.key)))
             elif m.type == "bind":
-                if m.from_stage is not None or m.from_image:
-                    raise BuildError(f"{self.filename}:{step.line}: RUN: --mount=type=bind,from= is not "
-                                     "supported yet; COPY --from the stage instead")
                 src = _confined_context_path(self.context.dir, m.source or ".")
                 out.append(BindSpec(str(src), m.target, readonly=m.readonly))
             elif m.type == "ssh":
                 if m.required:
                     raise BuildError(f"{self.filename}:{step.line}: RUN: ssh mounts are not supported")
-        return out
+        return out, extra
 
-    def copy_step(self, st: StageState, step: Any) -> None:
+    def named_state(self, name: str) -> "StageState | Path":
+        """--from=NAME that is no stage: a --build-context (directory or docker-image://), else an image."""
+        value = self.opts.build_contexts.get(name)
+        if value is None:
+            return self.image_state(name)
+        if value.startswith("docker-image://"):
+            return self.image_state(value[len("docker-image://"):])
+        path = Path(value)
+        if not path.is_dir():
+            raise UsageError(f"--build-context {name}={value}: no such directory")
+        return path
+
+    def copy_step(self, st: StageState, step: Any, context: Path | None = None) -> None:
         from builder import copier
         from builder.api import absolute_dest, container_path_kind, copy_plan_into
-        if step.from_stage is not None or step.from_image:
+        if context is None and (step.from_stage is not None or step.from_image):
             return self.copy_from(st, step)
-        excluded = self.excluder()
+        context = context or self.context.dir
+        excluded = self.excluder() if context == self.context.dir else None
         temp: list[Path] = []
         try:
-            sources = copier.resolve_sources(self.context.dir, step.sources, add=step.add, excluded=excluded) \
+            sources = copier.resolve_sources(context, step.sources, add=step.add, excluded=excluded) \
                 if step.sources else []
         except BuildError as exc:
             raise BuildError(f"{self.filename}:{step.line}: {step.keyword}: {exc}") from None
@@ -351,7 +378,10 @@ class Builder:
         if step.from_stage is not None:
             src = self.states[step.from_stage]
         else:
-            src = self.image_state(step.from_image)
+            named = self.named_state(step.from_image)
+            if isinstance(named, Path):
+                return self.copy_step(st, step, context=named)
+            src = named
         key_extra = "from:" + src.key
 
         def run() -> None:

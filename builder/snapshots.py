@@ -25,11 +25,20 @@ class SnapshotRootfs:
     """RootfsProvider for the sandbox: mounts the container's snapshot in the
     current (namespace child's) mount namespace and returns the merged root."""
 
-    def __init__(self, root: str, driver: str, key: str) -> None:
+    def __init__(self, root: str, driver: str, key: str, extra: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
         self.root, self.driver, self.key = root, driver, key
+        self.extra = list(extra)  # (driver, key) of other snapshots RUN mounts read from
 
     def setup(self) -> Path:
+        for driver, key in self.extra:
+            _driver(self.root, driver).mount(key)
         return _driver(self.root, self.driver).mount(self.key)
+
+
+def snapshot_root_path(root: str, driver: str, key: str) -> str:
+    """Where ``mount(key)`` puts the snapshot's root (for RUN --mount=from=)."""
+    sub = "rootfs" if driver == "native" else "merged"
+    return str(Path(root) / driver / "containers" / key / sub)
 
 
 def ensure_layers(root: str, driver: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:

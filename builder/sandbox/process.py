@@ -59,7 +59,7 @@ def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r
     for d in MOUNT_DIRS:
         _make_point(root, d, True, created)
     etc_targets = {f: _make_point(root, f, False, created) for f in ETC_FILES}
-    binds = [(m, _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.source), created))
+    binds = [(m, _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.host_source()), created))
              for m in spec.mounts]
     uid, gid, groups, home = resolve_user(root, spec.user)
     if not full_mapping and (uid, gid) != (0, 0):
@@ -153,7 +153,7 @@ def _pid1(spec: ProcessSpec, root: Path, etc_targets: dict[str, Path], etc_dir: 
         if m.type == "tmpfs":
             sc.mount("tmpfs", str(host), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
         else:
-            sc.mount(m.source, str(host), None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(m.host_source(), str(host), None, sc.MS_BIND | sc.MS_REC)
             if m.readonly:
                 sc.make_readonly_recursive(str(host), lockdown=False)
     sc.sethostname(spec.hostname)

@@ -49,7 +49,7 @@ def bundle_config(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int]
         if m.type == "tmpfs":
             mounts.append({"destination": m.dest, "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]})
         else:
-            mounts.append({"destination": m.dest, "type": "bind", "source": m.source,
+            mounts.append({"destination": m.dest, "type": "bind", "source": m.host_source(),
                            "options": ["rbind"] + (["ro"] if m.readonly else [])})
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network == "none":
@@ -85,7 +85,7 @@ def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool) -> RunResult:
     for f in ETC_FILES:
         _make_point(root, f, False, created)
     for m in spec.mounts:
-        _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.source), created)
+        _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.host_source()), created)
     user = resolve_user(root, spec.user)
     bundle = Path(tempfile.mkdtemp(prefix="bale-bundle-"))
     try:

@@ -12,8 +12,16 @@ class BindSpec:
     dest: str
     readonly: bool = False
     type: str = "bind"  # bind | tmpfs
-    #: host path created for the mount (e.g. a cache dir) - nothing for the caller to clean
     options: tuple[str, ...] = ()
+    #: when set, ``source`` is a path inside this root, resolved with chroot semantics at mount time
+    #: (another stage's rootfs: its symlinks must not reach the host)
+    within: str = ""
+
+    def host_source(self) -> str:
+        if not self.within:
+            return self.source
+        from snapshotter.safepath import secure_join
+        return str(secure_join(self.within, self.source))
 
 
 @dataclass
