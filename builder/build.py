@@ -450,7 +450,8 @@ class Builder:
                 err = BuildError(f"{self.filename}:{step.line}: {step.keyword}: {exc}")
                 err.exit_code = exc.exit_code
                 raise err from None
-            log.info("step %d took %.2fs", n, time.monotonic() - t0)
+            if not isinstance(step, ConfigStep) or step.mkdir:
+                self.say(f"--> {time.monotonic() - t0:.2f}s")
 
     def build(self) -> BuildResult:
         from builder.buildcontext import open_context
