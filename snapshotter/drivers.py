@@ -171,8 +171,13 @@ class OverlayDriver(_Base):
         return before
 
     def changes(self, key: str) -> list[Change]:
+        """The upper dir read as changes, in every upper format: 0:0 devices and ``.wh.`` files
+        are deletions; ``user.overlay``/``trusted.overlay``/``user.fuseoverlayfs`` opaque xattrs
+        and ``.wh..wh..opq`` files mark opaque dirs. A dir absent below needs no opaque marker
+        (fuse-overlayfs marks every new dir), so it is plain content, as the kernel's upper has it."""
         upper = self._cdir(key) / "upper"
-        out: list[Change] = []
+        before = self._before(key)
+        out: dict[str, Change] = {}
         for dirpath, dirnames, filenames in os.walk(upper):
             rel = os.path.relpath(dirpath, upper)
             base = "" if rel == "." else "/" + rel
@@ -180,13 +185,18 @@ class OverlayDriver(_Base):
                 host = os.path.join(dirpath, name)
                 st = os.lstat(host)
                 cpath = f"{base}/{name}"
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    out.append(Change(cpath, "whiteout"))
-                elif stat.S_ISDIR(st.st_mode) and _is_opaque(host):
-                    out.append(Change(cpath, "opaque"))
+                if name in (".wh..wh..opq", ".wh..opq"):  # fuse-overlayfs' opaque markers
+                    if base and before(base) is not None:
+                        out[base] = Change(base, "opaque")
+                elif name.startswith(".wh.") and stat.S_ISREG(st.st_mode):
+                    out[f"{base}/{name[4:]}"] = Change(f"{base}/{name[4:]}", "whiteout")
+                elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    out[cpath] = Change(cpath, "whiteout")
+                elif stat.S_ISDIR(st.st_mode) and _is_opaque(host) and before(cpath) is not None:
+                    out[cpath] = Change(cpath, "opaque")
                 else:
-                    out.append(Change(cpath, "content"))
-        return out
+                    out[cpath] = Change(cpath, "content")
+        return list(out.values())
 
     def diff(self, key: str, out: BinaryIO, *, ignore_if_empty: Collection[str] = (),
              source_date_epoch: int | None = None) -> int:

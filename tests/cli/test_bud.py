@@ -150,3 +150,21 @@ def test_multistage_runs_under_podman(env, tmp_path):
                                  "nproc=4096:4096", "localhost/multi:latest"], capture_output=True, text=True)
     shutil.rmtree(runroot, ignore_errors=True)
     assert r.returncode == 0 and r.stdout == "compiled\n", r.stderr
+
+
+def test_zstd_layers_and_docker_conversion(env, registry):
+    u, bale, ctx, tmp = env
+    bale("bud", "--compression", "zstd", "-t", "z", str(ctx))
+    bale("push", "z", f"oci:{tmp}/z:1")
+    manifest, config, layers = read_layout(tmp / "z", "1")
+    assert manifest["layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert flatten(layers)["/copy-a"].content == b"a1\n"
+    if shutil.which("skopeo"):
+        subprocess.run(["skopeo", "inspect", f"oci:{tmp}/z:1"], check=True, capture_output=True)
+    # docker schema2 cannot carry zstd: pushing as docker recompresses to gzip
+    bale("push", "--tls-verify=false", "--format", "docker", "z", f"docker://{registry.host}/bale/z:1")
+    man = json.loads(bale("inspect", "--type", "manifest", "--tls-verify=false",
+                          f"docker://{registry.host}/bale/z:1").stdout)
+    assert {l["mediaType"] for l in man["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    r = bale("bud", "--format", "docker", "--compression", "zstd", "-t", "zd", str(ctx), check=False)
+    assert r.returncode == 2 and "zstd" in r.stderr

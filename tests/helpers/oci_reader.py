@@ -26,6 +26,9 @@ def read_layout(path: Path, ref: str = "latest") -> tuple[dict, dict, list[bytes
     layers = []
     for l in manifest["layers"]:
         raw = blob(l["digest"])
+        if raw[:4] == b"\x28\xb5\x2f\xfd":  # zstd: the test suite's own dependency decodes it
+            import zstandard
+            raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True).read()
         layers.append(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
     return manifest, config, layers
 

@@ -127,3 +127,11 @@ def test_ensure_layer_idempotent_and_commit(tmp_path):
         return buf.getvalue(), files, (Path(root) / "overlay" / "containers" / "c").exists()
     data, files, exists = call_in_child(flow, str(tmp_path / "s"))
     assert set(_names(data)) == {"step2"} and "step1" in files and not exists
+
+
+@pytest.mark.skipif(not shutil.which("fuse-overlayfs") or not os.path.exists("/dev/fuse"),
+                    reason="fuse-overlayfs or /dev/fuse missing: the fallback driver cannot mount here")
+def test_fuse_overlayfs_gives_the_same_tar(tmp_path):
+    fuse = call_in_child(_run, str(tmp_path / "s"), "fuse-overlayfs", "c1")
+    native = call_in_child(_run, str(tmp_path / "s"), "native", "c1")
+    assert fuse == native
