@@ -528,7 +528,11 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
                           timestamp=epoch, annotations=annotations)
     if not dest_is_store and image:
         from builder.pull import push_record
-        push_record(app, rec, image, registry=registry, image_format=image_format, quiet=quiet)
+        try:
+            push_record(app, rec, image, registry=registry, image_format=image_format, quiet=quiet)
+        finally:  # a commit to another location leaves nothing in the store, as buildah's does
+            app.store.remove_image(rec)
+            app.store.gc()
     return rec
 
 

@@ -46,6 +46,7 @@ def _pull_policy(value: str | None) -> str:
 @click.option("--network", type=click.Choice(["host", "none", "default"]), default="host", show_default=True)
 @click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci"]), default=None,
               envvar="BUILDAH_ISOLATION")
+@click.option("--runtime", default=None, envvar="BALE_RUNTIME", help="OCI runtime for --isolation oci.")
 @click.option("--rm/--no-rm", "remove_intermediate", default=True, help="Remove intermediate containers.")
 @click.option("--force-rm", is_flag=True, hidden=True)
 @click.option("--jobs", type=int, default=2, show_default=True, help="Stages built in parallel.")
@@ -58,8 +59,11 @@ def _pull_policy(value: str | None) -> str:
 @click.pass_context
 def bud(ctx: click.Context, context: str, **kw: Any) -> None:
     """Build an image from a Dockerfile in CONTEXT (a directory, a tarball, - or a git URL)."""
+    import os
     from builder import buildopts as bo
     from builder.build import build
+    if kw.pop("runtime", None):
+        os.environ["BALE_RUNTIME"] = ctx.params["runtime"]
     regopts = registry_options_from(kw)
     pull = _pull_policy(kw["pull"])
     if kw["pull_always"]:

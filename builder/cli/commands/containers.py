@@ -15,8 +15,18 @@ def _app(ctx: click.Context) -> Any:
     return ctx.find_root().obj
 
 
-_isolation = click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci"]), default=None,
-                          envvar="BUILDAH_ISOLATION", help="How RUN is isolated (default: probed).")
+def _isolation(f: Any) -> Any:
+    """--isolation, and --runtime for the oci isolation (runc, crun or a path)."""
+    f = click.option("--runtime", default=None, envvar="BALE_RUNTIME", callback=_set_runtime, expose_value=False,
+                     help="OCI runtime for --isolation oci (default runc, then crun).")(f)
+    return click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci"]), default=None,
+                        envvar="BUILDAH_ISOLATION", help="How RUN is isolated (default: probed).")(f)
+
+
+def _set_runtime(ctx: click.Context, param: Any, value: str | None) -> None:
+    import os
+    if value:
+        os.environ["BALE_RUNTIME"] = value
 
 
 @click.command("from")
