@@ -500,7 +500,7 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
     reg = ContainerRegistry(app.root)
     state = reg.get(container)
     rt = _runtime_of(app, state)
-    epoch = timestamp if timestamp is not None else _env_epoch()
+    epoch = timestamp if timestamp is not None else source_date_epoch()
     if image_format == "docker" and compression == "zstd":
         raise UsageError("docker format cannot carry zstd layers: use --compression gzip or --format oci")
     with reg.locked(state.name):
@@ -541,7 +541,8 @@ def _summary(state: ContainerState) -> str:
     return runs[-1] if runs else "bale commit"
 
 
-def _env_epoch() -> int | None:
+def source_date_epoch() -> int | None:
+    """$SOURCE_DATE_EPOCH as an int, None when unset."""
     v = os.environ.get("SOURCE_DATE_EPOCH")
     if v is None or v == "":
         return None

@@ -20,15 +20,16 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import configedit as ce
+from builder.api import source_date_epoch
 from builder.buildopts import BuildOptions
 from builder.commit import Layer, history_entry, write_image
 from builder.container import BaseLayer, ContainerState
-from builder.errors import BaleError, BuildError, ContainerError, UsageError
+from builder.errors import BaleError, BuildError, UsageError
 from builder.oci import Descriptor, ImageConfig, Platform
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Builder:
         self.store = app.store
         self.rt: "Runtime" = runtime_for(app, opts.isolation)
         self.say = _Log(opts.quiet)
-        self.epoch = opts.timestamp if opts.timestamp is not None else _env_epoch()
+        self.epoch = opts.timestamp if opts.timestamp is not None else source_date_epoch()
         self.platform = Platform.parse(opts.platform) if opts.platform else Platform.host()
         self.states: dict[int, StageState] = {}
         self.containers: list[ContainerState] = []
@@ -251,18 +252,22 @@ class Builder:
         if hit:
             self.say("--> Using cache")
 
+    def secret(self, step: Any, m: Any) -> bytes | None:
+        """A --secret's value for a RUN mount; None when not given (an error if the mount requires it)."""
+        spec = self.opts.secrets.get(m.id)
+        if spec is None and m.required:
+            raise BuildError(f"{self.filename}:{step.line}: RUN: secret {m.id} is required "
+                             "but was not given with --secret")
+        return spec.read() if spec is not None else None
+
     def secret_env(self, step: Any) -> list[str]:
         """RUN --mount=type=secret,env=VAR: the value in the command's environment only."""
         out = []
         for m in step.mounts:
             if m.type == "secret" and m.env:
-                spec = self.opts.secrets.get(m.id)
-                if spec is None:
-                    if m.required:
-                        raise BuildError(f"{self.filename}:{step.line}: RUN: secret {m.id} is required "
-                                         "but was not given with --secret")
-                    continue
-                out.append(f"{m.env}={spec.read().decode(errors='replace')}")
+                value = self.secret(step, m)
+                if value is not None:
+                    out.append(f"{m.env}={value.decode(errors='replace')}")
         return out
 
     def run_mounts(self, st: StageState, step: Any) -> tuple[list[Any], list[tuple[str, str]]]:
@@ -273,16 +278,11 @@ class Builder:
         extra: list[tuple[str, str]] = []
         for m in step.mounts:
             if m.type == "secret":
-                if m.env and not m.target:
-                    continue
-                spec = self.opts.secrets.get(m.id)
-                if spec is None:
-                    if m.required:
-                        raise BuildError(f"{self.filename}:{step.line}: RUN: secret {m.id} is required "
-                                         "but was not given with --secret")
+                value = None if m.env and not m.target else self.secret(step, m)
+                if value is None:
                     continue
                 path = self.secret_dir / _h(m.id)[:16]
-                path.write_bytes(spec.read())
+                path.write_bytes(value)
                 os.chmod(path, m.mode if m.mode is not None else 0o400)
                 out.append(BindSpec(str(path), m.target, readonly=True))
             elif m.type == "cache":
@@ -642,16 +642,6 @@ def _short(args: list[str]) -> str:
     text = args[-1] if len(args) >= 3 and args[-2] == "-c" else " ".join(args)
     text = text.replace("\n", "; ")
     return text if len(text) < 120 else text[:117] + "..."
-
-
-def _env_epoch() -> int | None:
-    v = os.environ.get("SOURCE_DATE_EPOCH")
-    if not v:
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise UsageError(f"invalid SOURCE_DATE_EPOCH {v!r}") from None
 
 
 def build(app: "AppContext", opts: BuildOptions) -> BuildResult:

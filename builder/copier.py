@@ -18,7 +18,6 @@ import posixpath
 import stat
 import tarfile
 import tempfile
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -145,6 +144,7 @@ def plan_copy(sources: list[Source], dest: str, dest_kind: str | None, *, chmod:
 def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
     """Download ``src.url`` to a temp file (streamed), verify ``checksum``; fills in path/mode/mtime."""
     import email.utils
+    import urllib.parse
     import urllib.request
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="add-url-")
     algo, _, want = (checksum or "sha256:").partition(":")

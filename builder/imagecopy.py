@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.oci import (Descriptor, Manifest, Platform, is_docker_type, layer_compression, parse_config,
-                         parse_manifest, sha256_digest, to_docker_type, to_oci_type)
+                         parse_manifest, to_docker_type, to_oci_type)
 from builder.transports import Destination, Source
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class _RecompressedSource(Source):
 def copy_image(src: Source, dst: Destination, *, platform: Platform | None = None, image_format: str | None = None,
                progress: "Progress | None" = None, tmp_dir: Any = None) -> CopyResult:
     """Copy ``src`` to ``dst``; ``image_format`` "oci"/"docker" converts, None keeps the source's."""
-    data, mt, digest, index_digest = src.manifest(platform)
+    data, mt, _digest, index_digest = src.manifest(platform)
     man = parse_manifest(data, f"manifest of {src.name}")
     config = _read_small(src, man.config)
     cfg = parse_config(config, f"config of {src.name}")
@@ -101,8 +101,7 @@ def copy_image(src: Source, dst: Destination, *, platform: Platform | None = Non
                        tuple(replace(l, media_type=conv(l.media_type)) for l in new_layers),
                        conv(man.media_type), {} if want_docker else dict(man.annotations))
         data, mt = man.to_bytes(), man.media_type
-        digest = sha256_digest(data)
-    if hasattr(dst, "index_digest") and index_digest and data is not None:
+    if hasattr(dst, "index_digest") and index_digest:
         dst.index_digest = index_digest  # type: ignore[attr-defined]
     try:
         todo = [d for d in (*man.layers, man.config) if not dst.has_blob(d)]

@@ -46,13 +46,7 @@ def corpus_env(unprivileged_user, tmp_path_factory, busybox_layout):
     base = tmp_path_factory.mktemp("corpus")
     _make_traversable(base)
     work = u.tmpdir(base)
-    lay = work / "busybox"
-    shutil.copytree(busybox_layout, lay)
-    _chown_tree(lay, u)
-    root = work / "store"
-    iid = u.bale("pull", "-q", f"oci:{lay}:latest", root=root).stdout.strip()
-    u.bale("tag", iid, "busybox", root=root)
-    return u, work, root
+    return u, work, u.busybox_store(work, busybox_layout)
 
 
 def _chown_tree(path, u):

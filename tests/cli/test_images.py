@@ -1,6 +1,5 @@
 """Image commands end to end through `bale`, checked by independent readers."""
 import json
-import os
 import shutil
 import subprocess
 import tarfile

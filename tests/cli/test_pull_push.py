@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.images import push_busybox, run_bale
+from tests.fixtures.images import push_busybox
 
 pytestmark = pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo not installed: it is the independent "
                                 "writer and reader for these tests")

@@ -16,12 +16,7 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture
 def ctr(unprivileged_user, user_tmp, busybox_layout):
     u = unprivileged_user
-    lay = user_tmp / "busybox"
-    shutil.copytree(busybox_layout, lay)
-    for p in [lay, *lay.rglob("*")]:
-        os.lchown(p, u.uid, u.gid)
-    root = user_tmp / "store"
-    u.bale("tag", u.bale("pull", "-q", f"oci:{lay}:latest", root=root).stdout.strip(), "busybox", root=root)
+    root = u.busybox_store(user_tmp, busybox_layout)
     name = u.bale("from", "busybox", root=root).stdout.strip()
 
     def bale(*args, **kw):

@@ -68,15 +68,7 @@ def _podman(tmp: Path) -> list[str]:
 
 @pytest.fixture
 def user_store(unprivileged_user, user_tmp, busybox_layout):
-    u = unprivileged_user
-    lay = user_tmp / "busybox"
-    shutil.copytree(busybox_layout, lay)
-    for p in [lay, *lay.rglob("*")]:
-        os.chown(p, u.uid, u.gid)
-    root = user_tmp / "store"
-    iid = u.bale("pull", "-q", f"oci:{lay}:latest", root=root).stdout.strip()
-    u.bale("tag", iid, "busybox", root=root)
-    return root
+    return unprivileged_user.busybox_store(user_tmp, busybox_layout)
 
 
 def test_rootless_script_runs_under_podman(unprivileged_user, user_tmp, user_store, tmp_path):
