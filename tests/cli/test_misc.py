@@ -45,3 +45,17 @@ def test_commit_to_a_transport_and_mount_in_unshare(bale, busybox_layout, tmp_pa
     out = bale("unshare", "--", sys.executable, "-m", "builder.cli.main", "--root", str(bale.root), "mount", ctr,
                env={"PYTHONPATH": str(run_bale.__globals__["REPO"])}).stdout.strip()
     assert out.endswith("/merged") or out.endswith("/rootfs")
+
+
+def test_from_scratch(bale, tmp_path):
+    ctr = bale("from", "scratch").stdout.strip()
+    assert ctr == "working-container"
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "hello").write_text("from scratch\n")
+    bale("copy", "--contextdir", str(tmp_path / "ctx"), ctr, str(tmp_path / "ctx" / "hello"), "/hello")
+    bale("config", "--entrypoint", '["/hello"]', ctr)
+    bale("commit", ctr, "scratchy")
+    bale("push", "scratchy", f"oci:{tmp_path}/s:1")
+    from tests.helpers.oci_reader import flatten, read_layout
+    manifest, config, layers = read_layout(tmp_path / "s", "1")
+    assert list(flatten(layers)) == ["/hello"] and config["config"]["Entrypoint"] == ["/hello"]

@@ -116,3 +116,32 @@ def test_killed_bale_leaves_no_processes_or_mounts(ctr):
         assert str(root) not in fh.read()
     # the container is intact and usable afterwards
     assert bale("run", name, "--", "true").returncode == 0
+
+
+def test_sigterm_during_bud_leaves_nothing_running(ctr, user_tmp):
+    u, bale, name, root = ctr
+    ctx = user_tmp / "sigctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN sleep 4545\n")
+    os.lchown(ctx, u.uid, u.gid)
+    os.lchown(ctx / "Dockerfile", u.uid, u.gid)
+    argv = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
+            u.python, "-m", "builder.cli.main", "--root", str(root), "bud", "-t", "never", str(ctx)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(200):
+        if subprocess.run(["pgrep", "-f", "sleep 4545"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the RUN never started")
+    for pid in subprocess.run(["pgrep", "-u", str(u.uid), "-f", "builder.cli.main --root"], capture_output=True,
+                              text=True).stdout.split():
+        os.kill(int(pid), signal.SIGTERM)
+    proc.wait(20)
+    time.sleep(0.5)
+    assert proc.returncode != 0
+    assert subprocess.run(["pgrep", "-f", "sleep 4545"], capture_output=True).returncode == 1
+    with open("/proc/self/mountinfo") as fh:
+        assert str(root) not in fh.read()
+    assert "localhost/never:latest" not in bale("images").stdout
