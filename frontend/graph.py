@@ -234,7 +234,9 @@ class _Lowerer:
             except FrontendError:
                 raise
             except Exception as exc:  # the executor's error (missing image...) with our location
-                raise FrontendError(str(exc), filename=self.src.filename, line=frm.line, instruction="FROM") from None
+                err = FrontendError(str(exc), filename=self.src.filename, line=frm.line, instruction="FROM")
+                err.exit_code = getattr(exc, "exit_code", 1)  # a build failure, not a usage error
+                raise err from None
         env = dict(e.partition("=")[::2] for e in info.env)
         ctx = _Ctx(env, {}, list(info.shell or DEFAULT_SHELL), info.workdir or "/")
         triggers = []

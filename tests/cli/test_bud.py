@@ -163,3 +163,17 @@ def test_zstd_layers_and_docker_conversion(env, registry):
     assert {l["mediaType"] for l in man["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
     r = bale("bud", "--format", "docker", "--compression", "zstd", "-t", "zd", str(ctx), check=False)
     assert r.returncode == 2 and "zstd" in r.stderr
+
+
+def test_pull_policies(env, registry, busybox_layout):
+    from tests.fixtures.images import push_busybox
+    u, bale, ctx, tmp = env
+    ref = push_busybox(registry, busybox_layout, "bale/base:1")
+    (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN echo ok > /ok\n")
+    r = bale("bud", "--pull=never", "-t", "p0", str(ctx), check=False)
+    assert r.returncode == 1 and ref in r.stderr and "--pull=never" in r.stderr
+    bale("bud", "--pull=missing", "--tls-verify=false", "-t", "p1", str(ctx))
+    names = {n for i in json.loads(bale("images", "--format", "json").stdout) for n in i["names"]}
+    assert ref in names
+    bale("bud", "--pull=never", "-t", "p2", str(ctx))  # now present locally
+    bale("bud", "--pull=always", "--tls-verify=false", "-t", "p3", str(ctx))
