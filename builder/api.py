@@ -606,10 +606,3 @@ def umount(app: "AppContext", name: str) -> None:
         raise UsageError("umount: run it inside `bale unshare`")
     rt = _runtime_of(app, state)
     _driver(str(rt.snapshots_root), state.driver).unmount(state.key)
-
-
-def require_container(app: "AppContext", name: str) -> ContainerState:
-    try:
-        return ContainerRegistry(app.root).get(name)
-    except ContainerError:
-        raise

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from builder.errors import DigestMismatch, FormatError, ImageNotFound
-from builder.oci import (ANNOTATION_REF_NAME, INDEX_TYPES, OCI_INDEX, Descriptor, Index, canonical_json,
-                         check_digest_syntax, detect_media_type, parse_index)
+from builder.oci import ANNOTATION_REF_NAME, OCI_INDEX, Descriptor, Index, check_digest_syntax, parse_index
 from builder.store import VerifiedReader
 
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
@@ -146,10 +145,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def is_index(data: bytes, media_type: str | None, what: str) -> bool:
-    return detect_media_type(data, media_type, what) in INDEX_TYPES
-
-
 def extract_archive(archive: Path, into: Path) -> OCILayout:
     """Unpack an oci-archive into ``into`` (only regular files and dirs under blobs/, index.json, oci-layout)."""
     try:
@@ -205,11 +200,3 @@ def _add(tf: tarfile.TarFile, path: Path, name: str) -> None:
             tf.addfile(ti, fh)
     else:
         tf.addfile(ti)
-
-
-def index_descriptors(data: bytes, what: str) -> tuple[Descriptor, ...]:
-    return parse_index(data, what).manifests
-
-
-def layout_index_bytes(manifests: list[Descriptor]) -> bytes:
-    return canonical_json(Index(tuple(manifests)).to_json())

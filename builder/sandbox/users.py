@@ -8,11 +8,13 @@ from builder.errors import ContainerError
 
 
 def _read_db(rootfs: Path, name: str) -> list[list[str]]:
-    from snapshotter.safepath import secure_join
+    from snapshotter.safepath import PathEscape, secure_join
     try:
         text = secure_join(rootfs, f"/etc/{name}").read_text(errors="replace")
     except OSError:
         return []
+    except PathEscape as exc:
+        raise ContainerError(f"cannot read /etc/{name} of the image: {exc}") from None
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
