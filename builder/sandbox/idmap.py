@@ -30,9 +30,29 @@ class IDMap:
                 return m.host_id + uid - m.container_id
         raise ValueError(f"uid {uid} is not mapped")
 
+    def to_container(self, host_uid: int) -> int:
+        """The container uid a host uid appears as; ValueError when it is outside the mapping."""
+        for m in self.uids:
+            if m.host_id <= host_uid < m.host_id + m.size:
+                return m.container_id + host_uid - m.host_id
+        raise ValueError(f"host uid {host_uid} is not mapped")
 
-def subid_ranges(user: str, uid: int, path: str) -> list[tuple[int, int]]:
-    """(start, count) entries for ``user`` (by name or numeric uid) in a subid file."""
+    def gid_to_host(self, gid: int) -> int:
+        return IDMap(self.gids, self.gids).to_host(gid)
+
+    def gid_to_container(self, host_gid: int) -> int:
+        return IDMap(self.gids, self.gids).to_container(host_gid)
+
+
+def subid_ranges(user: str, file: str = "/etc/subuid", uid: int | None = None) -> list[tuple[int, int]]:
+    """(start, count) entries for ``user`` in a subid file; entries may name the user or its numeric
+    uid (``uid``, looked up from the name when not given)."""
+    if uid is None:
+        try:
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except KeyError:
+            uid = -1
+    path = file
     out = []
     try:
         with open(path) as fh:
@@ -49,13 +69,16 @@ def subid_ranges(user: str, uid: int, path: str) -> list[tuple[int, int]]:
 
 
 def default_idmap() -> IDMap:
+    """0 -> this user, 1..N -> its subordinate ranges when it has them and newuidmap/newgidmap exist,
+    else the single mapping 0 -> this user. (Real root uses no user namespace at all, like podman
+    rootful: UserNamespace does not call this then.)"""
     uid, gid = os.getuid(), os.getgid()
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = str(uid)
-    subu = subid_ranges(name, uid, "/etc/subuid")
-    subg = subid_ranges(name, uid, "/etc/subgid")
+    subu = subid_ranges(name, "/etc/subuid", uid)
+    subg = subid_ranges(name, "/etc/subgid", uid)
     if subu and subg and shutil.which("newuidmap") and shutil.which("newgidmap"):
         def build(self_id: int, ranges: list[tuple[int, int]]) -> tuple[IDMapping, ...]:
             maps, next_id = [IDMapping(0, self_id, 1)], 1

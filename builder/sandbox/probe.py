@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.errors import UsageError
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 
 @dataclass
@@ -26,9 +26,35 @@ class Capabilities:
     overlay: bool
     overlay_error: str | None
     fuse_overlayfs: bool
+    #: a pid namespace's own /proc can be mounted (refused inside most containers: /proc is rbound then)
+    fresh_proc: bool = False
 
 
-def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None]:
+def _try_fresh_proc() -> bool:
+    """In a namespace child (own mount ns): fork into a new pid ns and mount a proc there."""
+    import tempfile
+    from snapshotter import syscalls as sc
+    try:
+        sc.unshare(sc.CLONE_NEWPID)
+    except OSError:
+        return False
+    d = tempfile.mkdtemp(prefix="bale-probe-proc-")
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sc.mount("proc", d, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+                sc.umount(d, sc.MNT_DETACH)
+                os._exit(0)
+            except BaseException:  # noqa: BLE001 - the exit status is the answer
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.rmdir(d)
+
+
+def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None, bool]:
     """In a namespace child: can we mount a tmpfs, and an overlay on the store's filesystem?"""
     import tempfile
     from snapshotter import syscalls as sc
@@ -43,9 +69,9 @@ def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None]:
     finally:
         os.rmdir(d)
     if not mounts:
-        return False, merr, False, merr
+        return False, merr, False, merr, False
     err = probe_overlay(Path(root) / "snapshots" / ".probe")
-    return True, None, err is None, err
+    return True, None, err is None, err, _try_fresh_proc()
 
 
 def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
@@ -65,16 +91,18 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     userns, uerr, full = True, None, True
     mounts = overlay = False
     merr = oerr = None
+    fresh_proc = False
     try:
         ns = UserNamespace()
         full = ns.full_mapping
-        mounts, merr, overlay, oerr = ns.call(_try_mounts, str(store_root))
+        mounts, merr, overlay, oerr, fresh_proc = ns.call(_try_mounts, str(store_root))
     except Exception as exc:  # noqa: BLE001 - any failure means: not available
         userns, uerr = False, str(exc)
     if is_root:
         userns = False  # root needs no user namespace; mounts tell whether namespaces work at all
     caps = Capabilities(is_root, userns, uerr, full, mounts, merr, overlay, oerr,
-                        bool(shutil.which("fuse-overlayfs")) and os.access("/dev/fuse", os.R_OK | os.W_OK))
+                        bool(shutil.which("fuse-overlayfs")) and os.access("/dev/fuse", os.R_OK | os.W_OK),
+                        fresh_proc)
     try:
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "caps": asdict(caps)}))
@@ -92,8 +120,9 @@ def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tup
         if namespaces_ok:
             isolation = "rootless"
         else:
-            why = caps.userns_error or caps.mounts_error or "namespaces unavailable"
-            notice = f"user namespaces or mounts unavailable ({why}): using chroot isolation with the native driver"
+            what = "user namespaces" if not (caps.userns or caps.is_root) else "mounts"
+            why = (caps.userns_error if what == "user namespaces" else caps.mounts_error) or "refused"
+            notice = f"{what} unavailable ({why}): using chroot isolation with the native driver"
             isolation = "chroot"
     if isolation in ("rootless", "oci") and not namespaces_ok:
         raise UsageError(f"--isolation {isolation}: not available here "

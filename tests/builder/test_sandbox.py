@@ -64,15 +64,20 @@ def _subid_base(name: str) -> int:
 def test_subid_ranges_by_name_and_uid(tmp_path):
     f = tmp_path / "subuid"
     f.write_text("alice:100000:65536\n# comment\n1234:300000:10\nbad line\nbob:x:1\nalice:500000:5\n")
-    assert subid_ranges("alice", 999, str(f)) == [(100000, 65536), (500000, 5)]
-    assert subid_ranges("carol", 1234, str(f)) == [(300000, 10)]
-    assert subid_ranges("bob", 1, str(f)) == []
-    assert subid_ranges("alice", 1, str(tmp_path / "missing")) == []
+    assert subid_ranges("alice", str(f), 999) == [(100000, 65536), (500000, 5)]
+    assert subid_ranges("carol", str(f), 1234) == [(300000, 10)]
+    assert subid_ranges("1234", str(f)) == [(300000, 10)]
+    assert subid_ranges("bob", str(f), 1) == []
+    assert subid_ranges("alice", str(tmp_path / "missing"), 1) == []
 
 
 def test_idmap_to_host_and_helper_args():
     m = IDMap((IDMapping(0, 1001, 1), IDMapping(1, 100000, 65536)), (IDMapping(0, 1001, 1),))
     assert m.full and m.to_host(0) == 1001 and m.to_host(1234) == 100000 + 1233
+    assert m.to_container(100000 + 1233) == 1234 and m.to_container(1001) == 0
+    assert m.gid_to_host(0) == 1001 and m.gid_to_container(1001) == 0
+    with pytest.raises(ValueError):
+        m.to_container(99999)
     with pytest.raises(ValueError):
         m.to_host(70000)
     assert helper_args(42, m.uids) == ["42", "0", "1001", "1", "1", "100000", "65536"]
