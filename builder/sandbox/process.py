@@ -39,12 +39,22 @@ def _make_point(root: Path, cpath: str, is_dir: bool, created: list[str]) -> Pat
     return target
 
 
-def _resolv_conf() -> str:
-    """The host's resolvers (the default network is the host's); empty when unreadable."""
+DEFAULT_RESOLV = "nameserver 8.8.8.8\nnameserver 1.1.1.1\n"
+
+
+def _resolv_conf(network: str = "host") -> str:
+    """The host's resolvers (the default network is the host's). Without a network, a host file
+    naming only loopback resolvers (systemd-resolved's 127.0.0.53) or none at all would be
+    meaningless in the container: a sane default is written instead."""
     try:
-        return Path("/etc/resolv.conf").read_text()
+        text = Path("/etc/resolv.conf").read_text()
     except OSError:
-        return ""
+        text = ""
+    if network == "none":
+        servers = [l.split()[1] for l in text.splitlines() if l.startswith("nameserver") and len(l.split()) > 1]
+        if not servers or all(s.startswith("127.") or s == "::1" for s in servers):
+            return DEFAULT_RESOLV
+    return text
 
 
 def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r: int | None) -> RunResult:
@@ -71,7 +81,7 @@ def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{spec.hostname}\n"
             + "".join(f"{h.split(':', 1)[1]}\t{h.split(':', 1)[0]}\n" for h in spec.extra_hosts if ":" in h))
         (etc_dir / "hostname").write_text(spec.hostname + "\n")
-        (etc_dir / "resolv.conf").write_text(_resolv_conf())
+        (etc_dir / "resolv.conf").write_text(_resolv_conf(spec.network))
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

@@ -63,7 +63,7 @@ def test_info_json_fields(tmp_path):
     assert info["isolation"] in ("rootless", "chroot", "oci") and info["storage_driver"]
     assert {"userns", "mounts", "overlay", "fuse_overlayfs", "fresh_proc", "is_root"} <= set(info["probe"])
     text = run_bale(["info"], root=tmp_path / "store").stdout
-    for field in ("kernel:", "uid:", "id mapping:", "isolation:", "storage driver:", "store:"):
+    for field in ("kernel:", "uid:", "id mapping:", "isolation:", "storage driver:", "store:", "fresh /proc:"):
         assert field in text
 
 

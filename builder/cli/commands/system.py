@@ -46,6 +46,7 @@ def info(ctx: click.Context, fmt: str, reprobe: bool) -> None:
     click.echo(f"overlay:         {'yes' if caps.overlay else 'no'}"
                + (f" ({caps.overlay_error})" if caps.overlay_error and caps.mounts else ""))
     click.echo(f"fuse-overlayfs:  {'yes' if caps.fuse_overlayfs else 'no'}")
+    click.echo(f"fresh /proc:     {'yes' if caps.fresh_proc else 'no (the outer /proc is bound)'}")
     click.echo(f"isolation:       {isolation}")
     click.echo(f"storage driver:  {driver}")
     click.echo(f"store:           {app.root}")
