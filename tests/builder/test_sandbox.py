@@ -14,6 +14,7 @@ from builder.errors import ContainerError
 from builder.sandbox.idmap import IDMap, IDMapping, helper_args, subid_ranges
 from builder.sandbox.users import resolve_user
 from tests.fixtures.rootfs import make_busybox_rootfs
+from tests.fixtures.users import make_traversable
 
 # Runs as the test user: UserNamespace().run(spec) over a directory; prints the RunResult as a last line.
 SCRIPT = r"""
@@ -230,7 +231,7 @@ def test_call_returns_values_and_exceptions(unprivileged_user):
 
 
 def test_single_mapping_fallback_warns(unmapped_user, tmp_path):
-    os.chmod(tmp_path, 0o755)
+    make_traversable(tmp_path)
     base = unmapped_user.tmpdir(tmp_path)
     root = _user_rootfs(unmapped_user, base)
     out, res, err = sandbox(unmapped_user, root, "id -u; cat /proc/self/uid_map")

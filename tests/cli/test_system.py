@@ -11,6 +11,7 @@ import pytest
 from builder.errors import UsageError
 from builder.sandbox.probe import Capabilities, choose, probe
 from tests.fixtures.images import run_bale
+from tests.fixtures.users import make_traversable
 
 
 def caps(**kw) -> Capabilities:
@@ -81,7 +82,7 @@ def test_info_and_unshare_as_unprivileged_user(unprivileged_user, user_tmp):
 
 
 def test_unshare_single_mapping_warns(unmapped_user, tmp_path):
-    os.chmod(tmp_path, 0o755)
+    make_traversable(tmp_path)
     root = unmapped_user.tmpdir(tmp_path) / "store"
     r = unmapped_user.bale("unshare", "--", "cat", "/proc/self/uid_map", root=root)
     assert r.stdout.split() == ["0", str(unmapped_user.uid), "1"]
