@@ -302,3 +302,55 @@ def test_oci_isolation_with_runc_as_root(busybox_rootfs, capfd):
     res = run_oci(spec, _Dir(busybox_rootfs), userns=UserNamespace())
     out = capfd.readouterr().out.split()
     assert res.status == 4 and out[:2] == ["1000", "pid=1"], out
+
+
+OVERLAY_SCRIPT = r"""
+import io, json, sys, tarfile
+from builder import snapshots
+from builder.sandbox.spec import ProcessSpec
+from builder.sandbox.userns import UserNamespace
+store, tar_path = sys.argv[1], sys.argv[2]
+ns = UserNamespace()
+layers = [("base", lambda: open(tar_path, "rb"))]
+ns.call(snapshots.ensure_layers, store, "overlay", layers)
+ns.call(snapshots.prepare, store, "overlay", "ctr", layers)
+spec = ProcessSpec(args=["/bin/sh", "-c", "echo hi > /new; chown 7:7 /new; mkdir /run2"], env=["PATH=/bin"])
+res = ns.run(spec, snapshots.SnapshotRootfs(store, "overlay", "ctr"))
+def names(store, ignore):
+    import os, tarfile, tempfile
+    fd, path = tempfile.mkstemp()
+    snapshots.diff_to_fd(fd, store, "overlay", "ctr", ignore, 0)
+    os.close(fd)
+    with tarfile.open(path) as t:
+        out = sorted((m.name.rstrip("/"), m.uid) for m in t.getmembers())
+    os.unlink(path)
+    return out
+print("RESULT:" + json.dumps({"status": res.status, "created": res.created_paths,
+                              "diff": ns.call(names, store, res.created_paths)}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/filesystems") or "overlay" not in open("/proc/filesystems").read(),
+                    reason="the kernel has no overlayfs")
+def test_rootless_run_over_an_overlay_snapshot(unprivileged_user, user_tmp):
+    """The real provider: an overlay snapshot mounted inside the namespace; the mountpoints the
+    sandbox created are reported and dropped from the diff, the RUN's own changes are kept."""
+    import tarfile
+    src = make_busybox_rootfs(user_tmp / "src")
+    for cpath in ("etc/hosts", "etc/hostname", "etc/resolv.conf"):
+        (src / cpath).unlink(missing_ok=True)
+    tar_path = user_tmp / "base.tar"
+    with tarfile.open(tar_path, "w") as t:
+        t.add(src, arcname=".")
+    os.chown(tar_path, unprivileged_user.uid, unprivileged_user.gid)
+    store = user_tmp / "snaps"
+    store.mkdir()
+    os.chown(store, unprivileged_user.uid, unprivileged_user.gid)
+    out = unprivileged_user.run([unprivileged_user.python, "-c", OVERLAY_SCRIPT, str(store), str(tar_path)],
+                                timeout=120).stdout
+    res = json.loads(out.rpartition("RESULT:")[2])
+    assert res["status"] == 0
+    assert {"/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"} <= set(res["created"]), res
+    diff = dict((n.lstrip("./"), uid) for n, uid in res["diff"])
+    assert diff.get("new") == 7 and "run2" in diff, diff
+    assert not {"proc", "dev", "sys", "etc/hosts", "etc/hostname", "etc/resolv.conf"} & set(diff), diff
