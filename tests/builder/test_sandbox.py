@@ -260,10 +260,10 @@ def test_sigterm_tears_everything_down(unprivileged_user, urootfs):
     while len(sleepers()) < 2 and time.time() < deadline:
         time.sleep(0.1)
     assert len(sleepers()) == 2
-    py = subprocess.run(["pgrep", "-u", str(unprivileged_user.uid), "-f", "^/opt.*RESULT|python.*RESULT"], capture_output=True,
-                        text=True).stdout.split()
-    for pid in py:
-        os.kill(int(pid), 15)
+    # bale's process: the child of this test's runuser (never another test's process)
+    py = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(py) == 1, py
+    os.kill(int(py[0]), 15)
     proc.wait(timeout=20)
     deadline = time.time() + 10
     while sleepers() and time.time() < deadline:
