@@ -225,9 +225,16 @@ def test_call_returns_values_and_exceptions(unprivileged_user):
             "def f(x): return (os.getuid(), x * 2)\n"
             "def g(): raise ContainerError('boom in child')\n"
             "print(U().call(f, 21))\n"
-            "try:\n    U().call(g)\nexcept ContainerError as e:\n    print('caught', e)\n")
+            "try:\n    U().call(g)\nexcept ContainerError as e:\n    print('caught', e)\n"
+            "from snapshotter.errors import SnapshotError\n"
+            "def h(): raise SnapshotError('snap broke')\n"
+            "try:\n    U().call(h)\nexcept SnapshotError as e:\n    print('caught', e)\n"
+            "from builder.errors import SandboxError\n"
+            "try:\n    U().call(open, '/nonexistent/x')\nexcept SandboxError as e:\n    print('sandbox', e)\n")
     out = unprivileged_user.run([unprivileged_user.python, "-c", code]).stdout
-    assert out.splitlines() == ["(0, 42)", "caught boom in child"]
+    lines = out.splitlines()
+    assert lines[:3] == ["(0, 42)", "caught boom in child", "caught snap broke"], out
+    assert lines[3].startswith("sandbox open:") and "No such file" in lines[3], out
 
 
 def test_single_mapping_fallback_warns(unmapped_user, tmp_path):
