@@ -72,8 +72,8 @@ class _RecompressedSource(Source):
         data.seek(offset)
         return data
 
-    def mount_from(self, registry: str) -> Any:
-        return self.inner.mount_from(registry)
+    def mount_from(self, registry: str, desc: Descriptor) -> Any:
+        return self.inner.mount_from(registry, desc)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -109,6 +109,10 @@ def copy_image(src: Source, dst: Destination, *, platform: Platform | None = Non
             for fut in [pool.submit(dst.put_blob, d, blob_src) for d in todo]:
                 fut.result()
         got = dst.put_manifest(data, mt, config, list(cfg.diff_ids))
+        repo, store = getattr(getattr(src, "ref", None), "repo_name", None), getattr(dst, "store", None)
+        if repo and store is not None and hasattr(store, "note_source"):
+            for d in (*man.layers, man.config):  # blobs it already had are in that repository too
+                store.note_source(d.digest, repo)
     except BaseException:
         dst.abort()
         raise

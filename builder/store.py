@@ -255,6 +255,23 @@ class Store:
             shutil.copyfileobj(src, w, CHUNK)  # type: ignore[misc]
             return w.commit()
 
+    # --- where blobs came from (for cross-repository mounts on push) ---
+    def note_source(self, digest: str, repo: str) -> None:
+        """Remember that ``repo`` ("host/path") holds blob ``digest``."""
+        algo, hexd = check_digest_syntax(digest).split(":", 1)
+        path = self.root / "sources" / algo / hexd
+        known = self.blob_sources(digest)
+        if repo not in known:
+            self._write_json_atomic(path, (known + [repo])[-8:])
+
+    def blob_sources(self, digest: str) -> list[str]:
+        algo, hexd = check_digest_syntax(digest).split(":", 1)
+        try:
+            data = json.loads((self.root / "sources" / algo / hexd).read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [str(r) for r in data] if isinstance(data, list) else []
+
     # --- diff_id mapping ---
     def set_diff_id(self, diff_id: str, blob: Descriptor) -> None:
         algo, hexd = check_digest_syntax(diff_id).split(":", 1)
@@ -386,6 +403,9 @@ class Store:
                         p.unlink()
                 except (ValueError, KeyError):
                     p.unlink()
+            for p in (self.root / "sources" / "sha256").glob("*"):
+                if not self.has_blob("sha256:" + p.name):
+                    p.unlink(missing_ok=True)
             for p in self.tmp_dir.iterdir():  # temp files of crashed writers
                 if time.time() - p.lstat().st_mtime > 3600:
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

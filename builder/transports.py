@@ -94,7 +94,8 @@ class Source:
     def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
         raise NotImplementedError
 
-    def mount_from(self, registry: str) -> Sequence[str]:
+    def mount_from(self, registry: str, desc: Descriptor) -> Sequence[str]:
+        """Repositories on ``registry`` known to hold ``desc`` (cross-repository mount candidates)."""
         return ()
 
     def close(self) -> None:
@@ -154,7 +155,7 @@ class RegistrySource(_SpoolingSource):
     def write_blob(self, desc: Descriptor, sink: Any) -> None:
         self.client.fetch_blob(self.ref.repository, desc, sink)
 
-    def mount_from(self, registry: str) -> Sequence[str]:
+    def mount_from(self, registry: str, desc: Descriptor) -> Sequence[str]:
         return [self.ref.repository] if registry == self.ref.registry else []
 
     def close(self) -> None:
@@ -193,6 +194,9 @@ class StoreSource(_FileBlobSource):
 
     def _open(self, desc: Descriptor) -> BinaryIO:
         return self.store.open_blob(desc.digest, f"blob {desc.digest} of {self.name}")  # type: ignore[return-value]
+
+    def mount_from(self, registry: str, desc: Descriptor) -> Sequence[str]:
+        return [r.split("/", 1)[1] for r in self.store.blob_sources(desc.digest) if r.startswith(registry + "/")]
 
 
 class LayoutSource(_FileBlobSource):
@@ -314,8 +318,12 @@ class RegistryDestination(Destination):
         return False  # push_blob's own HEAD decides (and reports "exists")
 
     def put_blob(self, desc: Descriptor, src: Source) -> str:
-        return self.client.push_blob(self.ref.repository, desc, lambda off: src.open_at(desc, off),
-                                     src.mount_from(self.ref.registry))
+        result = self.client.push_blob(self.ref.repository, desc, lambda off: src.open_at(desc, off),
+                                       src.mount_from(self.ref.registry, desc))
+        store = getattr(src, "store", None)
+        if store is not None:
+            store.note_source(desc.digest, self.ref.repo_name)
+        return result
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
         ref = self.ref.digest or self.ref.tag or "latest"
@@ -335,6 +343,9 @@ class StoreDestination(Destination):
         with self.store.writer(desc.digest, desc.size) as w:
             src.write_blob(desc, w)
             w.commit()
+        repo = getattr(getattr(src, "ref", None), "repo_name", None)
+        if repo:
+            self.store.note_source(desc.digest, repo)
         return "stored"
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:

@@ -112,3 +112,16 @@ def test_server_error_is_named(registry, flaky_proxy, bale):
     flaky_proxy.add(method="GET", path="/manifests/", times=100, status=500)
     r = bale("pull", "--tls-verify=false", f"{flaky_proxy.host}/bale/x:1", check=False)
     assert r.returncode == 1 and "answered 500" in r.stderr and flaky_proxy.host in r.stderr
+
+
+def test_push_mounts_blobs_from_the_repository_they_came_from(registry, busybox_layout, flaky_proxy, bale):
+    push_busybox(registry, busybox_layout, "bale/origin:1")
+    via = flaky_proxy.host  # the same registry, seen through the logging proxy
+    bale("pull", "-q", "--tls-verify=false", f"{via}/bale/origin:1")
+    bale("push", "--tls-verify=false", f"{via}/bale/origin:1", f"docker://{via}/bale/elsewhere:1")
+    mounts = [e for e in flaky_proxy.log if e["method"] == "POST" and "mount=" in e["path"]]
+    uploads = [e for e in flaky_proxy.log if e["method"] in ("PUT", "PATCH") and "/blobs/uploads/" in e["path"]]
+    assert len(mounts) == 2 and all(e["status"] == 201 for e in mounts)  # the layer and the config
+    assert uploads == []
+    assert skopeo_digest(registry, f"{registry.host}/bale/elsewhere:1") == \
+        skopeo_digest(registry, f"{registry.host}/bale/origin:1")
