@@ -85,7 +85,7 @@ def main() -> int:
     print(f"per-RUN upper bound: {per_run * 1000:.0f} ms")
     failed |= per_run > 0.1
     data = os.urandom(16 << 20) + bytes(48 << 20)
-    from builder.compress import compress_layer
+    from builder.image.compress import compress_layer
     for kind in ("gzip", "zstd"):
         t0 = time.perf_counter()
         compress_layer(io.BytesIO(data), io.BytesIO(), kind)

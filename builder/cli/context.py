@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from builder.store import Store
+    from builder.image.store import Store
 
 
 @dataclass
@@ -20,7 +20,7 @@ class AppContext:
 
     @classmethod
     def create(cls, root: str | None, storage_driver: str | None, debug: bool, log_level: str) -> "AppContext":
-        from builder.store import default_root
+        from builder.image.store import default_root
         level = "debug" if debug else log_level
         logging.basicConfig(level={"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
                                    "error": logging.ERROR}[level], format="bale: %(levelname)s: %(message)s")
@@ -29,6 +29,6 @@ class AppContext:
     @property
     def store(self) -> "Store":
         if self._store is None:
-            from builder.store import Store
+            from builder.image.store import Store
             self._store = Store(self.root)
         return self._store

@@ -31,7 +31,7 @@ def registry_options(f: F) -> F:
 
 def registry_options_from(kwargs: dict[str, Any]) -> "Any":
     """Pop the registry_options values out of a command's kwargs into a RegistryOptions."""
-    from builder.registry.options import RegistryOptions
+    from builder.image.registry.options import RegistryOptions
     return RegistryOptions(tls_verify=kwargs.pop("tls_verify", None), cert_dir=kwargs.pop("cert_dir", None),
                            creds=kwargs.pop("creds", None), authfile=kwargs.pop("authfile", None))
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from builder.registry import auth
+from builder.image.registry import auth
 
 
 def _auths(path, host, user, pw):

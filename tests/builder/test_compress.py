@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from builder import compress
+from builder.image import compress
 from builder.errors import UsageError
 
 

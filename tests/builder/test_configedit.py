@@ -1,7 +1,7 @@
 """Image config edits shared by `bale config` and the Dockerfile executor."""
 import pytest
 
-from builder import configedit as ce
+from builder.image import configedit as ce
 from builder.errors import UsageError
 
 

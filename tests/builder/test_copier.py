@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from builder import copier
+from builder.build import copier
 from builder.errors import BuildError
 
 

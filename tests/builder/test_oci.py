@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from builder import oci
+from builder.image import oci
 from builder.errors import DigestMismatch, FormatError
 
 

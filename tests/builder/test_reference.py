@@ -2,7 +2,7 @@
 import pytest
 
 from builder.errors import UsageError
-from builder.reference import parse_reference, registry_is_insecure, resolve_short_name
+from builder.image.reference import parse_reference, registry_is_insecure, resolve_short_name
 
 
 @pytest.mark.parametrize("text,name", [

@@ -7,11 +7,11 @@ import tarfile
 
 import pytest
 
-from builder import oci
+from builder.image import oci
 from builder.errors import AuthError, DigestMismatch, NotFoundError, RegistryError
-from builder.registry import client as client_mod
-from builder.registry.client import RegistryClient
-from builder.registry.options import RegistryOptions
+from builder.image.registry import client as client_mod
+from builder.image.registry.client import RegistryClient
+from builder.image.registry.options import RegistryOptions
 
 
 def options_for(reg, **kw):

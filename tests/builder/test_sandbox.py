@@ -313,7 +313,7 @@ def test_oci_isolation_with_runc_as_root(busybox_rootfs, capfd):
 
 OVERLAY_SCRIPT = r"""
 import io, json, sys, tarfile
-from builder import snapshots
+from builder.workspace import snapshots
 from builder.sandbox.spec import ProcessSpec
 from builder.sandbox.userns import UserNamespace
 store, tar_path = sys.argv[1], sys.argv[2]

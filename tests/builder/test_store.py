@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from builder import oci
-from builder.commit import Layer, history_entry, write_image
+from builder.image import oci
+from builder.image.commit import Layer, history_entry, write_image
 from builder.errors import DigestMismatch, ImageNotFound, StoreError
-from builder.store import Store
+from builder.image.store import Store
 
 
 def _image(store: Store, payload: bytes, names=("localhost/t:1",)):

@@ -19,9 +19,9 @@ def login(registry: str, username: str | None, password: str | None, password_st
           cert_dir: str | None, authfile: str | None, get_login: bool) -> None:
     """Check credentials against REGISTRY and store them in the auth file."""
     from builder.errors import AuthError, UsageError
-    from builder.registry import auth
-    from builder.registry.client import RegistryClient
-    from builder.registry.options import RegistryOptions
+    from builder.image.registry import auth
+    from builder.image.registry.client import RegistryClient
+    from builder.image.registry.options import RegistryOptions
     host = registry.removeprefix("https://").removeprefix("http://").removeprefix("docker://").split("/", 1)[0]
     if get_login:
         creds = auth.lookup(host, None, None, authfile)
@@ -57,7 +57,7 @@ def login(registry: str, username: str | None, password: str | None, password_st
 def logout(registry: str | None, all_: bool, authfile: str | None) -> None:
     """Remove the stored credentials for REGISTRY."""
     from builder.errors import AuthError, UsageError
-    from builder.registry import auth
+    from builder.image.registry import auth
     if not registry and not all_:
         raise UsageError("logout: name a registry, or use --all")
     host = None if all_ else registry.removeprefix("https://").removeprefix("docker://").split("/", 1)[0]  # type: ignore[union-attr]

@@ -60,8 +60,8 @@ def _pull_policy(value: str | None) -> str:
 def bud(ctx: click.Context, context: str, **kw: Any) -> None:
     """Build an image from a Dockerfile in CONTEXT (a directory, a tarball, - or a git URL)."""
     import os
-    from builder import buildopts as bo
-    from builder.build import build
+    from builder.build import options as bo
+    from builder.build.builder import build
     if kw.pop("runtime", None):
         os.environ["BALE_RUNTIME"] = ctx.params["runtime"]
     regopts = registry_options_from(kw)

@@ -42,7 +42,7 @@ def _set_runtime(ctx: click.Context, param: Any, value: str | None) -> None:
 def from_(ctx: click.Context, image: str, name: str | None, pull: str, quiet: bool, platform: str | None,
           isolation: str | None, **kw: Any) -> None:
     """Create a working container from IMAGE (or `scratch`); prints its name."""
-    from builder import api
+    from builder import scripted as api
     regopts = registry_options_from(kw)
     state = api.from_image(_app(ctx), image, name=name, pull=pull, registry=regopts, platform=platform,
                            isolation=isolation, quiet=quiet)
@@ -67,7 +67,7 @@ def run(ctx: click.Context, container: str, command: tuple[str, ...], env: tuple
         user: str | None, network: str, hostname: str | None, volumes: tuple[str, ...], mounts: tuple[str, ...],
         terminal: bool, isolation: str | None) -> None:
     """Run COMMAND in CONTAINER (put `--` before the command)."""
-    from builder import api
+    from builder import scripted as api
     status = api.run_in(_app(ctx), container, list(command), env=list(env), workdir=workingdir, user=user,
                         network=network, hostname=hostname, volumes=list(volumes), mounts=list(mounts),
                         isolation=isolation)
@@ -100,7 +100,7 @@ def _split_sources(paths: tuple[str, ...]) -> tuple[list[str], str | None]:
 def copy(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
          from_: str | None, contextdir: str | None, quiet: bool) -> None:
     """Copy SRC... to DEST in CONTAINER (DEST defaults to the working directory)."""
-    from builder import api
+    from builder import scripted as api
     sources, dest = _split_sources(paths)
     api.copy_into(_app(ctx), container, sources, dest, chown=chown, chmod=chmod, from_=from_,
                   contextdir=contextdir, add=False, quiet=quiet)
@@ -115,7 +115,7 @@ def copy(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str 
 def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
         from_: str | None, contextdir: str | None, quiet: bool, checksum: str | None) -> None:
     """Like copy, but local archives are extracted and URLs are fetched."""
-    from builder import api
+    from builder import scripted as api
     sources, dest = _split_sources(paths)
     api.copy_into(_app(ctx), container, sources, dest, chown=chown, chmod=chmod, from_=from_,
                   contextdir=contextdir, add=True, quiet=quiet, checksum=checksum)
@@ -153,7 +153,7 @@ def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str |
 @click.pass_context
 def config(ctx: click.Context, container: str, **opts: Any) -> None:
     """Change the image configuration of CONTAINER."""
-    from builder import api
+    from builder import scripted as api
     api.configure(_app(ctx), container, opts)
 
 
@@ -174,7 +174,7 @@ def commit(ctx: click.Context, container: str, image: str | None, squash: bool, 
            remove: bool, iidfile: str | None, digestfile: str | None, disable_compression: bool, quiet: bool,
            image_format: str | None, compression: str | None, compression_level: int | None, **kw: Any) -> None:
     """Commit CONTAINER to IMAGE (a name in the store, or any transport)."""
-    from builder import api
+    from builder import scripted as api
     regopts = registry_options_from(kw)
     rec = api.commit(_app(ctx), container, image, squash=squash, timestamp=timestamp,
                      image_format=image_format or "oci",
@@ -199,7 +199,7 @@ def commit(ctx: click.Context, container: str, image: str | None, squash: bool, 
 @click.pass_context
 def containers(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, all_: bool) -> None:
     """List working containers."""
-    from builder.container import ContainerRegistry
+    from builder.workspace.container import ContainerRegistry
     states = ContainerRegistry(_app(ctx).root).all()
     if fmt == "json":
         click.echo(json.dumps([{"id": s.id, "name": s.name, "image": s.image, "imageid": s.image_id,
@@ -227,8 +227,8 @@ def containers(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool
 @click.pass_context
 def rm(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
     """Remove working containers and their snapshots."""
-    from builder import api
-    from builder.container import ContainerRegistry
+    from builder import scripted as api
+    from builder.workspace.container import ContainerRegistry
     if all_:
         names = tuple(ContainerRegistry(_app(ctx).root).names())
     elif not names:
@@ -242,7 +242,7 @@ def rm(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
 @click.pass_context
 def mount(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Mount CONTAINER's root filesystem and print where (inside `bale unshare`)."""
-    from builder import api
+    from builder import scripted as api
     for name, path in api.mount(_app(ctx), list(names)):
         click.echo(path if len(names) == 1 else f"{name} {path}")
 
@@ -252,6 +252,6 @@ def mount(ctx: click.Context, names: tuple[str, ...]) -> None:
 @click.pass_context
 def umount(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Unmount CONTAINER's root filesystem."""
-    from builder import api
+    from builder import scripted as api
     for name in names:
         api.umount(_app(ctx), name)

@@ -26,7 +26,7 @@ def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: 
          **kw: Any) -> None:
     """Copy SOURCE (a registry image, oci:, oci-archive:, docker-archive:) into the local store."""
     from builder.cli.progress import make_progress
-    from builder.pull import pull_image
+    from builder.image.pull import pull_image
     rec = pull_image(_app(ctx), source, registry=registry_options_from(kw), platform=platform, quiet=quiet,
                      progress=make_progress(quiet, progress))
     click.echo(rec.id.split(":", 1)[1])
@@ -45,10 +45,10 @@ def push(ctx: click.Context, image: str, destination: str | None, digestfile: st
          progress: str, image_format: str | None, compression: str | None, compression_level: int | None,
          remove_signatures: bool, **kw: Any) -> None:
     """Copy IMAGE from the store to DESTINATION (default: docker://IMAGE)."""
-    from builder.api import find_local_image
+    from builder.scripted import find_local_image
     from builder.cli.progress import make_progress
     from builder.errors import ImageNotFound
-    from builder.pull import push_record
+    from builder.image.pull import push_record
     app = _app(ctx)
     rec = find_local_image(app, image)
     if rec is None:
@@ -93,7 +93,7 @@ def _ago(ts: float) -> str:
 def images(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, digests: bool, all_: bool,
            no_trunc: bool) -> None:
     """List images in the local store."""
-    from builder.imagenames import split_tag
+    from builder.image.imagenames import split_tag
     store = _app(ctx).store
     rows = []
     for rec in store.images():
@@ -140,12 +140,12 @@ def images(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, di
 @click.pass_context
 def inspect(ctx: click.Context, name: str, kind: str, fmt: str | None, platform: str | None, **kw: Any) -> None:
     """Show the configuration (or manifest) of an image in any location, without pulling it."""
-    from builder.imagecopy import closing
-    from builder.oci import Platform, parse_config, parse_manifest
-    from builder.transports import open_source, parse_location
+    from builder.image.imagecopy import closing
+    from builder.image.oci import Platform, parse_config, parse_manifest
+    from builder.image.transports import open_source, parse_location
     app = _app(ctx)
     if kind == "container":
-        from builder.container import ContainerRegistry
+        from builder.workspace.container import ContainerRegistry
         click.echo(json.dumps(ContainerRegistry(app.root).get(name).to_json(), indent=2))
         return
     loc = parse_location(name)
@@ -178,9 +178,9 @@ def inspect(ctx: click.Context, name: str, kind: str, fmt: str | None, platform:
 @click.pass_context
 def tag(ctx: click.Context, image: str, names: tuple[str, ...]) -> None:
     """Add NAMES to IMAGE."""
-    from builder.api import find_local_image
+    from builder.scripted import find_local_image
     from builder.errors import ImageNotFound
-    from builder.imagenames import store_name
+    from builder.image.imagenames import store_name
     app = _app(ctx)
     rec = find_local_image(app, image)
     if rec is None:
@@ -196,10 +196,10 @@ def tag(ctx: click.Context, image: str, names: tuple[str, ...]) -> None:
 @click.pass_context
 def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, prune: bool) -> None:
     """Remove images (a name alone is untagged; the image goes with its last name)."""
-    from builder.api import find_local_image
-    from builder.container import ContainerRegistry
+    from builder.scripted import find_local_image
+    from builder.workspace.container import ContainerRegistry
     from builder.errors import ContainerError, ImageNotFound, UsageError
-    from builder.imagenames import lookup_candidates
+    from builder.image.imagenames import lookup_candidates
     app = _app(ctx)
     store = app.store
     if not names and not all_ and not prune:
@@ -232,7 +232,7 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
 @click.pass_context
 def prune(ctx: click.Context, all_: bool, force: bool) -> None:
     """Remove dangling images (no name) and every blob no image needs."""
-    from builder.container import ContainerRegistry
+    from builder.workspace.container import ContainerRegistry
     app = _app(ctx)
     store = app.store
     used = {c.image_id for c in ContainerRegistry(app.root).all() if c.image_id}

@@ -67,8 +67,8 @@ def _exec_in_ns(argv: list[str], env: dict[str, str]) -> int:
 def unshare(ctx: click.Context, mounts: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND (default $SHELL) as root in bale's user namespace, like `buildah unshare`."""
     from builder.sandbox.userns import UserNamespace
-    from builder.snapshots import SnapshotRootfs
-    from builder.container import ContainerRegistry
+    from builder.workspace.snapshots import SnapshotRootfs
+    from builder.workspace.container import ContainerRegistry
     app = ctx.find_root().obj
     argv = list(command) or [os.environ.get("SHELL", "/bin/sh")]
     env = dict(os.environ, BALE_UNSHARED="1", _CONTAINERS_USERNS_CONFIGURED="1", BALE_ROOT=str(app.root))

@@ -51,7 +51,7 @@ def store_name(text: str) -> str:
 
 def search_registries() -> list[str]:
     try:
-        from builder.reference import unqualified_search_registries
+        from builder.image.reference import unqualified_search_registries
         return list(unqualified_search_registries())
     except ImportError:  # pragma: no cover - reference module absent in partial checkouts
         return ["docker.io"]

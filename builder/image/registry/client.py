@@ -14,11 +14,11 @@ import threading
 from typing import Any, BinaryIO, Callable, Sequence
 
 from builder.errors import AuthError, BaleError, DigestMismatch, NotFoundError, RegistryError
-from builder.oci import MANIFEST_ACCEPT, Descriptor, detect_media_type, new_hasher, sha256_digest
+from builder.image.oci import MANIFEST_ACCEPT, Descriptor, detect_media_type, new_hasher, sha256_digest
 from builder.progress import NullProgress, Progress
-from builder.registry import auth
-from builder.registry.http import Response, Transport, describe, error_message
-from builder.registry.options import RegistryOptions
+from builder.image.registry import auth
+from builder.image.registry.http import Response, Transport, describe, error_message
+from builder.image.registry.options import RegistryOptions
 
 log = logging.getLogger("bale")
 MONOLITHIC_LIMIT = int(os.environ.get("BALE_MONOLITHIC_LIMIT", 32 << 20))

@@ -144,7 +144,7 @@ def _confined_sources(root: Path, patterns: list[str]) -> list[Any]:
     """COPY --from sources inside another rootfs, wildcards and symlinks resolved within it."""
     import fnmatch
     import posixpath
-    from builder.copier import Source
+    from builder.build.copier import Source
     from builder.errors import BuildError
     from snapshotter.safepath import secure_join
     out = []
@@ -169,7 +169,7 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
                  patterns: list[str], dest: str, chmod: int | None, chown: str | None) -> None:
     """COPY --from: sources from one mounted snapshot into another, in the namespace."""
     import tempfile
-    from builder import copier
+    from builder.build import copier
     from snapshotter.apply import apply_tar
     from snapshotter.safepath import secure_join
     src = _driver(src_root, src_driver).mount(src_key)

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from builder.oci import (Descriptor, Manifest, Platform, is_docker_type, layer_compression, parse_config,
+from builder.image.oci import (Descriptor, Manifest, Platform, is_docker_type, layer_compression, parse_config,
                          parse_manifest, to_docker_type, to_oci_type)
-from builder.transports import Destination, Source
+from builder.image.transports import Destination, Source
 
 if TYPE_CHECKING:
     from builder.progress import Progress
@@ -41,7 +41,7 @@ class _RecompressedSource(Source):
         self.files: dict[str, Any] = {}
 
     def add(self, original: Descriptor) -> Descriptor:
-        from builder.compress import LayerWriter, decompress_reader
+        from builder.image.compress import LayerWriter, decompress_reader
         spool = tempfile.TemporaryFile(dir=self.tmp_dir)  # noqa: SIM115
         with self.inner.open_at(original, 0) as raw:
             w = LayerWriter(spool, "gzip")

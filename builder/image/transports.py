@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 from builder.errors import FormatError, UsageError
-from builder.oci import INDEX_TYPES, Descriptor, Platform, detect_media_type, parse_index, sha256_digest
+from builder.image.oci import INDEX_TYPES, Descriptor, Platform, detect_media_type, parse_index, sha256_digest
 
 if TYPE_CHECKING:
     from builder.progress import Progress
-    from builder.reference import ImageReference
-    from builder.registry.client import RegistryClient
-    from builder.registry.options import RegistryOptions
-    from builder.store import ImageRecord, Store
+    from builder.image.reference import ImageReference
+    from builder.image.registry.client import RegistryClient
+    from builder.image.registry.options import RegistryOptions
+    from builder.image.store import ImageRecord, Store
 
 KINDS = ("docker", "oci", "oci-archive", "docker-archive", "store")
 
@@ -47,7 +47,7 @@ class Location:
 
 def parse_location(text: str) -> Location:
     """UsageError for an unknown transport, naming the text."""
-    from builder.reference import parse_reference
+    from builder.image.reference import parse_reference
     if text.startswith("docker://"):
         return Location("docker", reference=parse_reference(text[len("docker://"):]))
     for kind in ("oci-archive", "docker-archive", "oci"):
@@ -201,7 +201,7 @@ class StoreSource(_FileBlobSource):
 
 class LayoutSource(_FileBlobSource):
     def __init__(self, layout_path: Path, ref: str | None, name: str, cleanup: Path | None = None) -> None:
-        from builder.layout import OCILayout
+        from builder.image.layout import OCILayout
         self.layout, self.ref, self.name, self._cleanup = OCILayout(layout_path), ref, name, cleanup
         if not self.layout.exists() and not (layout_path / "index.json").exists():
             raise FormatError(f"{name}: not an OCI layout")
@@ -223,7 +223,7 @@ class LayoutSource(_FileBlobSource):
 
 class DockerArchiveSource(_SpoolingSource):
     def __init__(self, path: Path, selector: str | None, tmp_dir: Path) -> None:
-        from builder.dockerarchive import DockerArchiveReader
+        from builder.image.dockerarchive import DockerArchiveReader
         super().__init__(tmp_dir)
         self.name = f"docker-archive:{path}"
         self.reader = DockerArchiveReader(path, selector)
@@ -231,14 +231,14 @@ class DockerArchiveSource(_SpoolingSource):
         self._bytes, self.members = self.reader.manifest()
 
     def raw_manifest(self) -> tuple[bytes, str]:
-        from builder.oci import DOCKER_MANIFEST
+        from builder.image.oci import DOCKER_MANIFEST
         return self._bytes, DOCKER_MANIFEST
 
     def manifest_by_digest(self, desc: Descriptor) -> bytes:
         raise FormatError(f"{self.name}: has no index")
 
     def write_blob(self, desc: Descriptor, sink: Any) -> None:
-        from builder.store import VerifiedReader
+        from builder.image.store import VerifiedReader
         member = self.members.get(desc.digest)
         if member is None:
             raise FormatError(f"{self.name}: no blob {desc.digest}")
@@ -253,8 +253,8 @@ class DockerArchiveSource(_SpoolingSource):
 
 def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
                 progress: "Progress | None" = None) -> Source:
-    from builder.registry.client import RegistryClient
-    from builder.registry.options import RegistryOptions
+    from builder.image.registry.client import RegistryClient
+    from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         assert loc.reference is not None
         client = RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress)
@@ -262,7 +262,7 @@ def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | N
     if loc.kind == "oci":
         return LayoutSource(Path(loc.path), loc.ref, str(loc))
     if loc.kind == "oci-archive":
-        from builder.layout import extract_archive
+        from builder.image.layout import extract_archive
         if not os.path.isfile(loc.path):
             raise UsageError(f"{loc}: no such file")
         tmp = Path(tempfile.mkdtemp(dir=store.tmp_dir, prefix="oci-archive-"))
@@ -276,7 +276,7 @@ def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | N
         if not os.path.isfile(loc.path):
             raise UsageError(f"{loc}: no such file")
         return DockerArchiveSource(Path(loc.path), loc.ref, store.tmp_dir)
-    from builder.imagenames import lookup_candidates
+    from builder.image.imagenames import lookup_candidates
     for cand in lookup_candidates(loc.path):
         rec = store.find_image(cand)
         if rec is not None:
@@ -349,7 +349,7 @@ class StoreDestination(Destination):
         return "stored"
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.oci import parse_manifest
+        from builder.image.oci import parse_manifest
         digest = self.store.put_bytes(data)
         man = parse_manifest(data)
         if len(diff_ids) == len(man.layers):
@@ -363,7 +363,7 @@ class LayoutDestination(Destination):
     requires_oci = True
 
     def __init__(self, path: Path, ref: str | None, name: str) -> None:
-        from builder.layout import OCILayout
+        from builder.image.layout import OCILayout
         self.layout, self.ref, self.name = OCILayout(path), ref, name
         self.layout.init()
 
@@ -383,7 +383,7 @@ class LayoutDestination(Destination):
 
 class OCIArchiveDestination(LayoutDestination):
     def __init__(self, archive: Path, ref: str | None, tmp_dir: Path) -> None:
-        from builder.layout import extract_archive
+        from builder.image.layout import extract_archive
         self.archive = archive
         self.tmp = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="oci-archive-out-"))
         if archive.is_file():  # add to an existing archive, as skopeo does
@@ -391,7 +391,7 @@ class OCIArchiveDestination(LayoutDestination):
         super().__init__(self.tmp, ref, f"oci-archive:{archive}")
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.layout import write_archive
+        from builder.image.layout import write_archive
         digest = super().put_manifest(data, media_type, config, diff_ids)
         try:
             write_archive(self.layout, self.archive)
@@ -408,7 +408,7 @@ class DockerArchiveDestination(Destination):
     uncompressed_layers = True
 
     def __init__(self, path: Path, repo_tags: list[str]) -> None:
-        from builder.dockerarchive import DockerArchiveWriter
+        from builder.image.dockerarchive import DockerArchiveWriter
         self.writer = DockerArchiveWriter(path)
         self.repo_tags, self.name = repo_tags, f"docker-archive:{path}"
         self.layer_names: dict[str, str] = {}
@@ -419,8 +419,8 @@ class DockerArchiveDestination(Destination):
         return "queued"
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.compress import decompress_reader
-        from builder.oci import parse_manifest
+        from builder.image.compress import decompress_reader
+        from builder.image.oci import parse_manifest
         man = parse_manifest(data)
         names = []
         for d, diff in zip(man.layers, diff_ids):
@@ -436,8 +436,8 @@ class DockerArchiveDestination(Destination):
 
 def open_destination(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
                      progress: "Progress | None" = None, names: list[str] | None = None) -> Destination:
-    from builder.registry.client import RegistryClient
-    from builder.registry.options import RegistryOptions
+    from builder.image.registry.client import RegistryClient
+    from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         assert loc.reference is not None
         return RegistryDestination(RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress),
@@ -449,12 +449,12 @@ def open_destination(loc: Location, *, store: "Store", registry: "RegistryOption
     if loc.kind == "docker-archive":
         tags = [loc.ref] if loc.ref and not loc.ref.startswith("@") else list(names or [])
         return DockerArchiveDestination(Path(loc.path), [_docker_tag(t) for t in tags])
-    from builder.imagenames import store_name
+    from builder.image.imagenames import store_name
     return StoreDestination(store, [store_name(loc.path)] if loc.path else list(names or []))
 
 
 def _docker_tag(name: str) -> str:
-    from builder.imagenames import split_tag
+    from builder.image.imagenames import split_tag
     repo, tag, _ = split_tag(name)
     return f"{repo}:{tag or 'latest'}"
 

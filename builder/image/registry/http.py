@@ -14,7 +14,7 @@ from typing import Any, Callable
 import requests
 
 from builder.errors import RegistryError
-from builder.registry.options import RegistryOptions
+from builder.image.registry.options import RegistryOptions
 
 log = logging.getLogger("bale")
 MAX_TRIES = 5
@@ -58,7 +58,7 @@ class Transport:
     """A requests session bound to one registry host."""
 
     def __init__(self, host: str, options: RegistryOptions) -> None:
-        from builder.reference import registry_is_insecure
+        from builder.image.reference import registry_is_insecure
         self.host, self.options = host, options
         self.session = requests.Session()
         self.session.headers["User-Agent"] = options.user_agent

@@ -5,15 +5,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from builder.errors import BaleError, ImageNotFound, NotFoundError, RegistryError
-from builder.imagecopy import CopyResult, closing, copy_image
-from builder.oci import Platform
-from builder.transports import Location, open_destination, open_source, parse_location
+from builder.image.imagecopy import CopyResult, closing, copy_image
+from builder.image.oci import Platform
+from builder.image.transports import Location, open_destination, open_source, parse_location
 
 if TYPE_CHECKING:
     from builder.cli.context import AppContext
     from builder.progress import Progress
-    from builder.registry.options import RegistryOptions
-    from builder.store import ImageRecord
+    from builder.image.registry.options import RegistryOptions
+    from builder.image.store import ImageRecord
 
 log = logging.getLogger("bale")
 
@@ -24,7 +24,7 @@ def _platform(text: str | None) -> Platform | None:
 
 def source_candidates(text: str) -> list[Location]:
     """Where ``text`` may be pulled from: a transport as given, else the short-name candidates."""
-    from builder.reference import resolve_short_name
+    from builder.image.reference import resolve_short_name
     loc = parse_location(text)
     if loc.kind != "store":
         return [loc]
@@ -41,7 +41,7 @@ def pull_image(app: "AppContext", image: str, *, registry: "RegistryOptions | No
         try:
             with closing(open_source(loc, store=store, registry=registry, progress=progress)) as src:
                 if not names and getattr(src, "repo_tags", None):
-                    from builder.imagenames import store_name
+                    from builder.image.imagenames import store_name
                     names = [store_name(t) for t in src.repo_tags]  # type: ignore[attr-defined]
                 dst = open_destination(Location("store", ""), store=store, names=names)
                 copy_image(src, dst, platform=_platform(platform), progress=progress, tmp_dir=store.tmp_dir)
@@ -62,7 +62,7 @@ def pull_image(app: "AppContext", image: str, *, registry: "RegistryOptions | No
 
 def _names_for(loc: Location) -> list[str]:
     """Store names for images pulled from layouts and archives: the ref when it looks like a name."""
-    from builder.imagenames import store_name
+    from builder.image.imagenames import store_name
     if loc.kind == "docker-archive" and loc.ref and not loc.ref.startswith("@"):
         return [store_name(loc.ref)]
     return []
@@ -71,7 +71,7 @@ def _names_for(loc: Location) -> list[str]:
 def push_record(app: "AppContext", rec: "ImageRecord", dest: str, *, registry: "RegistryOptions | None" = None,
                 image_format: str | None = None, progress: "Progress | None" = None,
                 quiet: bool = True) -> CopyResult:
-    from builder.transports import StoreSource
+    from builder.image.transports import StoreSource
     loc = parse_location(dest)
     if loc.kind == "store":
         raise BaleError(f"push {dest}: destination must be a transport (docker://, oci:, oci-archive:, "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import UsageError
-from builder.registry.options import RegistryOptions
+from builder.image.registry.options import RegistryOptions
 
 OUTPUT_TYPES = ("oci", "oci-archive", "docker-archive", "local", "tar", "registry", "image")
 

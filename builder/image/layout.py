@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from builder.errors import DigestMismatch, FormatError, ImageNotFound
-from builder.oci import ANNOTATION_REF_NAME, OCI_INDEX, Descriptor, Index, check_digest_syntax, parse_index
-from builder.store import VerifiedReader
+from builder.image.oci import ANNOTATION_REF_NAME, OCI_INDEX, Descriptor, Index, check_digest_syntax, parse_index
+from builder.image.store import VerifiedReader
 
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
 
@@ -79,7 +79,7 @@ class OCILayout:
             raise
 
     def put_bytes(self, data: bytes, media_type: str) -> Descriptor:
-        from builder.oci import sha256_digest
+        from builder.image.oci import sha256_digest
         desc = Descriptor(media_type, sha256_digest(data), len(data))
         if not self.has_blob(desc.digest):
             with self.blob_writer(desc) as w:

@@ -22,8 +22,8 @@ class StoreBlobOpener:
         self.store_root, self.digest, self.media_type = store_root, digest, media_type
 
     def __call__(self) -> BinaryIO:
-        from builder.compress import decompress_reader
-        from builder.store import Store
+        from builder.image.compress import decompress_reader
+        from builder.image.store import Store
         return decompress_reader(Store(self.store_root).open_blob(self.digest), self.media_type)
 
 

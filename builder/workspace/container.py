@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from builder.errors import ContainerError, UsageError
-from builder.oci import ImageConfig, parse_config
+from builder.image.oci import ImageConfig, parse_config
 
 
 @dataclass

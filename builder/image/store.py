@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Iterator
 
 from builder.errors import DigestMismatch, ImageNotFound, StoreError
-from builder.oci import (INDEX_TYPES, Descriptor, check_digest_syntax, detect_media_type,
+from builder.image.oci import (INDEX_TYPES, Descriptor, check_digest_syntax, detect_media_type,
                          parse_config, parse_manifest, sha256_digest)
 
 CHUNK = 1 << 20

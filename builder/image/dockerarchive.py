@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import FormatError, ImageNotFound
-from builder.oci import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST, Descriptor, Manifest
+from builder.image.oci import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST, Descriptor, Manifest
 
 
 @dataclass

@@ -11,23 +11,23 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from builder import configedit as ce
-from builder.container import BaseLayer, ContainerRegistry, ContainerState, new_container_id
+from builder.image import configedit as ce
+from builder.workspace.container import BaseLayer, ContainerRegistry, ContainerState, new_container_id
 from builder.errors import ContainerError, RunFailed, UsageError
-from builder.oci import ImageConfig, Platform
+from builder.image.oci import ImageConfig, Platform
 
 if TYPE_CHECKING:
     from builder.cli.context import AppContext
-    from builder.registry.options import RegistryOptions
-    from builder.runtime import Runtime
-    from builder.store import ImageRecord
+    from builder.image.registry.options import RegistryOptions
+    from builder.workspace.runtime import Runtime
+    from builder.image.store import ImageRecord
 
 log = logging.getLogger("bale")
 
 
 # --- helpers -----------------------------------------------------------------
 def runtime_for(app: "AppContext", isolation: str | None = None, driver: str | None = None) -> "Runtime":
-    from builder.runtime import Runtime
+    from builder.workspace.runtime import Runtime
     return Runtime(app.root, isolation=isolation, driver=driver or app.storage_driver)
 
 
@@ -37,7 +37,7 @@ def _runtime_of(app: "AppContext", state: ContainerState) -> "Runtime":
 
 def find_local_image(app: "AppContext", image: str) -> "ImageRecord | None":
     """A store image by id, by the name as given, or by the names a short name stands for."""
-    from builder.imagenames import lookup_candidates
+    from builder.image.imagenames import lookup_candidates
     store = app.store
     for cand in lookup_candidates(image):
         rec = store.find_image(cand)
@@ -58,24 +58,24 @@ def ensure_image(app: "AppContext", image: str, *, pull: str = "missing", regist
         return rec
     if policy == "never":
         raise ImageNotFound(f"image {image}: not in the local store and --pull=never")
-    from builder.pull import pull_image
+    from builder.image.pull import pull_image
     return pull_image(app, image, registry=registry, platform=platform, quiet=quiet)
 
 
 def base_layers(app: "AppContext", rec: "ImageRecord") -> tuple[ImageConfig, list[BaseLayer]]:
-    from builder.commit import image_layers
+    from builder.image.commit import image_layers
     cfg, layers = image_layers(app.store, rec)
     return cfg, [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
                  for l in layers]
 
 
 def layer_openers(app: "AppContext", layers: list[BaseLayer]) -> list[tuple[str, Any]]:
-    from builder.runtime import StoreBlobOpener
+    from builder.workspace.runtime import StoreBlobOpener
     return [(l.layer_id, StoreBlobOpener(str(app.root), l.digest, l.media_type)) for l in layers]
 
 
 def unpack_layers(app: "AppContext", rt: "Runtime", layers: list[BaseLayer]) -> None:
-    from builder import snapshots
+    from builder.workspace import snapshots
     work = layer_openers(app, layers)
     if work:
         rt.call(snapshots.ensure_layers, str(rt.snapshots_root), rt.driver_name, work)
@@ -103,7 +103,7 @@ def container_over(app: "AppContext", rt: "Runtime", image: str, image_id: str |
                    layers: list[BaseLayer], *, name: str | None = None, save: bool = True) -> ContainerState:
     """A container over explicit layers (a Dockerfile stage's state), snapshot prepared.
     ``save`` records it among the working containers (`bale containers`)."""
-    from builder import snapshots
+    from builder.workspace import snapshots
     reg = ContainerRegistry(app.root)
     state = ContainerState(name=reg.new_name(image, name) if save else (name or "build-" + new_container_id()[:12]),
                            id=new_container_id(), image=image, image_id=image_id, layers=list(layers),
@@ -158,7 +158,7 @@ def run_process(app: "AppContext", state: ContainerState, spec: Any, rt: "Runtim
                 extra: list[tuple[str, str]] = ()) -> int:  # type: ignore[assignment]
     """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints.
     ``extra``: (driver, key) of other snapshots to mount first (RUN --mount=from=)."""
-    from builder.snapshots import SnapshotRootfs
+    from builder.workspace.snapshots import SnapshotRootfs
     rt = rt or _runtime_of(app, state)
     result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
     created = list(getattr(result, "created_paths", []) or [])
@@ -223,14 +223,15 @@ def run_in(app: "AppContext", container: str, command: list[str], *, env: list[s
 
 # --- copy / add --------------------------------------------------------------
 def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str | None:
-    from builder import snapshots
+    from builder.workspace import snapshots
     return rt.call(snapshots.mounted_path_kind, str(rt.snapshots_root), state.driver, state.key, path)
 
 
 def copy_plan_into(app: "AppContext", rt: "Runtime", state: ContainerState, plan: Any,
                    chown: str | None) -> list[str]:
-    """Stream ``plan`` (a builder.copier.CopyPlan) into the container's snapshot."""
-    from builder import copier, snapshots
+    """Stream ``plan`` (a builder.build.copier.CopyPlan) into the container's snapshot."""
+    from builder.build import copier
+    from builder.workspace import snapshots
     return rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key, plan.dest_dir,
                         None, chown, source=lambda out: copier.write_tar(plan, out))
 
@@ -249,7 +250,7 @@ def copy_into(app: "AppContext", container: str, sources: list[str], dest: str |
               chmod: str | None = None, from_: str | None = None, contextdir: str | None = None, add: bool = False,
               quiet: bool = False, checksum: str | None = None) -> None:
     """`bale copy` / `bale add`."""
-    from builder import copier
+    from builder.build import copier
     reg = ContainerRegistry(app.root)
     state = reg.get(container)
     rt = _runtime_of(app, state)
@@ -289,7 +290,7 @@ def copy_into(app: "AppContext", container: str, sources: list[str], dest: str |
 def _copy_from(app: "AppContext", state: ContainerState, rt: "Runtime", source: str, paths: list[str],
                dest: str | None, mode: int | None, chown: str | None) -> None:
     """buildah copy --from: paths inside another working container, or an image."""
-    from builder import snapshots
+    from builder.workspace import snapshots
     reg = ContainerRegistry(app.root)
     temp = None
     try:
@@ -426,10 +427,10 @@ def configure(app: "AppContext", container: str, opts: dict[str, Any]) -> Contai
 def commit_layer(app: "AppContext", rt: "Runtime", state: ContainerState, *, compression: str = "gzip",
                  level: int | None = None, image_format: str = "oci", epoch: int | None = None) -> Any:
     """Diff the container's snapshot into a compressed layer blob; None when nothing changed."""
-    from builder import snapshots
-    from builder.commit import Layer
-    from builder.compress import LayerWriter
-    from builder.oci import Descriptor, layer_media_type
+    from builder.workspace import snapshots
+    from builder.image.commit import Layer
+    from builder.image.compress import LayerWriter
+    from builder.image.oci import Descriptor, layer_media_type
     ignore = sorted(set(snapshots.SANDBOX_PATHS) | set(state.created_paths))
     store = app.store
 
@@ -475,8 +476,8 @@ class _TarCounter:
 def squash_layers(app: "AppContext", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,
                   level: int | None, image_format: str, epoch: int | None) -> Any:
     """One layer equal to ``merge`` applied in order over ``keep`` (None if they change nothing)."""
-    from builder import snapshots
-    from builder.runtime import StoreBlobOpener
+    from builder.workspace import snapshots
+    from builder.workspace.runtime import StoreBlobOpener
     base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size) for l in keep]
     state = container_over(app, rt, "squash", None, ImageConfig(), base, save=False)
     try:
@@ -495,8 +496,8 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
            compression_level: int | None = None, registry: "RegistryOptions | None" = None,
            quiet: bool = False) -> "ImageRecord":
     """`bale commit`: base layers + the snapshot's diff, config and history, as an image."""
-    from builder.commit import Layer, history_entry, write_image
-    from builder.oci import Descriptor
+    from builder.image.commit import Layer, history_entry, write_image
+    from builder.image.oci import Descriptor
     reg = ContainerRegistry(app.root)
     state = reg.get(container)
     rt = _runtime_of(app, state)
@@ -527,7 +528,7 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
         rec = write_image(app.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
                           timestamp=epoch, annotations=annotations)
     if not dest_is_store and image:
-        from builder.pull import push_record
+        from builder.image.pull import push_record
         try:
             push_record(app, rec, image, registry=registry, image_format=image_format, quiet=quiet)
         finally:  # a commit to another location leaves nothing in the store, as buildah's does
@@ -561,13 +562,13 @@ def _commit_names(image: str | None) -> tuple[bool, list[str]]:
         return True, []
     if image.startswith(_TRANSPORTS):
         return False, []
-    from builder.imagenames import store_name
+    from builder.image.imagenames import store_name
     return True, [store_name(image.removeprefix("containers-storage:"))]
 
 
 # --- containers, rm, mount ---------------------------------------------------
 def remove_containers(app: "AppContext", names: list[str]) -> list[str]:
-    from builder import snapshots
+    from builder.workspace import snapshots
     reg = ContainerRegistry(app.root)
     removed = []
     for n in names:
@@ -582,7 +583,7 @@ def remove_containers(app: "AppContext", names: list[str]) -> list[str]:
 
 def mount(app: "AppContext", names: list[str]) -> Iterator[tuple[str, str]]:
     """Mount in the current mount namespace: only meaningful inside `bale unshare` (or as root)."""
-    from builder.snapshots import SnapshotRootfs
+    from builder.workspace.snapshots import SnapshotRootfs
     reg = ContainerRegistry(app.root)
     if not names:
         for s in reg.all():
@@ -599,7 +600,7 @@ def mount(app: "AppContext", names: list[str]) -> Iterator[tuple[str, str]]:
 
 
 def umount(app: "AppContext", name: str) -> None:
-    from builder.snapshots import _driver
+    from builder.workspace.snapshots import _driver
     reg = ContainerRegistry(app.root)
     state = reg.get(name)
     if os.geteuid() != 0:

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from builder.errors import UsageError
-from builder.oci import (OCI_CONFIG, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST, Descriptor, ImageConfig,
+from builder.image.oci import (OCI_CONFIG, DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST, Descriptor, ImageConfig,
                          Manifest, Platform, is_docker_type, layer_compression, to_docker_type, to_oci_type)
-from builder.store import ImageRecord, Store
+from builder.image.store import ImageRecord, Store
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def write_image(store: Store, config: ImageConfig, layers: list[Layer], *, image
 
 def image_layers(store: Store, rec: ImageRecord) -> tuple[ImageConfig, list[Layer]]:
     """Config and layers of a stored image, pairing each blob with its diff_id."""
-    from builder.oci import parse_config
+    from builder.image.oci import parse_config
     _, manifest = store.manifest_of(rec)
     config = parse_config(store.read_blob(manifest.config.digest))
     if len(config.diff_ids) != len(manifest.layers):

@@ -24,18 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import configedit as ce
-from builder.api import source_date_epoch
-from builder.buildopts import BuildOptions
-from builder.commit import Layer, history_entry, write_image
-from builder.container import BaseLayer, ContainerState
+from builder.image import configedit as ce
+from builder.scripted import source_date_epoch
+from builder.build.options import BuildOptions
+from builder.image.commit import Layer, history_entry, write_image
+from builder.workspace.container import BaseLayer, ContainerState
 from builder.errors import BaleError, BuildError, UsageError
-from builder.oci import Descriptor, ImageConfig, Platform
+from builder.image.oci import Descriptor, ImageConfig, Platform
 
 if TYPE_CHECKING:
     from builder.cli.context import AppContext
-    from builder.runtime import Runtime
-    from builder.store import ImageRecord
+    from builder.workspace.runtime import Runtime
+    from builder.image.store import ImageRecord
 
 log = logging.getLogger("bale")
 COMMENT = "bale.dockerfile.v0"
@@ -73,7 +73,7 @@ class _Log:
 
 class Builder:
     def __init__(self, app: "AppContext", opts: BuildOptions) -> None:
-        from builder.api import runtime_for
+        from builder.scripted import runtime_for
         self.app, self.opts = app, opts
         self.store = app.store
         self.rt: "Runtime" = runtime_for(app, opts.isolation)
@@ -89,7 +89,7 @@ class Builder:
 
     # --- base images ---
     def base_image(self, ref: str) -> "ImageRecord":
-        from builder.api import ensure_image
+        from builder.scripted import ensure_image
         named = self.opts.build_contexts.get(ref)
         if named is not None:
             if not named.startswith("docker-image://"):
@@ -101,7 +101,7 @@ class Builder:
         return self._bases[ref]
 
     def resolve_base(self, ref: str, platform: str | None) -> Any:
-        from builder.api import base_layers
+        from builder.scripted import base_layers
         from frontend.steps import BaseInfo
         rec = self.base_image(ref)
         cfg, _ = base_layers(self.app, rec)
@@ -111,7 +111,7 @@ class Builder:
 
     # --- containers ---
     def container(self, st: StageState) -> ContainerState:
-        from builder.api import container_over
+        from builder.scripted import container_over
         if st.container is None:
             base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
                     for l in st.layers]
@@ -120,14 +120,14 @@ class Builder:
         return st.container
 
     def drop_container(self, st: StageState) -> None:
-        from builder import snapshots
+        from builder.workspace import snapshots
         if st.container is not None:
             with contextlib.suppress(Exception):
                 self.rt.call(snapshots.remove, str(self.rt.snapshots_root), st.container.driver, st.container.key)
             st.container = None
 
     def cleanup(self) -> None:
-        from builder import snapshots
+        from builder.workspace import snapshots
         for c in self.containers:
             with contextlib.suppress(Exception):
                 self.rt.call(snapshots.remove, str(self.rt.snapshots_root), c.driver, c.key)
@@ -160,8 +160,8 @@ class Builder:
 
     # --- steps ---
     def commit_step(self, st: StageState) -> Layer | None:
-        from builder import snapshots
-        from builder.api import commit_layer
+        from builder.workspace import snapshots
+        from builder.scripted import commit_layer
         c = self.container(st)
         layer = commit_layer(self.app, self.rt, c, compression=self.opts.compression,
                              level=self.opts.compression_level, image_format=self.opts.image_format,
@@ -219,7 +219,7 @@ class Builder:
                 c[k] = v
         st.key = _h(st.key + "\0" + step.text)
         if step.mkdir:
-            from builder import snapshots
+            from builder.workspace import snapshots
 
             def mkdir() -> None:
                 cont = self.container(st)
@@ -230,7 +230,7 @@ class Builder:
         self.history(st, step.text, True)
 
     def run_step(self, st: StageState, step: Any, graph: Any) -> None:
-        from builder.api import process_spec, run_process
+        from builder.scripted import process_spec, run_process
         key_extra = ""
 
         def run() -> None:
@@ -273,7 +273,7 @@ class Builder:
     def run_mounts(self, st: StageState, step: Any) -> tuple[list[Any], list[tuple[str, str]]]:
         """BindSpecs for the RUN's mounts, and the other snapshots they read from."""
         from builder.sandbox.spec import BindSpec
-        from builder.snapshots import snapshot_root_path
+        from builder.workspace.snapshots import snapshot_root_path
         out: list[Any] = []
         extra: list[tuple[str, str]] = []
         for m in step.mounts:
@@ -321,8 +321,8 @@ class Builder:
         return path
 
     def copy_step(self, st: StageState, step: Any, context: Path | None = None) -> None:
-        from builder import copier
-        from builder.api import absolute_dest, container_path_kind, copy_plan_into
+        from builder.build import copier
+        from builder.scripted import absolute_dest, container_path_kind, copy_plan_into
         if context is None and (step.from_stage is not None or step.from_image):
             return self.copy_from(st, step)
         context = context or self.context.dir
@@ -374,7 +374,7 @@ class Builder:
                 p.unlink(missing_ok=True)
 
     def copy_from(self, st: StageState, step: Any) -> None:
-        from builder import snapshots
+        from builder.workspace import snapshots
         if step.from_stage is not None:
             src = self.states[step.from_stage]
         else:
@@ -397,7 +397,7 @@ class Builder:
             self.say("--> Using cache")
 
     def image_state(self, ref: str) -> StageState:
-        from builder.api import base_layers
+        from builder.scripted import base_layers
         rec = self.base_image(ref)
         cfg, layers = base_layers(self.app, rec)
         return StageState(-1, cfg, [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in layers],
@@ -409,7 +409,7 @@ class Builder:
 
     # --- stages ---
     def start_stage(self, stage: Any) -> StageState:
-        from builder.api import base_layers
+        from builder.scripted import base_layers
         if stage.base_stage is not None:
             parent = self.states[stage.base_stage]
             cfg = parent.cfg.copy()
@@ -454,7 +454,7 @@ class Builder:
                 self.say(f"--> {time.monotonic() - t0:.2f}s")
 
     def build(self) -> BuildResult:
-        from builder.buildcontext import open_context
+        from builder.build.context import open_context
         from frontend.dockerignore import Matcher, ignore_file_for
         from frontend.graph import build_graph
         self.context = open_context(self.opts.context, self.opts.dockerfile, self.store.tmp_dir)
@@ -518,14 +518,14 @@ class Builder:
             if t.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:")):
                 remote.append(t)
             else:
-                from builder.imagenames import store_name
+                from builder.image.imagenames import store_name
                 local_names.append(store_name(t))
                 if opts.push:
                     remote.append("docker://" + t)
         rec = write_image(self.store, cfg, layers, image_format=opts.image_format, names=local_names,
                           timestamp=self.epoch, annotations=opts.annotations)
         self.say(f"COMMIT {', '.join(local_names) or rec.id}")
-        from builder.pull import push_record
+        from builder.image.pull import push_record
         digest = rec.manifest_digest
         for dest in remote:
             res = push_record(self.app, rec, dest, registry=opts.registry, image_format=opts.image_format)
@@ -544,7 +544,7 @@ class Builder:
         return result
 
     def export(self, rec: "ImageRecord", out: Any, names: list[str]) -> None:
-        from builder.pull import push_record
+        from builder.image.pull import push_record
         if out.type in ("oci", "oci-archive", "docker-archive"):
             ref = names[0].rsplit(":", 1)[1] if names and out.type != "docker-archive" else \
                 (names[0] if names else "")
@@ -559,8 +559,8 @@ class Builder:
 
     def export_fs(self, rec: "ImageRecord", out: Any) -> None:
         """The image's filesystem, flattened, into a directory (local) or a tar file (tar)."""
-        from builder.commit import image_layers
-        from builder.compress import decompress_reader
+        from builder.image.commit import image_layers
+        from builder.image.compress import decompress_reader
         from snapshotter.apply import apply_tar
         _, layers = image_layers(self.store, rec)
         target = Path(out.dest) if out.type == "local" else Path(tempfile.mkdtemp(dir=self.store.tmp_dir))
@@ -579,7 +579,7 @@ class Builder:
 
     def squash(self, st: StageState, graph: Any) -> list[Layer]:
         """buildah's bud --squash: the layers this build added become one; the base's stay."""
-        from builder.api import squash_layers
+        from builder.scripted import squash_layers
         stage = graph.stages[graph.target]
         base = self.base_layer_count(stage)
         merged = squash_layers(self.app, self.rt, st.layers[:base], st.layers[base:],
@@ -595,7 +595,7 @@ class Builder:
             return self.base_layer_count_of_stage(stage.base_stage)
         if stage.base_image is None:
             return 0
-        from builder.api import base_layers
+        from builder.scripted import base_layers
         cfg, layers = base_layers(self.app, self.base_image(stage.base_image))
         self.base_history = len(cfg.history)
         return len(layers)
