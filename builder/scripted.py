@@ -17,7 +17,7 @@ from builder.errors import ContainerError, RunFailed, UsageError
 from builder.image.oci import ImageConfig, Platform
 
 if TYPE_CHECKING:
-    from builder.cli.context import AppContext
+    from builder.workspace.workspace import Workspace
     from builder.image.registry.options import RegistryOptions
     from builder.workspace.runtime import Runtime
     from builder.image.store import ImageRecord
@@ -26,19 +26,18 @@ log = logging.getLogger("bale")
 
 
 # --- helpers -----------------------------------------------------------------
-def runtime_for(app: "AppContext", isolation: str | None = None, driver: str | None = None) -> "Runtime":
-    from builder.workspace.runtime import Runtime
-    return Runtime(app.root, isolation=isolation, driver=driver or app.storage_driver)
+def runtime_for(ws: "Workspace", isolation: str | None = None, driver: str | None = None) -> "Runtime":
+    return ws.runtime(isolation, driver)
 
 
-def _runtime_of(app: "AppContext", state: ContainerState) -> "Runtime":
-    return runtime_for(app, state.isolation, state.driver)
+def _runtime_of(ws: "Workspace", state: ContainerState) -> "Runtime":
+    return ws.runtime(state.isolation, state.driver)
 
 
-def find_local_image(app: "AppContext", image: str) -> "ImageRecord | None":
+def find_local_image(ws: "Workspace", image: str) -> "ImageRecord | None":
     """A store image by id, by the name as given, or by the names a short name stands for."""
     from builder.image.imagenames import lookup_candidates
-    store = app.store
+    store = ws.store
     for cand in lookup_candidates(image):
         rec = store.find_image(cand)
         if rec is not None:
@@ -46,43 +45,43 @@ def find_local_image(app: "AppContext", image: str) -> "ImageRecord | None":
     return None
 
 
-def ensure_image(app: "AppContext", image: str, *, pull: str = "missing", registry: "RegistryOptions | None" = None,
+def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry: "RegistryOptions | None" = None,
                  platform: str | None = None, quiet: bool = True) -> "ImageRecord":
     """The image in the store, pulled first as the pull policy says."""
     from builder.errors import ImageNotFound
     policy = {"true": "always", "false": "missing"}.get(pull.lower(), pull.lower())
     if policy not in ("always", "missing", "never", "newer", "ifmissing", "ifnewer"):
         raise UsageError(f"invalid pull policy {pull!r}: expected always, missing, never or newer")
-    rec = None if policy == "always" else find_local_image(app, image)
+    rec = None if policy == "always" else find_local_image(ws, image)
     if rec is not None:
         return rec
     if policy == "never":
         raise ImageNotFound(f"image {image}: not in the local store and --pull=never")
     from builder.image.pull import pull_image
-    return pull_image(app, image, registry=registry, platform=platform, quiet=quiet)
+    return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet)
 
 
-def base_layers(app: "AppContext", rec: "ImageRecord") -> tuple[ImageConfig, list[BaseLayer]]:
+def base_layers(ws: "Workspace", rec: "ImageRecord") -> tuple[ImageConfig, list[BaseLayer]]:
     from builder.image.commit import image_layers
-    cfg, layers = image_layers(app.store, rec)
+    cfg, layers = image_layers(ws.store, rec)
     return cfg, [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
                  for l in layers]
 
 
-def layer_openers(app: "AppContext", layers: list[BaseLayer]) -> list[tuple[str, Any]]:
+def layer_openers(ws: "Workspace", layers: list[BaseLayer]) -> list[tuple[str, Any]]:
     from builder.workspace.runtime import StoreBlobOpener
-    return [(l.layer_id, StoreBlobOpener(str(app.root), l.digest, l.media_type)) for l in layers]
+    return [(l.layer_id, StoreBlobOpener(str(ws.root), l.digest, l.media_type)) for l in layers]
 
 
-def unpack_layers(app: "AppContext", rt: "Runtime", layers: list[BaseLayer]) -> None:
+def unpack_layers(ws: "Workspace", rt: "Runtime", layers: list[BaseLayer]) -> None:
     from builder.workspace import snapshots
-    work = layer_openers(app, layers)
+    work = layer_openers(ws, layers)
     if work:
         rt.call(snapshots.ensure_layers, str(rt.snapshots_root), rt.driver_name, work)
 
 
 # --- from --------------------------------------------------------------------
-def new_container(app: "AppContext", image: str, *, name: str | None = None, pull: str = "missing",
+def new_container(ws: "Workspace", image: str, *, name: str | None = None, pull: str = "missing",
                   registry: "RegistryOptions | None" = None, platform: str | None = None,
                   isolation: str | None = None, quiet: bool = True, save: bool = True) -> ContainerState:
     """A working container over ``image`` (or ``scratch``): layers unpacked, snapshot prepared."""
@@ -92,19 +91,19 @@ def new_container(app: "AppContext", image: str, *, name: str | None = None, pul
                           config={"Env": [f"PATH={ce.DEFAULT_PATH}"]})
         image_id, layers = None, []
     else:
-        rec = ensure_image(app, image, pull=pull, registry=registry, platform=platform, quiet=quiet)
-        cfg, layers = base_layers(app, rec)
+        rec = ensure_image(ws, image, pull=pull, registry=registry, platform=platform, quiet=quiet)
+        cfg, layers = base_layers(ws, rec)
         image_id = rec.id
         image = rec.names[0] if rec.names and "@" not in image and not _looks_like_id(image) else image
-    return container_over(app, runtime_for(app, isolation), image, image_id, cfg, layers, name=name, save=save)
+    return container_over(ws, runtime_for(ws, isolation), image, image_id, cfg, layers, name=name, save=save)
 
 
-def container_over(app: "AppContext", rt: "Runtime", image: str, image_id: str | None, cfg: ImageConfig,
+def container_over(ws: "Workspace", rt: "Runtime", image: str, image_id: str | None, cfg: ImageConfig,
                    layers: list[BaseLayer], *, name: str | None = None, save: bool = True) -> ContainerState:
     """A container over explicit layers (a Dockerfile stage's state), snapshot prepared.
     ``save`` records it among the working containers (`bale containers`)."""
     from builder.workspace import snapshots
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     state = ContainerState(name=reg.new_name(image, name) if save else (name or "build-" + new_container_id()[:12]),
                            id=new_container_id(), image=image, image_id=image_id, layers=list(layers),
                            config=cfg.to_json(), driver=rt.driver_name, isolation=rt.isolation,
@@ -112,8 +111,8 @@ def container_over(app: "AppContext", rt: "Runtime", image: str, image_id: str |
     if save:
         reg.save(state)  # recorded first, so `bale rm` can clean up whatever follows
     try:
-        unpack_layers(app, rt, layers)
-        rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(app, layers))
+        unpack_layers(ws, rt, layers)
+        rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(ws, layers))
     except BaseException:
         with contextlib.suppress(Exception):
             rt.call(snapshots.remove, str(rt.snapshots_root), rt.driver_name, state.key)
@@ -128,10 +127,10 @@ def _looks_like_id(text: str) -> bool:
     return len(t) >= 12 and all(c in "0123456789abcdef" for c in t)
 
 
-def from_image(app: "AppContext", image: str, *, name: str | None = None, pull: str = "missing",
+def from_image(ws: "Workspace", image: str, *, name: str | None = None, pull: str = "missing",
                registry: "RegistryOptions | None" = None, platform: str | None = None,
                isolation: str | None = None, quiet: bool = False) -> ContainerState:
-    return new_container(app, image, name=name, pull=pull, registry=registry, platform=platform,
+    return new_container(ws, image, name=name, pull=pull, registry=registry, platform=platform,
                          isolation=isolation, quiet=quiet)
 
 
@@ -154,12 +153,12 @@ def process_spec(state: ContainerState, args: list[str], *, env: list[str] = (),
                        hostname=hostname or "bale", network=network, mounts=list(mounts), stdin_data=stdin_data)
 
 
-def run_process(app: "AppContext", state: ContainerState, spec: Any, rt: "Runtime | None" = None,
+def run_process(ws: "Workspace", state: ContainerState, spec: Any, rt: "Runtime | None" = None,
                 extra: list[tuple[str, str]] = ()) -> int:  # type: ignore[assignment]
     """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints.
     ``extra``: (driver, key) of other snapshots to mount first (RUN --mount=from=)."""
     from builder.workspace.snapshots import SnapshotRootfs
-    rt = rt or _runtime_of(app, state)
+    rt = rt or _runtime_of(ws, state)
     result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
     created = list(getattr(result, "created_paths", []) or [])
     if created:
@@ -197,21 +196,21 @@ def _parse_mount(text: str) -> Any:
     return BindSpec(source=src, dest=dest, readonly=ro)
 
 
-def run_in(app: "AppContext", container: str, command: list[str], *, env: list[str] = (),  # type: ignore[assignment]
+def run_in(ws: "Workspace", container: str, command: list[str], *, env: list[str] = (),  # type: ignore[assignment]
            workdir: str | None = None, user: str | None = None, network: str = "host",
            hostname: str | None = None, volumes: list[str] = (), mounts: list[str] = (),  # type: ignore[assignment]
            isolation: str | None = None) -> int:
     """`bale run`: the command's exit status; a failure keeps the container for inspection."""
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     if not command:
         raise UsageError("run: no command given")
     binds = [_parse_volume(v) for v in volumes] + [_parse_mount(m) for m in mounts]
     spec = process_spec(state, command, env=env, workdir=workdir, user=user, network=network,
                         hostname=hostname, mounts=binds)
-    rt = runtime_for(app, isolation or state.isolation, state.driver)
+    rt = runtime_for(ws, isolation or state.isolation, state.driver)
     with reg.locked(state.name):
-        status = run_process(app, state, spec, rt)
+        status = run_process(ws, state, spec, rt)
         state.pending_history.append({"created_by": "/bin/sh -c " + shlex.join(command), "run": True})
         reg.save(state)
     if status != 0:
@@ -227,7 +226,7 @@ def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str 
     return rt.call(snapshots.mounted_path_kind, str(rt.snapshots_root), state.driver, state.key, path)
 
 
-def copy_plan_into(app: "AppContext", rt: "Runtime", state: ContainerState, plan: Any,
+def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: Any,
                    chown: str | None) -> list[str]:
     """Stream ``plan`` (a builder.build.copier.CopyPlan) into the container's snapshot."""
     from builder.build import copier
@@ -246,17 +245,17 @@ def absolute_dest(state: ContainerState, dest: str | None) -> str:
     return joined + "/" if dest.endswith("/") and not joined.endswith("/") else joined
 
 
-def copy_into(app: "AppContext", container: str, sources: list[str], dest: str | None, *, chown: str | None = None,
+def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | None, *, chown: str | None = None,
               chmod: str | None = None, from_: str | None = None, contextdir: str | None = None, add: bool = False,
               quiet: bool = False, checksum: str | None = None) -> None:
     """`bale copy` / `bale add`."""
     from builder.build import copier
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     state = reg.get(container)
-    rt = _runtime_of(app, state)
+    rt = _runtime_of(ws, state)
     mode = copier.parse_chmod(chmod)
     if from_:
-        return _copy_from(app, state, rt, from_, sources, dest, mode, chown)
+        return _copy_from(ws, state, rt, from_, sources, dest, mode, chown)
     context = Path(contextdir or os.getcwd())
     rels = []
     for s in sources:
@@ -274,12 +273,12 @@ def copy_into(app: "AppContext", container: str, sources: list[str], dest: str |
     with reg.locked(state.name):
         for src in resolved:
             if src.url:
-                copier.fetch_url(src, app.store.tmp_dir, checksum)
+                copier.fetch_url(src, ws.store.tmp_dir, checksum)
         target = absolute_dest(state, dest)
         plan = copier.plan_copy(resolved, target, container_path_kind(rt, state, target), chmod=mode)
         plan.temp_files = [s.path for s in resolved if s.url]
         try:
-            copy_plan_into(app, rt, state, plan, chown)
+            copy_plan_into(ws, rt, state, plan, chown)
         finally:
             plan.cleanup()
         verb = "ADD" if add else "COPY"
@@ -287,16 +286,16 @@ def copy_into(app: "AppContext", container: str, sources: list[str], dest: str |
         reg.save(state)
 
 
-def _copy_from(app: "AppContext", state: ContainerState, rt: "Runtime", source: str, paths: list[str],
+def _copy_from(ws: "Workspace", state: ContainerState, rt: "Runtime", source: str, paths: list[str],
                dest: str | None, mode: int | None, chown: str | None) -> None:
     """buildah copy --from: paths inside another working container, or an image."""
     from builder.workspace import snapshots
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     temp = None
     try:
         src = reg.get(source)
     except ContainerError:
-        src = temp = new_container(app, source, save=False)
+        src = temp = new_container(ws, source, save=False)
     try:
         with reg.locked(state.name):
             target = absolute_dest(state, dest)
@@ -396,9 +395,9 @@ def apply_config_options(cfg: ImageConfig, opts: dict[str, Any]) -> list[str]:
     return notes
 
 
-def configure(app: "AppContext", container: str, opts: dict[str, Any]) -> ContainerState:
+def configure(ws: "Workspace", container: str, opts: dict[str, Any]) -> ContainerState:
     """`bale config`."""
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     with reg.locked(state.name):
         state = reg.get(container)
@@ -424,7 +423,7 @@ def configure(app: "AppContext", container: str, opts: dict[str, Any]) -> Contai
 
 
 # --- commit ------------------------------------------------------------------
-def commit_layer(app: "AppContext", rt: "Runtime", state: ContainerState, *, compression: str = "gzip",
+def commit_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, *, compression: str = "gzip",
                  level: int | None = None, image_format: str = "oci", epoch: int | None = None) -> Any:
     """Diff the container's snapshot into a compressed layer blob; None when nothing changed."""
     from builder.workspace import snapshots
@@ -432,7 +431,7 @@ def commit_layer(app: "AppContext", rt: "Runtime", state: ContainerState, *, com
     from builder.image.compress import LayerWriter
     from builder.image.oci import Descriptor, layer_media_type
     ignore = sorted(set(snapshots.SANDBOX_PATHS) | set(state.created_paths))
-    store = app.store
+    store = ws.store
 
     def sink(fh: Any) -> Any:
         with store.writer() as blob:
@@ -473,34 +472,34 @@ class _TarCounter:
         self.sink.write(data)
 
 
-def squash_layers(app: "AppContext", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,
+def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,
                   level: int | None, image_format: str, epoch: int | None) -> Any:
     """One layer equal to ``merge`` applied in order over ``keep`` (None if they change nothing)."""
     from builder.workspace import snapshots
     from builder.workspace.runtime import StoreBlobOpener
     base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size) for l in keep]
-    state = container_over(app, rt, "squash", None, ImageConfig(), base, save=False)
+    state = container_over(ws, rt, "squash", None, ImageConfig(), base, save=False)
     try:
         for l in merge:
-            opener = StoreBlobOpener(str(app.root), l.descriptor.digest, l.descriptor.media_type)
+            opener = StoreBlobOpener(str(ws.root), l.descriptor.digest, l.descriptor.media_type)
             rt.call(snapshots.apply_layer, str(rt.snapshots_root), state.driver, state.key, opener)
-        return commit_layer(app, rt, state, compression=compression, level=level, image_format=image_format,
+        return commit_layer(ws, rt, state, compression=compression, level=level, image_format=image_format,
                             epoch=epoch)
     finally:
         with contextlib.suppress(Exception):
             rt.call(snapshots.remove, str(rt.snapshots_root), state.driver, state.key)
 
 
-def commit(app: "AppContext", container: str, image: str | None, *, squash: bool = False,
+def commit(ws: "Workspace", container: str, image: str | None, *, squash: bool = False,
            timestamp: int | None = None, image_format: str = "oci", compression: str = "gzip",
            compression_level: int | None = None, registry: "RegistryOptions | None" = None,
            quiet: bool = False) -> "ImageRecord":
     """`bale commit`: base layers + the snapshot's diff, config and history, as an image."""
     from builder.image.commit import Layer, history_entry, write_image
     from builder.image.oci import Descriptor
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     state = reg.get(container)
-    rt = _runtime_of(app, state)
+    rt = _runtime_of(ws, state)
     epoch = timestamp if timestamp is not None else source_date_epoch()
     if image_format == "docker" and compression == "zstd":
         raise UsageError("docker format cannot carry zstd layers: use --compression gzip or --format oci")
@@ -510,13 +509,13 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
         annotations = dict(state.config.get("__annotations__", {}))
         cfg.extra.pop("__history__", None)
         cfg.extra.pop("__annotations__", None)
-        layer = commit_layer(app, rt, state, compression=compression, level=compression_level,
+        layer = commit_layer(ws, rt, state, compression=compression, level=compression_level,
                              image_format=image_format, epoch=epoch)
         layers = [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in state.layers]
         if layer is not None:
             layers.append(layer)
         if squash:  # buildah commit --squash: every layer, the base's included, as one
-            one = squash_layers(app, rt, [], layers, compression=compression, level=compression_level,
+            one = squash_layers(ws, rt, [], layers, compression=compression, level=compression_level,
                                 image_format=image_format, epoch=epoch)
             layers, layer = ([one] if one else []), one
             cfg.history = []
@@ -525,15 +524,15 @@ def commit(app: "AppContext", container: str, image: str | None, *, squash: bool
                                                          comment=meta.get("history_comment") or
                                                          meta.get("comment") or "")]
         dest_is_store, names = _commit_names(image)
-        rec = write_image(app.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
+        rec = write_image(ws.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
                           timestamp=epoch, annotations=annotations)
     if not dest_is_store and image:
         from builder.image.pull import push_record
         try:
-            push_record(app, rec, image, registry=registry, image_format=image_format, quiet=quiet)
+            push_record(ws, rec, image, registry=registry, image_format=image_format, quiet=quiet)
         finally:  # a commit to another location leaves nothing in the store, as buildah's does
-            app.store.remove_image(rec)
-            app.store.gc()
+            ws.store.remove_image(rec)
+            ws.store.gc()
     return rec
 
 
@@ -567,27 +566,27 @@ def _commit_names(image: str | None) -> tuple[bool, list[str]]:
 
 
 # --- containers, rm, mount ---------------------------------------------------
-def remove_containers(app: "AppContext", names: list[str]) -> list[str]:
+def remove_containers(ws: "Workspace", names: list[str]) -> list[str]:
     from builder.workspace import snapshots
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     removed = []
     for n in names:
         state = reg.get(n)
         with reg.locked(state.name):
-            rt = _runtime_of(app, state)
+            rt = _runtime_of(ws, state)
             rt.call(snapshots.remove, str(rt.snapshots_root), state.driver, state.key)
             reg.remove(state)
         removed.append(state.name)
     return removed
 
 
-def mount(app: "AppContext", names: list[str]) -> Iterator[tuple[str, str]]:
+def mount(ws: "Workspace", names: list[str]) -> Iterator[tuple[str, str]]:
     """Mount in the current mount namespace: only meaningful inside `bale unshare` (or as root)."""
     from builder.workspace.snapshots import SnapshotRootfs
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     if not names:
         for s in reg.all():
-            p = Path(app.root) / "snapshots" / "containers" / s.key / "merged"
+            p = Path(ws.root) / "snapshots" / "containers" / s.key / "merged"
             if os.path.ismount(p):
                 yield s.name, str(p)
         return
@@ -595,15 +594,15 @@ def mount(app: "AppContext", names: list[str]) -> Iterator[tuple[str, str]]:
         raise UsageError("mount: run it inside `bale unshare` (the mount lives in that namespace)")
     for n in names:
         state = reg.get(n)
-        rt = _runtime_of(app, state)
+        rt = _runtime_of(ws, state)
         yield state.name, str(SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key).setup())
 
 
-def umount(app: "AppContext", name: str) -> None:
+def umount(ws: "Workspace", name: str) -> None:
     from builder.workspace.snapshots import _driver
-    reg = ContainerRegistry(app.root)
+    reg = ContainerRegistry(ws.root)
     state = reg.get(name)
     if os.geteuid() != 0:
         raise UsageError("umount: run it inside `bale unshare`")
-    rt = _runtime_of(app, state)
+    rt = _runtime_of(ws, state)
     _driver(str(rt.snapshots_root), state.driver).unmount(state.key)

@@ -33,7 +33,7 @@ from builder.errors import BaleError, BuildError, UsageError
 from builder.image.oci import Descriptor, ImageConfig, Platform
 
 if TYPE_CHECKING:
-    from builder.cli.context import AppContext
+    from builder.workspace.workspace import Workspace
     from builder.workspace.runtime import Runtime
     from builder.image.store import ImageRecord
 
@@ -72,11 +72,10 @@ class _Log:
 
 
 class Builder:
-    def __init__(self, app: "AppContext", opts: BuildOptions) -> None:
-        from builder.scripted import runtime_for
-        self.app, self.opts = app, opts
-        self.store = app.store
-        self.rt: "Runtime" = runtime_for(app, opts.isolation)
+    def __init__(self, ws: "Workspace", opts: BuildOptions) -> None:
+        self.ws, self.opts = ws, opts
+        self.store = ws.store
+        self.rt: "Runtime" = ws.runtime(opts.isolation)
         self.say = _Log(opts.quiet)
         self.epoch = opts.timestamp if opts.timestamp is not None else source_date_epoch()
         self.platform = Platform.parse(opts.platform) if opts.platform else Platform.host()
@@ -96,7 +95,7 @@ class Builder:
                 raise UsageError(f"--build-context {ref}: FROM needs docker-image://REF, not a directory")
             ref = named[len("docker-image://"):]
         if ref not in self._bases:
-            self._bases[ref] = ensure_image(self.app, ref, pull=self.opts.pull, registry=self.opts.registry,
+            self._bases[ref] = ensure_image(self.ws, ref, pull=self.opts.pull, registry=self.opts.registry,
                                             platform=self.opts.platform, quiet=True)
         return self._bases[ref]
 
@@ -104,7 +103,7 @@ class Builder:
         from builder.scripted import base_layers
         from frontend.steps import BaseInfo
         rec = self.base_image(ref)
-        cfg, _ = base_layers(self.app, rec)
+        cfg, _ = base_layers(self.ws, rec)
         c = cfg.config
         return BaseInfo(list(c.get("Env") or []), c.get("WorkingDir") or "", c.get("Shell"),
                         list(c.get("OnBuild") or []))
@@ -115,7 +114,7 @@ class Builder:
         if st.container is None:
             base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
                     for l in st.layers]
-            st.container = container_over(self.app, self.rt, st.image, None, st.cfg, base, save=False)
+            st.container = container_over(self.ws, self.rt, st.image, None, st.cfg, base, save=False)
             self.containers.append(st.container)
         return st.container
 
@@ -135,7 +134,7 @@ class Builder:
 
     # --- cache ---
     def cache_path(self, key: str) -> Path:
-        return self.app.root / "cache" / key
+        return self.ws.root / "cache" / key
 
     def cache_get(self, key: str) -> dict | None:
         if not self.opts.layers or self.opts.no_cache:
@@ -163,7 +162,7 @@ class Builder:
         from builder.workspace import snapshots
         from builder.scripted import commit_layer
         c = self.container(st)
-        layer = commit_layer(self.app, self.rt, c, compression=self.opts.compression,
+        layer = commit_layer(self.ws, self.rt, c, compression=self.opts.compression,
                              level=self.opts.compression_level, image_format=self.opts.image_format,
                              epoch=self.epoch)
         if layer is not None:
@@ -241,7 +240,7 @@ class Builder:
             spec = process_spec(c, step.args, env=env, network=step.network or self.opts.network,
                                 mounts=mounts, stdin_data=step.stdin if step.stdin is not None else b"")
             t0 = time.monotonic()
-            status = run_process(self.app, c, spec, self.rt, extra)
+            status = run_process(self.ws, c, spec, self.rt, extra)
             if status != 0:
                 raise BuildError(f"{self.filename}:{step.line}: RUN: {_short(step.args)}: exited with status "
                                  f"{status}" if status < 128 else
@@ -286,7 +285,7 @@ class Builder:
                 os.chmod(path, m.mode if m.mode is not None else 0o400)
                 out.append(BindSpec(str(path), m.target, readonly=True))
             elif m.type == "cache":
-                cdir = self.app.root / "cache-mounts" / _h(m.id or m.target)[:24]
+                cdir = self.ws.root / "cache-mounts" / _h(m.id or m.target)[:24]
                 cdir.mkdir(parents=True, exist_ok=True)
                 out.append(BindSpec(str(cdir), m.target, readonly=False))
             elif m.type == "tmpfs":
@@ -360,12 +359,12 @@ class Builder:
                     d = dest.rstrip("/") + "/" + sub if sub not in ("", ".") else dest
                     plan = copier.plan_copy([s], d.rstrip("/") + "/", "dir", chmod=step.chmod, excluded=excluded)
                     plan.source_excluded = source_excluded
-                    copy_plan_into(self.app, self.rt, c, plan, step.chown)
+                    copy_plan_into(self.ws, self.rt, c, plan, step.chown)
                 return
             plan = copier.plan_copy(sources, dest, container_path_kind(self.rt, c, dest), chmod=step.chmod,
                                     excluded=excluded)
             plan.source_excluded = source_excluded
-            copy_plan_into(self.app, self.rt, c, plan, step.chown)
+            copy_plan_into(self.ws, self.rt, c, plan, step.chown)
         try:
             if self.fs_step(st, step, key_extra, run):
                 self.say("--> Using cache")
@@ -399,7 +398,7 @@ class Builder:
     def image_state(self, ref: str) -> StageState:
         from builder.scripted import base_layers
         rec = self.base_image(ref)
-        cfg, layers = base_layers(self.app, rec)
+        cfg, layers = base_layers(self.ws, rec)
         return StageState(-1, cfg, [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in layers],
                           _h("image:" + rec.manifest_digest), ref)
 
@@ -420,7 +419,7 @@ class Builder:
                               config={"Env": [f"PATH={ce.DEFAULT_PATH}"]})
             return StageState(stage.index, cfg, [], _h("scratch:" + str(plat)), "scratch")
         rec = self.base_image(stage.base_image)
-        cfg, layers = base_layers(self.app, rec)
+        cfg, layers = base_layers(self.ws, rec)
         cfg.config.pop("OnBuild", None)  # triggers run in this build and are not inherited
         return StageState(stage.index, cfg, [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id)
                                              for l in layers], _h("image:" + rec.manifest_digest), stage.base_image)
@@ -528,7 +527,7 @@ class Builder:
         from builder.image.pull import push_record
         digest = rec.manifest_digest
         for dest in remote:
-            res = push_record(self.app, rec, dest, registry=opts.registry, image_format=opts.image_format)
+            res = push_record(self.ws, rec, dest, registry=opts.registry, image_format=opts.image_format)
             digest = res.manifest_digest
         for out in opts.outputs:
             self.export(rec, out, local_names)
@@ -549,9 +548,9 @@ class Builder:
             ref = names[0].rsplit(":", 1)[1] if names and out.type != "docker-archive" else \
                 (names[0] if names else "")
             dest = f"{out.type}:{out.dest}" + (f":{ref}" if ref else "")
-            push_record(self.app, rec, dest, image_format="docker" if out.type == "docker-archive" else "oci")
+            push_record(self.ws, rec, dest, image_format="docker" if out.type == "docker-archive" else "oci")
         elif out.type == "registry":
-            push_record(self.app, rec, "docker://" + out.dest, registry=self.opts.registry)
+            push_record(self.ws, rec, "docker://" + out.dest, registry=self.opts.registry)
         elif out.type in ("local", "tar"):
             self.export_fs(rec, out)
         else:
@@ -582,7 +581,7 @@ class Builder:
         from builder.scripted import squash_layers
         stage = graph.stages[graph.target]
         base = self.base_layer_count(stage)
-        merged = squash_layers(self.app, self.rt, st.layers[:base], st.layers[base:],
+        merged = squash_layers(self.ws, self.rt, st.layers[:base], st.layers[base:],
                                compression=self.opts.compression, level=self.opts.compression_level,
                                image_format=self.opts.image_format, epoch=self.epoch)
         hist = [h for h in st.cfg.history[:self.base_history]]
@@ -596,7 +595,7 @@ class Builder:
         if stage.base_image is None:
             return 0
         from builder.scripted import base_layers
-        cfg, layers = base_layers(self.app, self.base_image(stage.base_image))
+        cfg, layers = base_layers(self.ws, self.base_image(stage.base_image))
         self.base_history = len(cfg.history)
         return len(layers)
 
@@ -644,6 +643,6 @@ def _short(args: list[str]) -> str:
     return text if len(text) < 120 else text[:117] + "..."
 
 
-def build(app: "AppContext", opts: BuildOptions) -> BuildResult:
-    b = Builder(app, opts)
+def build(ws: "Workspace", opts: BuildOptions) -> BuildResult:
+    b = Builder(ws, opts)
     return b.build()

@@ -1,4 +1,5 @@
-"""Per-invocation state shared by all commands: store root, driver, debug flags."""
+"""Per-invocation state shared by all commands: the global flags, and the
+library Workspace they describe (commands add --isolation/--runtime to it)."""
 from __future__ import annotations
 
 import logging
@@ -6,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
+
 if TYPE_CHECKING:
     from builder.image.store import Store
+    from builder.workspace.workspace import Workspace
 
 
 @dataclass
@@ -16,7 +20,7 @@ class AppContext:
     storage_driver: str | None
     debug: bool
     log_level: str
-    _store: "Store | None" = field(default=None, repr=False)
+    _workspace: "Workspace | None" = field(default=None, repr=False)
 
     @classmethod
     def create(cls, root: str | None, storage_driver: str | None, debug: bool, log_level: str) -> "AppContext":
@@ -27,8 +31,23 @@ class AppContext:
         return cls(Path(root) if root else default_root(), storage_driver, debug, level)
 
     @property
+    def workspace(self) -> "Workspace":
+        """The Workspace of the global flags (no isolation or OCI runtime chosen)."""
+        if self._workspace is None:
+            from builder.workspace.workspace import Workspace
+            self._workspace = Workspace(self.root, driver=self.storage_driver)
+        return self._workspace
+
+    @property
     def store(self) -> "Store":
-        if self._store is None:
-            from builder.image.store import Store
-            self._store = Store(self.root)
-        return self._store
+        return self.workspace.store
+
+
+def workspace(ctx: click.Context, *, isolation: str | None = None, oci_runtime: str | None = None) -> "Workspace":
+    """The command's Workspace: the global flags plus its --isolation and --runtime (or the
+    --runtime an option callback recorded in ``ctx.meta["bale.runtime"]``)."""
+    app: AppContext = ctx.find_root().obj
+    runtime = oci_runtime or ctx.meta.get("bale.runtime")
+    if isolation is None and runtime is None:
+        return app.workspace
+    return app.workspace.with_options(isolation=isolation, oci_runtime=runtime)

@@ -10,7 +10,7 @@ from builder.image.oci import Platform
 from builder.image.transports import Location, open_destination, open_source, parse_location
 
 if TYPE_CHECKING:
-    from builder.cli.context import AppContext
+    from builder.workspace.workspace import Workspace
     from builder.progress import Progress
     from builder.image.registry.options import RegistryOptions
     from builder.image.store import ImageRecord
@@ -31,10 +31,10 @@ def source_candidates(text: str) -> list[Location]:
     return [Location("docker", reference=r) for r in resolve_short_name(text)]
 
 
-def pull_image(app: "AppContext", image: str, *, registry: "RegistryOptions | None" = None,
+def pull_image(ws: "Workspace", image: str, *, registry: "RegistryOptions | None" = None,
                platform: str | None = None, quiet: bool = True, progress: "Progress | None" = None) -> "ImageRecord":
     """Copy ``image`` into the store under its name; tries short-name candidates in order."""
-    store = app.store
+    store = ws.store
     errors: list[str] = []
     for loc in source_candidates(image):
         names = [loc.reference.name] if loc.reference is not None else _names_for(loc)
@@ -68,7 +68,7 @@ def _names_for(loc: Location) -> list[str]:
     return []
 
 
-def push_record(app: "AppContext", rec: "ImageRecord", dest: str, *, registry: "RegistryOptions | None" = None,
+def push_record(ws: "Workspace", rec: "ImageRecord", dest: str, *, registry: "RegistryOptions | None" = None,
                 image_format: str | None = None, progress: "Progress | None" = None,
                 quiet: bool = True) -> CopyResult:
     from builder.image.transports import StoreSource
@@ -76,6 +76,6 @@ def push_record(app: "AppContext", rec: "ImageRecord", dest: str, *, registry: "
     if loc.kind == "store":
         raise BaleError(f"push {dest}: destination must be a transport (docker://, oci:, oci-archive:, "
                         "docker-archive:)")
-    src = StoreSource(app.store, rec)
-    dst = open_destination(loc, store=app.store, registry=registry, progress=progress, names=list(rec.names))
-    return copy_image(src, dst, image_format=image_format, progress=progress, tmp_dir=app.store.tmp_dir)
+    src = StoreSource(ws.store, rec)
+    dst = open_destination(loc, store=ws.store, registry=registry, progress=progress, names=list(rec.names))
+    return copy_image(src, dst, image_format=image_format, progress=progress, tmp_dir=ws.store.tmp_dir)

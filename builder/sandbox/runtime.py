@@ -1,6 +1,6 @@
 """``--isolation oci``: write an OCI runtime-spec bundle (config.json with the
 snapshot as root) and hand it to runc, crun, or the runtime named by
-``--runtime``/``BALE_RUNTIME``. Rootless, the bundle is made and run inside
+``--runtime`` (the ``runtime`` argument of run_oci). Rootless, the bundle is made and run inside
 bale's user namespace (where the snapshot is mounted), so the runtime sees
 itself in a user namespace and manages no cgroups."""
 from __future__ import annotations
@@ -17,13 +17,19 @@ from builder.errors import SandboxError
 from builder.sandbox.spec import ProcessSpec, RunResult
 
 
-def find_runtime() -> str:
-    name = os.environ.get("BALE_RUNTIME")
-    for cand in ([name] if name else []) + ["runc", "crun"]:
-        path = shutil.which(cand) if cand and not os.path.isabs(cand) else cand
+def find_runtime(name: str | None = None) -> str:
+    """The OCI runtime's path: ``name`` (a command or a path) if given, else runc, else crun.
+    Raises SandboxError when none is executable."""
+    if name:
+        path = shutil.which(name) if not os.path.isabs(name) else name
         if path and os.access(path, os.X_OK):
             return path
-    raise SandboxError("--isolation oci: no OCI runtime found (install runc or crun, or set BALE_RUNTIME)")
+        raise SandboxError(f"--runtime {name}: not found or not executable")
+    for cand in ("runc", "crun"):
+        path = shutil.which(cand)
+        if path and os.access(path, os.X_OK):
+            return path
+    raise SandboxError("--isolation oci: no OCI runtime found (install runc or crun, or pass --runtime)")
 
 
 def bundle_config(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int], str], etc: dict[str, Path],
@@ -74,10 +80,9 @@ _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL"
          "CAP_NET_RAW"]
 
 
-def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool) -> RunResult:
+def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str) -> RunResult:
     from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point
     from builder.sandbox.users import resolve_user
-    runtime = find_runtime()
     root = Path(rootfs.setup())
     created: list[str] = []
     for d in MOUNT_DIRS:
@@ -113,7 +118,9 @@ def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool) -> RunResult:
     return RunResult(128 - code if code < 0 else code, created)
 
 
-def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None) -> RunResult:
+def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None, runtime: str | None = None) -> RunResult:
+    """Run ``spec`` with the OCI runtime ``runtime`` (see find_runtime) in ``userns``."""
     from builder.sandbox.userns import UserNamespace
+    path = find_runtime(runtime)
     ns = userns or UserNamespace()
-    return ns.call(_run_in_ns, spec, rootfs, ns.full_mapping)
+    return ns.call(_run_in_ns, spec, rootfs, ns.full_mapping, path)

@@ -30,9 +30,11 @@ class StoreBlobOpener:
 class Runtime:
     """Isolation + snapshot driver for one store."""
 
-    def __init__(self, store_root: Path, *, isolation: str | None = None, driver: str | None = None) -> None:
+    def __init__(self, store_root: Path, *, isolation: str | None = None, driver: str | None = None,
+                 oci_runtime: str | None = None) -> None:
         from builder.sandbox.probe import choose, probe
         self.store_root = Path(store_root)
+        self.oci_runtime = oci_runtime
         caps = probe(self.store_root)
         self.isolation, self.driver_name, notice = choose(caps, isolation, driver)
         if notice:
@@ -59,7 +61,7 @@ class Runtime:
             return run_chroot(spec, provider)
         if self.isolation == "oci":
             from builder.sandbox.runtime import run_oci
-            return run_oci(spec, provider, userns=self.userns())
+            return run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime)
         return self.userns().run(spec, provider)
 
     def stream_from(self, fn: Callable[..., Any], *args: Any, sink: Callable[[IO[bytes]], T]) -> T:

@@ -59,11 +59,9 @@ def _pull_policy(value: str | None) -> str:
 @click.pass_context
 def bud(ctx: click.Context, context: str, **kw: Any) -> None:
     """Build an image from a Dockerfile in CONTEXT (a directory, a tarball, - or a git URL)."""
-    import os
     from builder.build import options as bo
     from builder.build.builder import build
-    if kw.pop("runtime", None):
-        os.environ["BALE_RUNTIME"] = ctx.params["runtime"]
+    from builder.cli.context import workspace
     regopts = registry_options_from(kw)
     pull = _pull_policy(kw["pull"])
     if kw["pull_always"]:
@@ -86,5 +84,5 @@ def bud(ctx: click.Context, context: str, **kw: Any) -> None:
         network="host" if kw["network"] == "default" else kw["network"], quiet=kw["quiet"],
         progress=kw["progress"], registry=regopts, isolation=kw["isolation"],
         remove_intermediate=kw["remove_intermediate"] or kw["force_rm"], jobs=max(1, kw["jobs"]))
-    result = build(ctx.find_root().obj, opts)
+    result = build(workspace(ctx, oci_runtime=kw["runtime"]), opts)
     click.echo(result.image_id.split(":", 1)[1] if result.image_id else "")

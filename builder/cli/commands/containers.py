@@ -12,7 +12,8 @@ from builder.cli.options import output_options, platform_option, registry_option
 
 
 def _app(ctx: click.Context) -> Any:
-    return ctx.find_root().obj
+    from builder.cli.context import workspace
+    return workspace(ctx)
 
 
 def _isolation(f: Any) -> Any:
@@ -24,9 +25,8 @@ def _isolation(f: Any) -> Any:
 
 
 def _set_runtime(ctx: click.Context, param: Any, value: str | None) -> None:
-    import os
     if value:
-        os.environ["BALE_RUNTIME"] = value
+        ctx.meta["bale.runtime"] = value
 
 
 @click.command("from")

@@ -12,7 +12,8 @@ from builder.cli.options import output_options, platform_option, progress_option
 
 
 def _app(ctx: click.Context) -> Any:
-    return ctx.find_root().obj
+    from builder.cli.context import workspace
+    return workspace(ctx)
 
 
 @click.command("pull")
