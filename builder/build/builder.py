@@ -558,23 +558,8 @@ class Builder:
 
     def export_fs(self, rec: "ImageRecord", out: Any) -> None:
         """The image's filesystem, flattened, into a directory (local) or a tar file (tar)."""
-        from builder.image.commit import image_layers
-        from builder.image.compress import decompress_reader
-        from snapshotter.apply import apply_tar
-        _, layers = image_layers(self.store, rec)
-        target = Path(out.dest) if out.type == "local" else Path(tempfile.mkdtemp(dir=self.store.tmp_dir))
-        try:
-            for l in layers:
-                with decompress_reader(self.store.open_blob(l.descriptor.digest), l.descriptor.media_type) as r:
-                    apply_tar(r, target, whiteout_format="native")
-            if out.type == "tar":
-                import tarfile
-                with tarfile.open(out.dest, "w", format=tarfile.PAX_FORMAT) as t:
-                    for p in sorted(target.iterdir()):
-                        t.add(str(p), arcname=p.name)
-        finally:
-            if out.type == "tar":
-                shutil.rmtree(target, ignore_errors=True)
+        from builder.build.export import export_filesystem
+        export_filesystem(self.rt, self.store, rec, out)
 
     def squash(self, st: StageState, graph: Any) -> list[Layer]:
         """buildah's bud --squash: the layers this build added become one; the base's stay."""
