@@ -18,7 +18,15 @@ def _bool_flag(text: str) -> bool:
 
 
 def registry_options(f: F) -> F:
-    """--tls-verify, --cert-dir, --creds, --authfile (as buildah and skopeo take them)."""
+    """--tls-verify, --cert-dir, --creds, --authfile, --retry, --retry-delay (as buildah and skopeo take
+    them) and --registry-timeout."""
+    f = click.option("--registry-timeout", "registry_timeout", default=None, metavar="DURATION",
+                     envvar="BALE_REGISTRY_TIMEOUT",
+                     help="Connect and read timeout of each registry request (default 30s).")(f)
+    f = click.option("--retry-delay", "retry_delay", default=None, metavar="DURATION",
+                     help="Delay between tries of a failed registry request (default: backoff from 0.5s).")(f)
+    f = click.option("--retry", "retry", default=None, type=click.IntRange(min=0),
+                     help="How often to try a failed registry request again (default 3).")(f)
     f = click.option("--authfile", envvar="REGISTRY_AUTH_FILE", default=None,
                      help="Path of the authentication file.")(f)
     f = click.option("--creds", default=None, metavar="USER[:PASS]", help="Credentials for the registry.")(f)
@@ -31,9 +39,15 @@ def registry_options(f: F) -> F:
 
 def registry_options_from(kwargs: dict[str, Any]) -> "Any":
     """Pop the registry_options values out of a command's kwargs into a RegistryOptions."""
-    from builder.image.registry.options import RegistryOptions
+    from builder.image.registry.options import DEFAULT_RETRIES, DEFAULT_TIMEOUT, RegistryOptions, parse_duration
+    retry, delay, timeout = kwargs.pop("retry", None), kwargs.pop("retry_delay", None), \
+        kwargs.pop("registry_timeout", None)
     return RegistryOptions(tls_verify=kwargs.pop("tls_verify", None), cert_dir=kwargs.pop("cert_dir", None),
-                           creds=kwargs.pop("creds", None), authfile=kwargs.pop("authfile", None))
+                           creds=kwargs.pop("creds", None), authfile=kwargs.pop("authfile", None),
+                           retries=DEFAULT_RETRIES if retry is None else retry,
+                           retry_delay=None if delay is None else parse_duration(delay, "--retry-delay"),
+                           timeout=DEFAULT_TIMEOUT if timeout is None else
+                           (parse_duration(timeout, "--registry-timeout") or DEFAULT_TIMEOUT))
 
 
 def output_options(f: F | None = None, *, short_format: bool = True) -> Any:

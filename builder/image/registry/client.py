@@ -17,7 +17,7 @@ from builder.errors import AuthError, BaleError, DigestMismatch, NotFoundError, 
 from builder.image.oci import MANIFEST_ACCEPT, Descriptor, detect_media_type, new_hasher, sha256_digest
 from builder.progress import NullProgress, Progress
 from builder.image.registry import auth
-from builder.image.registry.http import Response, Transport, describe, error_message
+from builder.image.registry.http import Backoff, Response, Transport, describe, error_message, retry_after
 from builder.image.registry.options import RegistryOptions
 
 log = logging.getLogger("bale")
@@ -239,38 +239,60 @@ class RegistryClient:
         raise self._fail(resp, what)
 
     def fetch_blob(self, repo: str, desc: Descriptor, sink: Any, reset: Callable[[], None] | None = None) -> None:
-        """Stream the blob into ``sink``; resumes with Range after a broken connection."""
+        """Stream the blob into ``sink``, verified against ``desc`` (DigestMismatch otherwise).
+
+        A broken connection resumes with ``Range: bytes=N-``. A registry that ignores Range (200
+        instead of 206) sends the blob again from byte 0: with ``reset`` the sink is emptied and
+        filled again, without it the first N bytes of the new answer are read and dropped (the
+        final digest check covers both halves). Fails after MAX_RESUMES breaks, or after two
+        breaks in a row that brought no new byte."""
         what = f"blob {desc.digest[:19]} of {self._what(repo)}"
         hasher = new_hasher(desc.digest)
         got = 0
+        stalled = 0
         self.progress.start(desc.digest, desc.digest[7:19], desc.size or None)
         for attempt in range(MAX_RESUMES + 1):
             headers = {"Range": f"bytes={got}-"} if got else {}
             resp = self._call("GET", f"/v2/{repo}/blobs/{desc.digest}", repo=repo, what=what, stream=True,
                               headers=headers)
+            skip = 0
             if resp.status_code == 200 and got:
-                if reset is None:
-                    resp.close()
-                    raise RegistryError(f"{what}: connection broke and the registry does not resume (no Range)")
-                reset()  # the registry ignored Range: start over
-                self.progress.advance(desc.digest, -got)
-                hasher, got = new_hasher(desc.digest), 0
+                log.info("%s: the registry ignored Range; reading the blob again from byte 0", what)
+                if reset is not None:
+                    reset()
+                    self.progress.advance(desc.digest, -got)
+                    hasher, got = new_hasher(desc.digest), 0
+                else:
+                    skip = got
+            elif resp.status_code == 206 and got and not _range_starts_at(resp.headers.get("Content-Range"), got):
+                resp.close()
+                raise RegistryError(f"{what}: the registry answered a different range than asked "
+                                    f"({resp.headers.get('Content-Range')!r} for bytes={got}-)")
             elif resp.status_code not in (200, 206):
                 raise self._fail(resp, what)
+            before = got
             try:
                 for chunk in resp.iter_content(1 << 16):
+                    if skip:
+                        drop = min(skip, len(chunk))
+                        chunk, skip = chunk[drop:], skip - drop
+                        if not chunk:
+                            continue
                     hasher.update(chunk)
                     sink.write(chunk)
                     got += len(chunk)
                     self.progress.advance(desc.digest, len(chunk))
                     if desc.size and got > desc.size:
                         raise DigestMismatch(f"{what}: more bytes than the {desc.size} the descriptor says")
+                if skip:
+                    raise RegistryError(f"{what}: the registry sent fewer bytes than before")
                 break
             except BaleError:
                 raise
             except Exception as exc:  # connection broke mid-body: resume from `got`
                 resp.close()
-                if attempt == MAX_RESUMES:
+                stalled = stalled + 1 if got == before else 0
+                if attempt == MAX_RESUMES or stalled >= 2:
                     raise RegistryError(f"{what}: download failed: {describe(exc)}") from None
                 log.info("%s: %s after %d bytes, resuming", what, describe(exc), got)
         if (desc.size and got != desc.size) or "sha256:" + hasher.hexdigest() != desc.digest:
@@ -347,61 +369,106 @@ class RegistryClient:
                         if isinstance(exc, AuthError) or attempt == 3:
                             raise
                         self.progress.advance(desc.digest, -size)
+                        Backoff(self.options.retry_delay).sleep()
                         raise _SessionGone() from None
         offset = 0
         failures = 0
+        backoff = Backoff(self.options.retry_delay)
+        zero_clamped = False  # the last status said "0-0": nothing, or (never from us) one byte
         while offset < size:
             end = min(offset + CHUNK_SIZE, size)
+            shown = [offset]  # where the progress bar stands
+
+            def advance(n: int) -> None:
+                shown[0] += n
+                self.progress.advance(desc.digest, n)
             try:
                 with open_at(offset) as fh:
                     resp = self._call("PATCH", location, repo=repo, push=True, what=what, retry=False,
-                                      data=_Body(fh, end - offset, lambda n: self.progress.advance(desc.digest, n)),
+                                      data=_Body(fh, end - offset, advance),
                                       headers={"Content-Type": "application/octet-stream",
                                                "Content-Range": f"{offset}-{end - 1}"})
                 if resp.status_code == 404:
                     resp.close()
                     raise _SessionGone()
-                if resp.status_code != 202:
-                    if resp.status_code < 500 and resp.status_code != 429:
-                        raise self._fail(resp, what)
+                if resp.status_code == 416 and zero_clamped and offset == 0:
+                    # "0-0" meant one byte after all: the registry wants the chunk from byte 1
                     resp.close()
-                    raise RegistryError(f"{what}: registry answered {resp.status_code}")
+                    self.progress.advance(desc.digest, 1 - shown[0])
+                    offset, zero_clamped = 1, False
+                    continue
+                if resp.status_code != 202:
+                    if resp.status_code < 500 and resp.status_code not in (408, 416, 429):
+                        raise self._fail(resp, what)
+                    wait = retry_after(resp)
+                    resp.close()
+                    raise _ChunkFailed(f"registry answered {resp.status_code}", wait)
                 location = resp.headers.get("Location") or location
                 resp.close()
-                offset = _range_end(resp.headers.get("Range"), end)
-                failures = 0
-            except (RegistryError, _Reauth) as exc:
+                offset = upload_offset(resp.headers.get("Range"), end)
+                failures, zero_clamped = 0, False
+            except (RegistryError, _Reauth, _ChunkFailed) as exc:
                 if isinstance(exc, (AuthError, NotFoundError)):
                     raise
                 failures += 1
-                if failures > MAX_RESUMES:
-                    raise
-                done = offset
-                offset, location = self._upload_status(repo, location, what)
-                log.info("%s: chunk failed (%s); the registry has %d bytes, resuming there", what, exc, offset)
-                self.progress.advance(desc.digest, offset - done)
+                if failures > max(MAX_RESUMES, self.options.retries):
+                    raise RegistryError(f"{what}: chunk upload failed {failures} times: {exc}") from None
+                waited = backoff.sleep(exc.wait if isinstance(exc, _ChunkFailed) else None)
+                offset, location, zero_clamped = self._upload_status(repo, location, what)
+                log.info("%s: chunk failed (%s); waited %.1f s; the registry has %d bytes, resuming there",
+                         what, exc, waited, offset)
+                self.progress.advance(desc.digest, offset - shown[0])
         self._put_final(repo, location, desc, what)
 
-    def _upload_status(self, repo: str, location: str, what: str) -> tuple[int, str]:
-        """How many bytes the registry holds for an upload session (GET → 204 with Range: 0-N)."""
+    def _upload_status(self, repo: str, location: str, what: str) -> tuple[int, str, bool]:
+        """(bytes the registry holds for an upload session, its location, whether the answer was
+        the ambiguous ``0-0``), from GET on the upload URL (204 with ``Range: 0-N``)."""
         resp = self._call("GET", location, repo=repo, push=True, what=what)
         resp.close()
-        if resp.status_code == 404:
+        if resp.status_code in (400, 404):  # BLOB_UPLOAD_UNKNOWN, or BLOB_UPLOAD_INVALID and cancelled
             raise _SessionGone()
         if resp.status_code not in (202, 204):
             raise self._fail(resp, what)
-        return _range_end(resp.headers.get("Range"), 0), resp.headers.get("Location") or location
+        header = resp.headers.get("Range")
+        return upload_offset(header, 0), resp.headers.get("Location") or location, _is_zero_clamped(header)
 
 
-def _range_end(header: str | None, default: int) -> int:
-    """Next offset from a ``Range: 0-N`` header (N inclusive)."""
+def _range_starts_at(header: str | None, offset: int) -> bool:
+    """Whether a ``Content-Range: bytes START-END/TOTAL`` answer starts at ``offset`` (no header: trust it)."""
+    if not header:
+        return True
+    first = header.removeprefix("bytes").strip().partition("-")[0]
+    return first.strip() == str(offset)
+
+
+def upload_offset(header: str | None, default: int) -> int:
+    """Bytes held by an upload session, from its ``Range: 0-N`` header (N inclusive).
+
+    distribution clamps an empty upload's range to ``0-0`` (registry/handlers/blobupload.go:
+    ``endRange := size; if endRange > 0 { endRange = endRange - 1 }``), so ``0-0`` is read as
+    nothing stored: bale never sends one-byte chunks, and a 416 on the resent chunk corrects it."""
     if not header:
         return default
-    _, _, end = header.removeprefix("bytes=").partition("-")
+    start, _, end = header.removeprefix("bytes=").partition("-")
     try:
-        return int(end) + 1
+        first, last = int(start), int(end)
     except ValueError:
         return default
+    if first == 0 and last == 0:
+        return 0
+    return last + 1
+
+
+def _is_zero_clamped(header: str | None) -> bool:
+    return bool(header) and header.removeprefix("bytes=").strip() == "0-0"  # type: ignore[union-attr]
+
+
+class _ChunkFailed(Exception):
+    """A PATCH answered 5xx/429/408: ask the registry where the upload stands, then go on."""
+
+    def __init__(self, message: str, wait: float | None) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 class _SessionGone(Exception):

@@ -17,7 +17,6 @@ from builder.errors import RegistryError
 from builder.image.registry.options import RegistryOptions
 
 log = logging.getLogger("bale")
-MAX_TRIES = 5
 SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 Response = requests.Response
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -109,7 +108,7 @@ class Transport:
         if not self.insecure:
             return "https"
         try:
-            self.session.get(f"https://{self.host}/v2/", timeout=10, verify=False)
+            self.session.get(f"https://{self.host}/v2/", timeout=min(10.0, self.options.timeout), verify=False)
             return "https"
         except requests.RequestException:
             return "http"
@@ -121,37 +120,71 @@ class Transport:
 
     def request(self, method: str, path: str, *, what: str, retry: bool = True, stream: bool = False,
                 headers: dict[str, str] | None = None, data: Any = None, params: dict[str, str] | None = None,
-                auth_header: Callable[[], dict[str, str]] | None = None, timeout: float = 120,
+                auth_header: Callable[[], dict[str, str]] | None = None, timeout: float | None = None,
                 allow_redirects: bool = True) -> requests.Response:
-        """One request, retried on connection errors, 5xx and 429 (honouring Retry-After) when ``retry``."""
-        tries = MAX_TRIES if retry else 1
-        delay = _base_delay()
+        """One request, retried on connection errors, 5xx and 429 (honouring Retry-After) when ``retry``.
+
+        ``timeout`` (seconds, default ``options.timeout``) bounds the connect and every read. A request
+        that times out is not tried again: a registry that accepts connections and never answers fails
+        after one timeout with a RegistryError naming the host."""
+        tries = 1 + max(0, self.options.retries) if retry else 1
+        limit = timeout if timeout is not None else self.options.timeout
+        backoff = Backoff(self.options.retry_delay)
         for attempt in range(1, tries + 1):
             h = dict(headers or {})
             if auth_header:
                 h.update(auth_header())
             try:
                 resp = self.session.request(method, self.url(path), headers=h, data=data, params=params,
-                                            stream=stream, timeout=timeout, allow_redirects=allow_redirects,
+                                            stream=stream, timeout=(limit, limit), allow_redirects=allow_redirects,
                                             verify=self.session.verify)  # explicit: env CA bundles must not win
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(f"{what}: TLS error talking to {self.host}: {describe(exc)}") from None
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            except requests.Timeout:
+                raise RegistryError(f"{what}: {self.host} did not answer within {limit:g} s "
+                                    "(--registry-timeout)") from None
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 if attempt == tries:
                     raise RegistryError(f"{what}: cannot reach {self.host}: {describe(exc)}") from None
                 log.info("%s: %s, retrying", what, describe(exc))
-                time.sleep(delay * (1 + random.random() / 4))
-                delay *= 2
+                backoff.sleep()
                 continue
             if resp.status_code in RETRY_STATUS and attempt < tries:
-                wait = _retry_after(resp) if resp.status_code == 429 else None
+                wait = retry_after(resp)
                 resp.close()
                 log.info("%s: %s answered %d, retrying", what, self.host, resp.status_code)
-                time.sleep(wait if wait is not None else delay * (1 + random.random() / 4))
-                delay *= 2
+                backoff.sleep(wait)
                 continue
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Backoff:
+    """Waits between tries: a fixed ``delay`` (--retry-delay) or exponential from
+    $BALE_RETRY_BASE_DELAY with 25 % jitter; a registry's Retry-After wins (capped at 60 s)."""
+
+    def __init__(self, delay: float | None) -> None:
+        self.fixed = delay
+        self.next = _base_delay() if delay is None else delay
+
+    def sleep(self, retry_after_s: float | None = None) -> float:
+        """Sleep and return the seconds slept."""
+        if retry_after_s is not None:
+            wait = retry_after_s
+        elif self.fixed is not None:
+            wait = self.fixed
+        else:
+            wait = self.next * (1 + random.random() / 4)
+            self.next *= 2
+        time.sleep(wait)
+        return wait
+
+
+def retry_after(resp: requests.Response) -> float | None:
+    """Seconds a 429/503 answer asks the client to wait (Retry-After, seconds or HTTP date), capped at 60."""
+    if resp.status_code not in (429, 503):
+        return None
+    return _retry_after(resp)
 
 
 def _retry_after(resp: requests.Response) -> float | None:
