@@ -26,7 +26,7 @@ class Change:
 
 
 def _xattrs(host: str) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     try:
         names = os.listxattr(host, follow_symlinks=False)
     except OSError:
@@ -109,9 +109,10 @@ def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_da
                 st = os.lstat(host)
             except FileNotFoundError:
                 continue
-            ti = _header(name, host, st, source_date_epoch)
-            if ti is None:
+            header = _header(name, host, st, source_date_epoch)
+            if header is None:
                 continue
+            ti = header
             if ti.isreg() and st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 if key in links:

@@ -12,14 +12,17 @@ snapshot → ... → remove(key).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Collection
+from typing import Any, BinaryIO, Callable, Collection
 
 from snapshotter import syscalls
 from snapshotter.apply import OPAQUE_XATTRS, _remove, apply_tar
@@ -42,6 +45,106 @@ def remove_tree(path: Path) -> None:
         _remove(path)
 
 
+#: name prefixes of work directories next to layers and snapshots: ``.new-`` just made (not yet
+#: locked), ``.tmp-`` being built and ``.del-`` being removed, both held by an flock on the directory
+#: while their writer lives, so ``sweep`` removes only what a dead process left.
+NEW, TMP, DEL = ".new-", ".tmp-", ".del-"
+NEW_GRACE_S = 60.0
+
+
+def _locked_tempdir(parent: Path, tag: str) -> tuple[Path, int]:
+    """A fresh ``parent/.tmp-TAG-XXXX`` and the fd holding its exclusive flock (the caller closes it)."""
+    new = Path(tempfile.mkdtemp(dir=parent, prefix=f"{NEW}{tag}-"))
+    fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = new.with_name(TMP + new.name[len(NEW):])
+        os.rename(new, tmp)
+    except BaseException:
+        os.close(fd)
+        remove_tree(new)
+        raise
+    return tmp, fd
+
+
+def _discard(path: Path) -> None:
+    """Remove a directory tree so that no crash leaves it half-removed under its own name: it is
+    renamed to ``.del-`` (under an flock) first, then removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError:  # not a directory: a plain unlink is atomic already
+        remove_tree(path)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        gone = path.with_name(f"{DEL}{path.name[-24:]}-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, gone)
+        except FileNotFoundError:
+            return
+        remove_tree(gone)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, final: Path) -> bool:
+    """Rename the finished ``tmp`` to ``final`` (one rename: the only commit point). Returns False,
+    discarding ``tmp``, when another writer published ``final`` first. A ``final`` without its
+    ``diff`` (left by an older bale that crashed mid-commit) is discarded and replaced."""
+    if final.exists() and not (final / "diff").is_dir():
+        _discard(final)
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError:
+        if not (final / "diff").is_dir():
+            raise
+        _discard(tmp)
+        return False
+
+
+def sweep_dir(parent: Path) -> int:
+    """Remove the work directories (``.new-``, ``.tmp-``, ``.del-``) that dead writers left under
+    ``parent``; those whose writer is alive (flock held, or ``.new-`` younger than a minute) stay.
+    Returns how many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        path = parent / name
+        if name.startswith(NEW):
+            try:
+                if time.time() - os.lstat(path).st_mtime > NEW_GRACE_S:
+                    remove_tree(path)
+                    removed += 1
+            except OSError:
+                pass
+            continue
+        if not name.startswith((TMP, DEL)):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its writer is alive
+            os.close(fd)
+            continue
+        try:
+            remove_tree(path)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 class _Base:
     name = "base"
 
@@ -51,7 +154,7 @@ class _Base:
         (self.root / "containers").mkdir(parents=True, exist_ok=True)
 
     def _cdir(self, key: str) -> Path:
-        if "/" in key or key in ("", ".", ".."):
+        if "/" in key or not key or key.startswith("."):
             raise SnapshotError(f"invalid snapshot key {key!r}")
         return self.root / "containers" / key
 
@@ -76,7 +179,28 @@ class _Base:
         return self.layer_dir(layer_id).is_dir()
 
     def remove_layer(self, layer_id: str) -> None:
-        remove_tree(self.root / "layers" / layer_id)
+        """Remove an unpacked layer; it vanishes under its name in one rename, never half-removed."""
+        if "/" in layer_id or layer_id.startswith(".") or not layer_id:
+            raise SnapshotError(f"invalid layer id {layer_id!r}")
+        _discard(self.root / "layers" / layer_id)
+
+    def layers(self) -> list[str]:
+        """Ids of the unpacked layers (work directories excluded)."""
+        try:
+            return sorted(n for n in os.listdir(self.root / "layers") if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def snapshots(self) -> list[str]:
+        """Keys of the snapshots (work directories excluded)."""
+        try:
+            return sorted(n for n in os.listdir(self.root / "containers") if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def sweep(self) -> int:
+        """Remove what killed writers left (half-built layers, half-removed trees); see ``sweep_dir``."""
+        return sweep_dir(self.root / "layers") + sweep_dir(self.root / "containers")
 
     def remove(self, key: str) -> None:
         d = self._cdir(key)
@@ -86,7 +210,7 @@ class _Base:
                 syscalls.umount(str(merged), syscalls.MNT_DETACH)
             except OSError:
                 pass
-        remove_tree(d)
+        _discard(d)
 
 
 class OverlayDriver(_Base):
@@ -98,19 +222,16 @@ class OverlayDriver(_Base):
         final = self.root / "layers" / layer_id
         if (final / "diff").is_dir():
             return final / "diff"
-        tmp = Path(tempfile.mkdtemp(dir=self.root / "layers", prefix=f".{layer_id[:12]}-"))
+        tmp, lock = _locked_tempdir(self.root / "layers", layer_id[:12])
         try:
             with open_tar() as src:
                 apply_tar(src, tmp / "diff", whiteout_format="overlay")
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "diff").is_dir():
-                    raise
-                remove_tree(tmp)  # another process unpacked it first
+            _publish(tmp, final)  # another process may have unpacked it first: theirs stays
         except BaseException:
             remove_tree(tmp)
             raise
+        finally:
+            os.close(lock)
         return final / "diff"
 
     def prepare(self, key: str, layer_ids: list[str], openers: list[Opener] | None = None) -> None:
@@ -209,11 +330,18 @@ class OverlayDriver(_Base):
         d = self._cdir(key)
         self.unmount(key)
         final = self.root / "layers" / layer_id
-        if final.exists():
-            remove_tree(d / "upper")
-        else:
-            final.mkdir()
-            os.rename(d / "upper", final / "diff")
+        if self.has_layer(layer_id):
+            _discard(d / "upper")
+        else:  # the layer appears complete or not at all: built aside, published by one rename
+            tmp, lock = _locked_tempdir(self.root / "layers", layer_id[:12])
+            try:
+                os.rename(d / "upper", tmp / "diff")
+                _publish(tmp, final)
+            except BaseException:
+                remove_tree(tmp)
+                raise
+            finally:
+                os.close(lock)
         remove_tree(d / "work")
         (d / "upper").mkdir()
         (d / "work").mkdir()
@@ -291,7 +419,7 @@ class NativeDriver(_Base):
 
     def changes(self, key: str) -> list[Change]:
         d = self._cdir(key)
-        before: dict[str, list] = json.loads((d / "index.json").read_text())
+        before: dict[str, list[Any]] = json.loads((d / "index.json").read_text())
         now = _scan(d / "rootfs")
         out: list[Change] = []
         opaque: list[str] = []
@@ -300,7 +428,7 @@ class NativeDriver(_Base):
             if old is None:
                 out.append(Change(path, "content"))
             elif old != now[path]:
-                recreated_dir = stat.S_ISDIR(now[path][0]) and stat.S_ISDIR(old[0]) and old[6] != now[path][6]
+                recreated_dir = stat.S_ISDIR(now[path][0]) and stat.S_ISDIR(old[0]) and _replaced(old, now[path])
                 out.append(Change(path, "opaque" if recreated_dir else "content"))
                 if recreated_dir:
                     opaque.append(path + "/")
@@ -316,9 +444,11 @@ class NativeDriver(_Base):
     def diff(self, key: str, out: BinaryIO, *, ignore_if_empty: Collection[str] = (),
              source_date_epoch: int | None = None) -> int:
         d = self._cdir(key)
-        before = json.loads((d / "index.json").read_text())
-        changes = filter_sandbox_paths(self.changes(key), d / "rootfs", ignore_if_empty,
-                                       lambda p: tuple(before[p][:3]) if p in before else None)  # type: ignore[misc]
+        before: dict[str, list[Any]] = json.loads((d / "index.json").read_text())
+
+        def owner_before(p: str) -> tuple[int, int, int] | None:
+            return (int(before[p][0]), int(before[p][1]), int(before[p][2])) if p in before else None
+        changes = filter_sandbox_paths(self.changes(key), d / "rootfs", ignore_if_empty, owner_before)
         return write_tar(d / "rootfs", changes, out, source_date_epoch=source_date_epoch)
 
     def commit(self, key: str, layer_id: str) -> None:
@@ -326,9 +456,13 @@ class NativeDriver(_Base):
         self._save_index(key)
 
 
-def _scan(rootfs: Path) -> dict[str, list]:
-    """path -> [mode, uid, gid, size, mtime_ns, ctime_ns, inode, rdev, link target]."""
-    out: dict[str, list] = {}
+def _scan(rootfs: Path) -> dict[str, list[Any]]:
+    """path -> [mode, uid, gid, size, mtime_ns, ctime_ns, inode, rdev, link target, handle].
+
+    ``handle`` (directories only) is the kernel's file handle, which carries the inode's
+    generation: ext4 hands a deleted directory's inode number to the next mkdir, so the
+    number alone cannot tell "replaced" from "modified"; the handle can."""
+    out: dict[str, list[Any]] = {}
     for dirpath, dirnames, filenames in os.walk(rootfs):
         rel = os.path.relpath(dirpath, rootfs)
         base = "" if rel == "." else "/" + rel
@@ -336,9 +470,19 @@ def _scan(rootfs: Path) -> dict[str, list]:
             host = os.path.join(dirpath, name)
             st = os.lstat(host)
             link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
+            handle = syscalls.file_handle(host) if stat.S_ISDIR(st.st_mode) else None
             out[f"{base}/{name}"] = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                     st.st_ino, st.st_rdev, link]
+                                     st.st_ino, st.st_rdev, link, handle]
     return out
+
+
+def _replaced(old: list[Any], now: list[Any]) -> bool:
+    """Whether a directory at the same path is another inode than the indexed one: by file handle
+    where the filesystem gives one (never reused), else by inode number (may be recycled)."""
+    old_handle = old[9] if len(old) > 9 else None
+    if old_handle is not None and now[9] is not None:
+        return bool(old_handle != now[9])
+    return bool(old[6] != now[6])
 
 
 def get_driver(name: str, root: Path) -> _Base:

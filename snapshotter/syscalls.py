@@ -4,6 +4,7 @@ kernel's own message where the fs-context supplies one."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 
@@ -139,3 +140,28 @@ def bring_loopback_up() -> None:
         ifr = struct.pack("16sH14s", b"lo", 0, b"\0" * 14)
         flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b"\0" * 14))
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128)]
+
+
+AT_SYMLINK_FOLLOW = 0x400
+AT_HANDLE_FID = 0x200
+
+
+def file_handle(path: str) -> str | None:
+    """name_to_handle_at(2) of ``path`` (not followed) as "type:hex", or None where the filesystem has none.
+
+    A handle names one inode for its whole life, generation number included, so unlike an inode
+    number it is never handed to a new file (the guarantee NFS relies on). AT_HANDLE_FID (Linux 6.5)
+    also covers filesystems that cannot decode handles (overlayfs); older kernels retry without it."""
+    for flags in (AT_HANDLE_FID, 0):
+        fh = _FileHandle()
+        fh.handle_bytes = 128
+        mount_id = ctypes.c_int()
+        if _libc.name_to_handle_at(AT_FDCWD, _b(path), ctypes.byref(fh), ctypes.byref(mount_id), flags) == 0:
+            return f"{fh.handle_type}:{bytes(fh.f_handle[:fh.handle_bytes]).hex()}"
+        if ctypes.get_errno() != errno.EINVAL:
+            return None
+    return None
