@@ -1,113 +1,230 @@
-""".dockerignore: Docker's pattern rules (Go filepath.Match syntax plus ``**``),
-leading ``/`` and ``./`` cleaned, ``!`` exceptions, the last match wins, and
-a pattern matching a directory excludes everything under it."""
+""".dockerignore as BuildKit applies it to the build context.
+
+- Reading (moby/patternmatcher ignorefile/ignorefile.go:24-73 ``ReadAll``): a
+  UTF-8 BOM is dropped, a line whose first character is ``#`` is a comment,
+  blanks around a pattern (and after ``!``) are trimmed, the pattern is
+  cleaned (filepath.Clean) and a leading ``/`` removed.
+- Matching (patternmatcher.go ``MatchesUsingParentResults`` :216-272, as
+  fsutil's walker calls it, tonistiigi/fsutil filter.go:254-292): patterns are
+  applied in order, the last one that matches decides; a directory's result is
+  carried to what is under it.
+- Walking (fsutil filter.go:98-138, 268-288): an excluded directory is skipped
+  (with everything under it) unless some ``!`` exception could keep something
+  inside: when no exception holds a pattern character (``*[]?^\\``, a
+  trailing ``/*`` or ``/**`` aside) only exceptions starting with the
+  directory's path count; when one does, every directory is walked.
+
+An excluded path is not in the context: a COPY naming it fails as if it did
+not exist (``Matcher.hides``). Pattern errors are FrontendError naming the
+file and line.
+"""
 from __future__ import annotations
 
+import os
 import posixpath
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from frontend.errors import FrontendError
+from frontend.patterns import Pattern, PatternError, compile_pattern, go_clean
 
-@dataclass(frozen=True)
-class _Pattern:
-    text: str
-    regex: re.Pattern[str]
-    exclusion: bool  # a "!" exception
-
-
-def _translate(pattern: str) -> re.Pattern[str]:
-    """filepath.Match with ``**`` (any number of directories) → a regex over the whole path."""
-    out = ["^"]
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            if pattern[i:i + 2] == "**":
-                i += 2
-                if pattern[i:i + 1] == "/":
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j < 0:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1:j]
-                if body.startswith("^"):
-                    body = "!" + body[1:]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-                i = j
-        elif c == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    out.append("$")
-    return re.compile("".join(out))
+_PATTERN_CHARS = "*[]?^\\"  # fsutil filter.go:98-101
+_SPACE = " \t\n\r\v\f\x85\xa0"
 
 
-def _clean(p: str) -> str:
-    p = posixpath.normpath(p.strip())
-    while p.startswith("/") or p.startswith("./"):
-        p = p[1:] if p.startswith("/") else p[2:]
-    return "" if p == "." else p
+def read_patterns(text: str) -> list[tuple[int, str]]:
+    """ignorefile.ReadAll: (line number, pattern) pairs, ``!`` kept in front of exceptions."""
+    out = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if n == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        if line.startswith("#"):
+            continue
+        pattern = line.strip(_SPACE)
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip(_SPACE)
+        if pattern:
+            pattern = go_clean(pattern)
+            if len(pattern) > 1 and pattern.startswith("/"):
+                pattern = pattern[1:]
+        out.append((n, "!" + pattern if invert else pattern))
+    return out
+
+
+def _without_trailing_glob(text: str) -> str:
+    """fsutil filter.go:417 patternWithoutTrailingGlob."""
+    for suffix in ("/**", "/*"):
+        if text.endswith(suffix):
+            text = text[:-len(suffix)]
+    return text
 
 
 class Matcher:
-    def __init__(self, lines: list[str]) -> None:
-        self.patterns: list[_Pattern] = []
-        for raw in lines:
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            exc = line.startswith("!")
-            if exc:
-                line = line[1:].strip()
-            text = _clean(line)
-            if not text:
-                continue
-            self.patterns.append(_Pattern(text, _translate(text), exc))
+    """The exclusion rules of one ignore file (or of COPY --exclude patterns).
+
+    Paths are relative to the context, ``/``-separated; ``excluded`` and the callable
+    form answer whether the walk leaves the path out."""
+
+    def __init__(self, lines: list[str], filename: str = ".dockerignore",
+                 numbered: list[tuple[int, str]] | None = None) -> None:
+        self.filename = filename
+        self.patterns: list[Pattern] = []
+        for n, text in numbered if numbered is not None else list(enumerate(lines, 1)):
+            try:
+                p = compile_pattern(text)
+            except PatternError as exc:
+                raise FrontendError(f"invalid pattern {text!r}: {exc}", filename=filename, line=n) from None
+            if p is not None:
+                self.patterns.append(p)
+        self.exceptions = [p for p in self.patterns if p.exclusion]
+        self.only_prefix_exceptions = not any(any(c in _without_trailing_glob(p.text) for c in _PATTERN_CHARS)
+                                              for p in self.exceptions)
+        self._dirs: dict[str, tuple[bool, tuple[bool, ...], bool]] = {}
 
     @classmethod
-    def from_text(cls, text: str) -> "Matcher":
-        return cls(text.splitlines())
+    def from_text(cls, text: str, filename: str = ".dockerignore") -> "Matcher":
+        """An ignore file's text (surrogate-escaped bytes that are not UTF-8 are allowed)."""
+        return cls([], filename, read_patterns(text))
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def _match(self, path: str, parent: tuple[bool, ...] | None) -> tuple[bool, tuple[bool, ...]]:
+        """patternmatcher.go:216 MatchesUsingParentResults."""
+        matched = False
+        info = []
+        parent_dirs: list[str] | None = None
+        for i, p in enumerate(self.patterns):
+            m = parent[i] if parent else False
+            if not m:
+                if p.exclusion != matched:
+                    info.append(False)
+                    continue
+                m = p.match(path)
+                if not m and not parent and "/" in path:  # no parent results: check every parent dir
+                    if parent_dirs is None:
+                        parts = path.split("/")[:-1]
+                        parent_dirs = ["/".join(parts[:j + 1]) for j in range(len(parts))]
+                    m = any(p.match(d) for d in parent_dirs)
+            info.append(m)
+            if m:
+                matched = not p.exclusion
+        return matched, tuple(info)
+
+    def matches(self, path: str) -> bool:
+        """patternmatcher's answer for ``path`` as given, its parent directories (filepath.Dir)
+        matched first and their results carried: MatchesUsingParentResults as fsutil calls it."""
+        slash = path.rfind("/")
+        parent = go_clean(path[:slash + 1]) if slash >= 0 else "."
+        info: tuple[bool, ...] | None = None
+        if parent != ".":
+            dirs = parent.split("/")
+            for i in range(len(dirs)):
+                info = self._match("/".join(dirs[:i + 1]), info)[1]
+        return self._match(path, info)[0]
+
+    def _dir(self, rel: str) -> tuple[bool, tuple[bool, ...], bool]:
+        """(excluded, match info, skipped with all under it) of a directory on the walk."""
+        got = self._dirs.get(rel)
+        if got is not None:
+            return got
+        parent = posixpath.dirname(rel)
+        pinfo: tuple[bool, ...] | None = None
+        if parent:
+            pexcl, pinfo, pskip = self._dir(parent)
+            if pskip:
+                got = (True, pinfo, True)
+                self._dirs[rel] = got
+                return got
+        m, info = self._match(rel, pinfo)
+        got = (m, info, m and not self.may_contain_exceptions(rel))
+        if len(self._dirs) < 100_000:
+            self._dirs[rel] = got
+        return got
 
     def excluded(self, rel: str, is_dir: bool = False) -> bool:
-        """Whether context-relative ``rel`` is excluded (a parent's exclusion counts)."""
+        """Whether the walk leaves ``rel`` out: it matches, or a directory above it was skipped."""
         rel = _clean(rel)
-        if not rel:
+        if not rel or not self.patterns:
             return False
-        parents = [rel[:i] for i, c in enumerate(rel) if c == "/"]
-        result = False
-        for p in self.patterns:
-            if p.regex.match(rel) or any(p.regex.match(parent) for parent in parents):
-                result = not p.exclusion
-        return result
+        parent = posixpath.dirname(rel)
+        pinfo = None
+        if parent:
+            _, pinfo, pskip = self._dir(parent)
+            if pskip:
+                return True
+        return self._match(rel, pinfo)[0]
 
     def __call__(self, rel: str, is_dir: bool = False) -> bool:
         return self.excluded(rel, is_dir)
 
     def may_contain_exceptions(self, dir_rel: str) -> bool:
-        """Whether an excluded directory must still be walked for ``!`` exceptions inside it."""
+        """Whether an excluded directory is still walked (fsutil filter.go:268-288)."""
+        if not self.only_prefix_exceptions:
+            return True
         prefix = _clean(dir_rel) + "/"
-        return any(p.exclusion and (p.text.startswith(prefix) or "*" in p.text) for p in self.patterns)
+        return any((_without_trailing_glob(p.text) + "/").startswith(prefix) for p in self.exceptions)
 
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
+    def hides(self, context: Path, rel: str) -> bool:
+        """Whether ``rel`` is absent from the context BuildKit sends: it is excluded and, for a
+        directory, nothing under it is kept (a kept file brings its parent directories along,
+        fsutil filter.go:336-374)."""
+        rel = _clean(rel)
+        if not self.excluded(rel):
+            return False
+        full = context / rel
+        if os.path.islink(full) or not full.is_dir() or not self.may_contain_exceptions(rel) or self._dir(rel)[2]:
+            return True
+        for dirpath, dirnames, filenames in os.walk(full):
+            base = os.path.relpath(dirpath, context).replace(os.sep, "/")
+            keep = []
+            for d in sorted(dirnames):
+                sub = f"{base}/{d}"
+                if not self.excluded(sub):
+                    return False
+                if not os.path.islink(os.path.join(dirpath, d)) and not self._dir(sub)[2]:
+                    keep.append(d)
+            dirnames[:] = keep
+            if any(not self.excluded(f"{base}/{f}") for f in filenames):
+                return False
+        return True
 
 
-def ignore_file_for(dockerfile: Path, context: Path) -> Path | None:
-    """``NAME.dockerignore`` beside a Dockerfile called NAME wins over CONTEXT/.dockerignore."""
-    specific = dockerfile.parent / (dockerfile.name + ".dockerignore")
-    if specific.is_file():
-        return specific
-    general = context / ".dockerignore"
-    return general if general.is_file() else None
+def _clean(rel: str) -> str:
+    rel = go_clean(rel.replace(os.sep, "/"))
+    while rel.startswith("/"):
+        rel = rel[1:]
+    return "" if rel == "." else rel
+
+
+def ignore_file_for(dockerfile: Path | None, context: Path, ignorefile: str | None = None) -> Path | None:
+    """The ignore file of a build, first found of: ``--ignorefile`` (must exist), NAME.containerignore
+    or NAME.dockerignore beside a Dockerfile called NAME (BuildKit's dockerui), CONTEXT/.containerignore
+    (buildah and podman read it first), CONTEXT/.dockerignore. Raises FrontendError when
+    ``ignorefile`` is not a readable file."""
+    if ignorefile:
+        path = Path(ignorefile)
+        if not path.is_file():
+            err = FrontendError("no such file (--ignorefile)", filename=ignorefile)
+            raise err
+        return path
+    candidates = []
+    if dockerfile is not None:
+        candidates += [dockerfile.parent / (dockerfile.name + ext) for ext in (".containerignore", ".dockerignore")]
+    candidates += [context / ".containerignore", context / ".dockerignore"]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_ignore(dockerfile: Path | None, context: Path, ignorefile: str | None = None) -> Matcher:
+    """The build's exclusion rules (an empty Matcher when there is no ignore file). Bytes that are
+    not UTF-8 are kept as they are (surrogateescape); errors name the file and line."""
+    path = ignore_file_for(dockerfile, context, ignorefile)
+    if path is None:
+        return Matcher([])
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise FrontendError(f"cannot read: {exc.strerror}", filename=str(path)) from None
+    return Matcher.from_text(text, filename=str(path))

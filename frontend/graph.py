@@ -13,6 +13,7 @@ from typing import Callable
 
 from frontend.errors import FrontendError
 from frontend.expand import ExpandError, expand_word, expand_words, split_raw
+from frontend.heredoc import must_parse_heredoc
 from frontend.source import RawInstruction, Source, parse_source
 from frontend.steps import (BaseInfo, ConfigStep, CopyStep, InlineFile, RunMount, RunStep, Stage, Step,
                             StepGraph)
@@ -410,8 +411,7 @@ class _Lowerer:
             if not exec_form:
                 raise self.err(inst, "empty exec form")
             args = exec_form
-        elif inst.heredocs and rest.strip() == f"<<{'-' if inst.heredocs[0].strip_tabs else ''}" \
-                f"{inst.heredocs[0].name}" or (inst.heredocs and re.fullmatch(r"<<-?['\"]?\w+['\"]?", rest.strip())):
+        elif inst.heredocs and must_parse_heredoc(rest) is not None:  # convert.go:1358
             body = inst.heredocs[0].body
             if body.startswith("#!"):
                 interp = body.split("\n", 1)[0][2:].split()
@@ -419,7 +419,7 @@ class _Lowerer:
             else:
                 args = ctx.shell + [body]
         elif inst.heredocs:
-            script = rest + "\n" + "".join(h.body + h.name + "\n" for h in inst.heredocs)
+            script = rest + "".join("\n" + h.raw_body + h.name for h in inst.heredocs)  # convert.go:1395
             args = ctx.shell + [script]
         else:
             args = ctx.shell + [rest]
