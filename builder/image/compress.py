@@ -1,11 +1,16 @@
-"""Layer compression and decompression, streamed, hashed in one pass.
+"""Layer compression and decompression, streamed, every stream hashed once.
 
-gzip is compressed in parallel blocks like pigz: each ~1 MiB block is raw
-deflate with the previous 32 KiB as dictionary, ended by a sync flush, in a
-thread pool (zlib releases the GIL); the result is one ordinary gzip member
-with a fixed header (no name, no time), so equal input gives equal bytes.
-zstd uses the library's own worker threads. The only module importing
-zstandard.
+gzip is compressed in parallel blocks like pigz: each 1 MiB block (cut at
+fixed offsets of the input) is raw deflate with the previous 32 KiB as
+dictionary, ended by a sync flush (the last one by a finish), in a thread pool
+(zlib releases the GIL); the result is one ordinary gzip member with a fixed
+header (no name, no time), so equal input gives equal bytes however it was
+written. zstd uses the library's own worker threads (the frame does not depend
+on their number). The only module importing zstandard.
+
+Hashing: the uncompressed stream is hashed once (the diff_id); the compressed
+one once, by the sink when it digests what it is given (``DigestingSink``,
+e.g. the store's BlobWriter), else here.
 """
 from __future__ import annotations
 
@@ -16,17 +21,28 @@ import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from builder.errors import FormatError, UsageError
 
 BLOCK = 1 << 20
 WINDOW = 32 * 1024
+#: compressed bytes fed to inflate per step: bounds the copy zlib makes of unconsumed input
+_INFLATE_IN = 1 << 16
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, OS unknown
 
 
 class Sink(Protocol):
     def write(self, data: bytes) -> Any: ...
+
+
+@runtime_checkable
+class DigestingSink(Protocol):
+    """A sink that hashes what it is given; ``written()`` is ("sha256:<hex>", size) of it so far."""
+
+    def write(self, data: bytes) -> Any: ...
+
+    def written(self) -> tuple[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ class LayerDigests:
 
 
 def check_compression(name: str, level: int | None) -> None:
+    """UsageError unless ``name`` is gzip, zstd or none and ``level`` in its range (gzip 1..9, zstd 1..22)."""
     if name not in ("gzip", "zstd", "none"):
         raise UsageError(f"unknown compression {name!r}: expected gzip, zstd or none")
     if level is not None:
@@ -45,30 +62,48 @@ def check_compression(name: str, level: int | None) -> None:
             raise UsageError(f"compression level {level} out of range {lo}..{hi} for {name}")
 
 
-class _Hashing:
-    def __init__(self, sink: Sink) -> None:
-        self.sink, self.hash, self.size = sink, hashlib.sha256(), 0
+class _Out:
+    """The compressed side: counts, hashes unless the sink does, passes on."""
 
-    def write(self, data: bytes) -> None:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.hash = None if isinstance(sink, DigestingSink) else hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
         if data:
-            self.hash.update(data)
+            if self.hash is not None:
+                self.hash.update(data)
             self.size += len(data)
             self.sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:  # zstandard's stream_writer calls it
+        pass
+
+    def digest(self) -> tuple[str, int]:
+        if self.hash is None:
+            assert isinstance(self.sink, DigestingSink)
+            digest, size = self.sink.written()
+            if size != self.size:  # the sink saw bytes from elsewhere: its digest is not ours
+                raise ValueError(f"sink holds {size} bytes, this layer wrote {self.size}")
+            return digest, size
+        return "sha256:" + self.hash.hexdigest(), self.size
 
 
-def _deflate_block(data: bytes, dictionary: bytes, level: int, last: bool) -> bytes:
+def _deflate_block(data: bytes, dictionary: bytes, level: int, last: bool) -> tuple[bytes, bytes]:
     c = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, *([dictionary] if dictionary else []))
-    return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    return c.compress(data), c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 class _ParallelGzip:
     """pigz-style writer: blocks compressed concurrently, written in order."""
 
-    def __init__(self, out: _Hashing, level: int) -> None:
+    def __init__(self, out: _Out, level: int) -> None:
         self.out, self.level = out, level
         self.workers = max(1, min(8, os.cpu_count() or 1))
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
-        self.pending: deque[Future[bytes]] = deque()
+        self.pending: deque[Future[tuple[bytes, bytes]]] = deque()
         self.buf = bytearray()
         self.prev_tail = b""
         self.crc, self.length = 0, 0
@@ -78,33 +113,47 @@ class _ParallelGzip:
         self.crc = zlib.crc32(data, self.crc)
         self.length += len(data)
         self.buf += data
-        while len(self.buf) > BLOCK:  # keep one block back: the last one must be finished
-            self._submit(bytes(self.buf[:BLOCK]), last=False)
-            del self.buf[:BLOCK]
+        if len(self.buf) > BLOCK:  # keep the last (partial or whole) block back: it may be the final one
+            whole = (len(self.buf) - 1) // BLOCK
+            with memoryview(self.buf) as view:
+                for i in range(whole):
+                    self._submit(bytes(view[i * BLOCK:(i + 1) * BLOCK]), last=False)
+            del self.buf[:whole * BLOCK]
 
     def _submit(self, block: bytes, last: bool) -> None:
         self.pending.append(self.pool.submit(_deflate_block, block, self.prev_tail, self.level, last))
         self.prev_tail = block[-WINDOW:]
         while len(self.pending) > 2 * self.workers:  # bounded memory
-            self.out.write(self.pending.popleft().result())
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        head, tail = self.pending.popleft().result()
+        self.out.write(head)
+        self.out.write(tail)
 
     def close(self) -> None:
         self._submit(bytes(self.buf), last=True)
-        self.buf.clear()
+        self.buf = bytearray()
         while self.pending:
-            self.out.write(self.pending.popleft().result())
+            self._drain_one()
         self.pool.shutdown()
         self.out.write(struct.pack("<II", self.crc & 0xFFFFFFFF, self.length & 0xFFFFFFFF))
+
+    def abort(self) -> None:
+        for f in self.pending:
+            f.cancel()
+        self.pool.shutdown()
 
 
 class LayerWriter:
     """Write an uncompressed tar stream in; the compressed blob goes to ``sink``.
-    ``close()`` returns the digests of both."""
+    ``close()`` returns the digests of both. Each stream is hashed exactly once:
+    the tar here, the blob by ``sink`` itself when it is a ``DigestingSink``."""
 
     def __init__(self, sink: Sink, compression: str = "gzip", level: int | None = None) -> None:
         check_compression(compression, level)
         self.diff_hash = hashlib.sha256()
-        self.out = _Hashing(sink)
+        self.out = _Out(sink)
         self._zstd: Any = None
         self._gzip: _ParallelGzip | None = None
         if compression == "gzip":
@@ -112,16 +161,16 @@ class LayerWriter:
         elif compression == "zstd":
             import zstandard
             cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=-1)
-            self._zstd = cctx.stream_writer(_NoClose(self.out), closefd=False)
+            self._zstd = cctx.stream_writer(self.out, closefd=False)  # type: ignore[arg-type]
 
     def write(self, data: bytes) -> int:
         self.diff_hash.update(data)
         if self._gzip is not None:
-            self._gzip.write(bytes(data))
+            self._gzip.write(data)
         elif self._zstd is not None:
             self._zstd.write(data)
         else:
-            self.out.write(bytes(data))
+            self.out.write(data)
         return len(data)
 
     def close(self) -> LayerDigests:
@@ -130,23 +179,12 @@ class LayerWriter:
         elif self._zstd is not None:
             self._zstd.flush(1)  # FLUSH_FRAME
             self._zstd.close()
-        return LayerDigests("sha256:" + self.diff_hash.hexdigest(), "sha256:" + self.out.hash.hexdigest(),
-                            self.out.size)
-
-
-class _NoClose:
-    def __init__(self, sink: _Hashing) -> None:
-        self.sink = sink
-
-    def write(self, data: bytes) -> int:
-        self.sink.write(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
+        digest, size = self.out.digest()
+        return LayerDigests("sha256:" + self.diff_hash.hexdigest(), digest, size)
 
 
 def compress_layer(src: BinaryIO, sink: Sink, compression: str = "gzip", level: int | None = None) -> LayerDigests:
+    """Compress all of ``src`` into ``sink``; the digests of both sides."""
     w = LayerWriter(sink, compression, level)
     while chunk := src.read(BLOCK):
         w.write(chunk)
@@ -161,39 +199,10 @@ def detect(head: bytes) -> str:
     return "none"
 
 
-class _GzipReader:
-    """Streaming gunzip of possibly several members (zlib's C decoder)."""
+class _Reader:
+    """Reader plumbing shared by the wrappers below (file-like enough for tarfile)."""
 
-    def __init__(self, src: BinaryIO) -> None:
-        self.src, self.d, self.buf, self.eof = src, zlib.decompressobj(31), b"", False
-        self.in_member = False
-
-    def _feed(self, chunk: bytes) -> None:
-        try:
-            self.buf += self.d.decompress(chunk, BLOCK)
-        except zlib.error as exc:
-            raise FormatError(f"corrupt gzip stream: {exc}") from None
-        self.in_member = not self.d.eof
-        if self.d.eof:
-            rest = self.d.unused_data
-            self.d = zlib.decompressobj(31)
-            if rest.strip(b"\x00"):  # another member follows (zero padding is ignored)
-                self._feed(rest)
-
-    def read(self, n: int = -1) -> bytes:
-        while not self.eof and (n < 0 or len(self.buf) < n):
-            chunk = self.d.unconsumed_tail or self.src.read(BLOCK)
-            if not chunk:
-                if self.in_member:
-                    raise FormatError("gzip stream is truncated")
-                self.eof = True
-                break
-            self._feed(chunk)
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+    src: BinaryIO
 
     def readable(self) -> bool:
         return True
@@ -208,41 +217,110 @@ class _GzipReader:
         self.close()
 
 
-class _Peeked:
+class _GzipReader(_Reader):
+    """Streaming gunzip of possibly several members (zlib's C decoder). Output is
+    produced in pieces of at most BLOCK bytes and served by offset, so every
+    byte is copied once on its way out (read) or not at all (readinto)."""
+
+    def __init__(self, src: BinaryIO, head: bytes) -> None:
+        self.src, self.d = src, zlib.decompressobj(31)
+        self.pending = head  # compressed bytes read but not yet fed
+        self.started = False  # the current member has begun
+        self.buf, self.pos = b"", 0
+        self.eof = False
+
+    def _fill(self) -> bool:
+        """Make output available in self.buf; False at the end of the stream."""
+        while not self.eof:
+            chunk = self.d.unconsumed_tail or self.pending or self.src.read(_INFLATE_IN)
+            self.pending = b""
+            if not chunk:
+                if self.started:
+                    raise FormatError("gzip stream is truncated")
+                self.eof = True
+                break
+            if not self.started:
+                chunk = chunk.lstrip(b"\x00")  # zero padding between or after members is ignored
+                if not chunk:
+                    continue
+                self.started = True
+            try:
+                out = self.d.decompress(chunk, BLOCK)
+            except zlib.error as exc:
+                raise FormatError(f"corrupt gzip stream: {exc}") from None
+            if self.d.eof:  # member done: what follows may be another one
+                self.pending = self.d.unused_data
+                self.d, self.started = zlib.decompressobj(31), False
+            if out:
+                self.buf, self.pos = out, 0
+                return True
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self.buf[self.pos:]]
+            while self._fill():
+                parts.append(self.buf)
+            self.buf, self.pos = b"", 0
+            return b"".join(parts)
+        parts, want = [], n
+        while want > 0:
+            avail = len(self.buf) - self.pos
+            if not avail:
+                if not self._fill():
+                    break
+                avail = len(self.buf)
+            if self.pos == 0 and want >= avail:
+                part = self.buf  # the whole piece: no copy
+            else:
+                part = self.buf[self.pos:self.pos + min(want, avail)]
+            self.pos += len(part)
+            want -= len(part)
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, b: Any) -> int:
+        with memoryview(b) as view, view.cast("B") as dest:
+            got = 0
+            while got < len(dest):
+                avail = len(self.buf) - self.pos
+                if not avail:
+                    if not self._fill():
+                        break
+                    avail = len(self.buf)
+                k = min(avail, len(dest) - got)
+                dest[got:got + k] = memoryview(self.buf)[self.pos:self.pos + k]
+                self.pos += k
+                got += k
+            return got
+
+
+class _Peeked(_Reader):
+    """``src`` with ``head`` (already read from it) put back in front."""
+
     def __init__(self, head: bytes, src: BinaryIO) -> None:
         self.head, self.src = head, src
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
-            if n < 0:
+            if n is None or n < 0:
                 out, self.head = self.head + self.src.read(), b""
                 return out
             out, self.head = self.head[:n], self.head[n:]
             return out
         return self.src.read(n)
 
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.src.close()
-
-    def __enter__(self) -> "BinaryIO":
-        return self  # type: ignore[return-value]
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def decompress_reader(src: BinaryIO, media_type_or_compression: str | None = None) -> BinaryIO:
     """An uncompressed reader over a layer blob; the format is found by magic bytes
-    (media types lie in the wild), the argument is only a hint."""
+    (media types lie in the wild), the argument is only a hint. Corrupt or
+    truncated gzip raises FormatError while reading."""
     head = src.read(4)
-    peeked = _Peeked(head, src)
     kind = detect(head)
     if kind == "gzip":
-        return _GzipReader(peeked)  # type: ignore[return-value]
+        return _GzipReader(src, head)  # type: ignore[return-value]
+    peeked = _Peeked(head, src)
     if kind == "zstd":
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(peeked, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(peeked, read_across_frames=True)  # type: ignore[arg-type]
     return peeked  # type: ignore[return-value]

@@ -144,6 +144,11 @@ class BlobWriter:
         self.size += len(data)
         return self._fh.write(data)
 
+    def written(self) -> tuple[str, int]:
+        """(digest, size) of the bytes written so far: writers that produce the blob
+        (compress.LayerWriter) take it from here instead of hashing the stream again."""
+        return f"{self._h.name}:{self._h.copy().hexdigest()}", self.size
+
     def commit(self) -> Descriptor:
         """Verify, fsync and rename. Returns a descriptor with media type ''."""
         assert self._fh is not None
