@@ -13,7 +13,7 @@ def test_version_is_quick_and_imports_nothing_heavy():
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("bale version")
     assert time.perf_counter() - t0 < 3
-    for heavy in ("requests", "zstandard", "cryptography", "tqdm", "dockerfile_parse"):
+    for heavy in ("requests", "zstandard", "cryptography", "tqdm", "dockerfile_parse", "click", "typing"):
         assert f" {heavy}\n" not in out.stderr and f"| {heavy}" not in out.stderr, heavy
 
 
