@@ -62,7 +62,11 @@ def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Contex
         r = subprocess.run(args, capture_output=True, text=True)
         if r.returncode != 0:
             shutil.rmtree(temp, ignore_errors=True)
-            raise BuildError(f"build context {context}: git clone failed: {r.stderr.strip().splitlines()[-1:]}")
+            lines = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()]
+            fatal = [ln for ln in lines if ln.startswith(("fatal: ", "error: "))]
+            cause = (fatal or lines or [f"git exited with status {r.returncode}"])[0]
+            cause = cause.removeprefix("fatal: ").removeprefix("error: ")
+            raise BuildError(f"build context {context}: git clone failed: {cause}")
         ctx_dir = temp / "repo" / subdir if subdir else temp / "repo"
     elif os.path.isfile(context):
         temp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="context-"))

@@ -122,6 +122,9 @@ def resolve_sources(context: Path, patterns: list[str], *, add: bool = False,
             host = _confined(ctx, r)
             if not host.exists():
                 raise BuildError(f"copy source {pat!r}: no such file or directory in context {context}")
+            if stat.S_ISSOCK(os.lstat(host).st_mode):
+                raise BuildError(f"copy source {pat!r}: {r} is a socket: only files, directories and "
+                                 "symbolic links can be copied")
             is_dir = host.is_dir()
             out.append(Source(host, r, is_dir, archive=add and not is_dir and _is_archive(host)))
     return out
@@ -215,19 +218,31 @@ class _TarOut:
     def close(self) -> None:
         self.tar.close()
 
+    def abandon(self) -> None:
+        """The reader went away (a full disk, a failed apply): drop the stream without the final
+        write tarfile's __del__ would try on a closed pipe (a stray "Exception ignored" traceback)."""
+        setattr(self.tar, "closed", True)  # noqa: B010 - not in the stubs
+        stream = getattr(self.tar, "fileobj", None)
+        if stream is not None and hasattr(stream, "closed"):
+            stream.closed = True
+
 
 def write_tar(plan: CopyPlan, out: BinaryIO) -> None:
     """Stream the plan's sources as a tar relative to ``plan.dest_dir``."""
     tw = _TarOut(out, plan.chmod)
-    for src in plan.sources:
-        if src.archive:
-            tw.pass_through(src.path)
-        elif src.is_dir:
-            _walk_dir(tw, src, plan.excluded, plan.source_excluded)
-        else:
-            name = plan.rename or posixpath.basename(src.rel.rstrip("/")) or src.path.name
-            tw.add(src.path, name, mode=src.mode, mtime=src.mtime)
-    tw.close()
+    try:
+        for src in plan.sources:
+            if src.archive:
+                tw.pass_through(src.path)
+            elif src.is_dir:
+                _walk_dir(tw, src, plan.excluded, plan.source_excluded)
+            else:
+                name = plan.rename or posixpath.basename(src.rel.rstrip("/")) or src.path.name
+                tw.add(src.path, name, mode=src.mode, mtime=src.mtime)
+        tw.close()
+    except BaseException:
+        tw.abandon()
+        raise
 
 
 def _walk_dir(tw: _TarOut, src: Source, excluded: Excluder | None, source_excluded: Excluder | None = None) -> None:

@@ -31,13 +31,55 @@ def describe(exc: BaseException) -> tuple[str, int]:
     except ImportError:
         pass
     if isinstance(exc, OSError):
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror or exc}:{where}".rstrip(":"), 1
+        return _os_error(exc), 1
     return f"internal error: {type(exc).__name__}: {exc}", 1
+
+
+def click_message(exc: click.ClickException) -> str:
+    """click's usage errors (three lines: usage, hint, error) as one line naming the command."""
+    msg = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"{msg} (see '{ctx.command_path} --help')"
+    return msg
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line; a full disk and a read-only store are named as such."""
+    import errno
+    name = exc.filename if isinstance(exc.filename, str) else None
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device{f' (writing {name})' if name else ''}"
+    if exc.errno == errno.EROFS and name:
+        store = _store_above(name)
+        if store:
+            return f"store {store} is on a read-only file system: bale needs to write there (use --root)"
+        return f"{name}: read-only file system"
+    where = f" {name}" if name else ""
+    return f"{exc.strerror or exc}:{where}".rstrip(":")
+
+
+def _store_above(path: str) -> str | None:
+    """The bale store holding ``path`` (a directory with blobs/ and tmp/), if any."""
+    from pathlib import Path
+    for p in Path(path).parents:
+        if (p / "blobs").is_dir() and (p / "tmp").is_dir():
+            return str(p)
+    return None
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C while a worker thread waits for a RUN: kill the RUN now, then unwind."""
+    from builder.sandbox.userns import kill_live_children
+    kill_live_children()
+    raise KeyboardInterrupt
 
 
 def run_cli(group: click.Group, argv: list[str]) -> Any:
     debug = _debug_requested(argv)
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:
         rv = group.main(args=argv, prog_name="bale", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -46,7 +88,7 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
         click.echo("bale: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"bale: {click_message(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("bale: interrupted", err=True)

@@ -72,6 +72,19 @@ def progress_options(f: F) -> F:
     return f
 
 
+def _check_platform(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--platform OS/ARCH[/VARIANT] (comma-separated lists too): a bad value is a usage error (exit 2)."""
+    if value:
+        from builder.errors import BaleError
+        from builder.image.oci import Platform
+        for part in value.split(","):
+            try:
+                Platform.parse(part)
+            except BaleError as exc:
+                raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def platform_option(f: F) -> F:
-    return click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
+    return click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]", callback=_check_platform,
                         help="Platform to select from a multi-platform image (default: this machine's).")(f)

@@ -74,6 +74,20 @@ def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None, bool]:
     return True, None, err is None, err, _try_fresh_proc()
 
 
+def _require_writable(store_root: Path) -> None:
+    """A store bale cannot write makes every probe fail: say so instead of blaming isolation."""
+    if os.access(store_root, os.W_OK):
+        return
+    from builder.errors import StoreError
+    why = "permission denied"
+    try:
+        if os.statvfs(store_root).f_flag & os.ST_RDONLY:
+            why = "read-only file system"
+    except OSError:
+        pass
+    raise StoreError(f"store {store_root} is not writable ({why}): bale needs to write there (use --root)")
+
+
 def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     """Probe once per store root (cached in STORE/probe.json, keyed on kernel and uid)."""
     from builder.sandbox.userns import UserNamespace
@@ -87,6 +101,7 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
         except (OSError, ValueError, TypeError):
             pass
     Path(store_root).mkdir(parents=True, exist_ok=True)
+    _require_writable(Path(store_root))
     is_root = os.geteuid() == 0
     userns, uerr, full = True, None, True
     mounts = overlay = False

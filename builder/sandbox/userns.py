@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import threading
@@ -41,6 +42,9 @@ def _encode(value: Any = None, exc: BaseException | None = None) -> bytes:
         return pickle.dumps(("err", SandboxError, f"{type(exc).__name__}: {exc}", {}))
 
 
+_ERRNO_PREFIX = re.compile(r"^\[Errno \d+\] ")
+
+
 def _decode(data: bytes, what: str) -> Any:
     if not data:
         raise SandboxError(f"{what}: the namespace child died without an answer")
@@ -56,7 +60,7 @@ def _decode(data: bytes, what: str) -> Any:
     if isinstance(cls, type) and cls.__module__.startswith("snapshotter"):
         raise cls(msg)
     if isinstance(cls, type) and issubclass(cls, OSError):
-        raise SandboxError(f"{what}: {msg}")
+        raise SandboxError(f"{what}: {_ERRNO_PREFIX.sub('', msg)}")
     raise SandboxError(f"{what}: {cls.__name__ if isinstance(cls, type) else cls}: {msg}")
 
 
@@ -83,27 +87,47 @@ def _status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
+#: namespace children being waited for, by any thread
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_live_children() -> int:
+    """SIGKILL every namespace child bale is waiting for (each takes its pid namespace, and so
+    the RUN, with it); for a SIGINT/SIGTERM handler of the main thread. Returns how many."""
+    with _LIVE_LOCK:
+        pids = list(_LIVE)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
 class _Forwarder:
-    """While waiting for ``pid``: SIGINT/SIGTERM to bale kill it (and its pid namespace)."""
+    """While waiting for ``pid``: SIGINT/SIGTERM to bale kill it (and its pid namespace).
+    From another thread the pid is only registered: the main thread's handler kills it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE.add(self.pid)
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_live_children()
         self.interrupted = signum
 
     def __exit__(self, *exc: object) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self.pid)
         for sig, handler in self.old.items():
             signal.signal(sig, handler)
         if getattr(self, "interrupted", None):

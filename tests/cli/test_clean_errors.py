@@ -1,0 +1,134 @@
+"""One clean line for every failure (issue 12 item 10, the CLI parts): click's usage errors,
+an invalid --platform, a failed git clone, a read-only store, COPY of a socket, a full disk,
+and Ctrl-C during a RUN. Each: exactly one line ``bale: ...`` on stderr, no traceback."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.fixtures.images import REPO
+
+
+def one_line(r, code):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code, r.stderr
+    assert lines and lines[-1].startswith("bale: ") and "Traceback" not in r.stderr \
+        and "Exception ignored" not in r.stderr, r.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pull"], "Missing argument 'SOURCE'"),
+    (["no-such-verb"], "No such command 'no-such-verb'"),
+    (["bud", "--no-such-flag", "."], "No such option '--no-such-flag'"),
+    (["pull", "--tls-verify=maybe", "x"], "expected true or false, not 'maybe'"),
+    (["push", "--retry", "-1", "x"], "--retry"),
+])
+def test_usage_errors_are_one_line_exit_2(bale, args, needle):
+    r = bale(*args, check=False)
+    line = one_line(r, 2)
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in line and "--help" in line
+
+
+@pytest.mark.parametrize("verb", ["pull", "from", "bud", "inspect"])
+def test_invalid_platform_is_a_usage_error(bale, tmp_path, verb):
+    r = bale(verb, "--platform", "linux", str(tmp_path), check=False)
+    line = one_line(r, 2)
+    assert "invalid platform 'linux': expected OS/ARCH[/VARIANT]" in line
+    r = bale(verb, "--platform", "linux/amd64,linux", str(tmp_path), check=False)
+    assert one_line(r, 2) and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_failed_git_clone_is_one_line_not_a_list(bale, tmp_path):
+    url = f"file://{tmp_path}/missing.git"
+    r = bale("bud", url, check=False)
+    line = one_line(r, 1)
+    assert line.startswith(f"bale: build context {url}: git clone failed: ") and "['" not in line \
+        and "missing.git" in line.split("git clone failed: ")[1]
+
+
+def test_copy_of_a_socket_names_it(bale, store_with_busybox, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY sock /x\n")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(ctx / "sock"))
+    try:
+        r = bale("bud", str(ctx), root=store_with_busybox, check=False)
+    finally:
+        s.close()
+    assert one_line(r, 1) == "bale: Dockerfile:2: COPY: copy source 'sock': sock is a socket: only files, " \
+        "directories and symbolic links can be copied"
+
+
+def _bale_in_mount_ns(setup: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """bale in a private mount namespace after the shell lines ``setup`` (needs root: CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.fail("read-only and full-disk stores are made with mounts: run the tests as root (as CI does)")
+    env = dict(os.environ, PYTHONPATH=str(REPO), BALE_RETRY_BASE_DELAY="0.05")
+    cmd = " ".join(["exec", sys.executable, "-m", "builder.cli.main", *args])
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-ec", f"{setup}\n{cmd}"],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("verb", ["from", "pull"])
+def test_read_only_store_says_so(store_with_busybox, busybox_layout, verb):
+    (store_with_busybox / "probe.json").unlink(missing_ok=True)
+    ro = f"mount --bind {store_with_busybox} {store_with_busybox}; mount -o remount,bind,ro {store_with_busybox}"
+    args = ["--root", str(store_with_busybox)] + (["from", "busybox"] if verb == "from" else
+                                                  ["pull", f"oci:{busybox_layout}:latest"])
+    r = _bale_in_mount_ns(ro, args)
+    line = one_line(r, 1)
+    assert f"store {store_with_busybox}" in line and "read-only file system" in line, line
+    assert "chroot" not in line
+
+
+def test_full_disk_is_one_line(tmp_path, busybox_layout):
+    small = tmp_path / "small"
+    small.mkdir()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY big /big\n")
+    (ctx / "big").write_bytes(os.urandom(8 << 20))
+    root = small / "root"
+    setup = (f"mount -t tmpfs -o size=6m tmpfs {small}\n"
+             f"{sys.executable} -m builder.cli.main --root {root} pull -q oci:{busybox_layout}:latest >/dev/null\n"
+             f"{sys.executable} -m builder.cli.main --root {root} tag "
+             f"$({sys.executable} -m builder.cli.main --root {root} images -q | head -1) busybox")
+    r = _bale_in_mount_ns(setup, ["--root", str(root), "bud", str(ctx)])
+    line = one_line(r, 1)
+    assert line.startswith("bale: Dockerfile:2: COPY: ") and "No space left on device" in line, r.stderr
+
+
+def test_ctrl_c_stops_a_running_run_promptly(store_with_busybox, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    marker = f"sleep {4000 + os.getpid() % 1000}"
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nRUN echo started; {marker}\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "builder.cli.main", "--root", str(store_with_busybox), "bud",
+                          "--no-cache", str(ctx)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the RUN's command is running
+        ps = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+        if ps:
+            break
+        time.sleep(0.1)
+    else:
+        p.kill()
+        pytest.fail("the RUN never started")
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == "bale: interrupted", err
+    assert "Traceback" not in err
+    assert elapsed < 5, elapsed
+    time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1  # the RUN is gone
