@@ -1,6 +1,9 @@
 """The scripted-build verbs (buildah's from/run/copy/add/config/commit/rm/mount)
-as library calls over a working container. The CLI in
-builder/cli/commands/containers.py is a thin layer over these."""
+as library calls over a working container: each takes the Workspace, the
+container's name and the verb's options (builder/options.py). The CLI in
+builder/cli/commands/containers.py only turns flags into these; the helpers
+below them (container_over, commit_layer, run_process, ...) are shared with
+the Dockerfile builder."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +18,7 @@ from builder.image import configedit as ce
 from builder.workspace.container import BaseLayer, ContainerRegistry, ContainerState, new_container_id
 from builder.errors import ContainerError, RunFailed, UsageError
 from builder.image.oci import ImageConfig, Platform
+from builder.options import CommitOptions, ConfigOptions, CopyOptions, FromOptions, RunOptions
 
 if TYPE_CHECKING:
     from builder.workspace.workspace import Workspace
@@ -89,7 +93,8 @@ def new_container(ws: "Workspace", image: str, *, name: str | None = None, pull:
         plat = Platform.parse(platform) if platform else Platform.host()
         cfg = ImageConfig(architecture=plat.architecture, os=plat.os, variant=plat.variant,
                           config={"Env": [f"PATH={ce.DEFAULT_PATH}"]})
-        image_id, layers = None, []
+        image_id: str | None = None
+        layers: list[BaseLayer] = []
     else:
         rec = ensure_image(ws, image, pull=pull, registry=registry, platform=platform, quiet=quiet)
         cfg, layers = base_layers(ws, rec)
@@ -127,11 +132,13 @@ def _looks_like_id(text: str) -> bool:
     return len(t) >= 12 and all(c in "0123456789abcdef" for c in t)
 
 
-def from_image(ws: "Workspace", image: str, *, name: str | None = None, pull: str = "missing",
-               registry: "RegistryOptions | None" = None, platform: str | None = None,
-               isolation: str | None = None, quiet: bool = False) -> ContainerState:
-    return new_container(ws, image, name=name, pull=pull, registry=registry, platform=platform,
-                         isolation=isolation, quiet=quiet)
+def from_image(ws: "Workspace", image: str, opts: FromOptions = FromOptions()) -> ContainerState:
+    """`bale from` (buildah from): a working container over ``image`` (a store name or id, a
+    reference pulled as ``opts.pull`` says, any transport, or ``scratch``), recorded in the store
+    with the workspace's isolation and driver. Returns its state (``.name``, ``.id``).
+    Raises ImageNotFound, RegistryError, UsageError (bad pull policy), SnapshotError."""
+    return new_container(ws, image, name=opts.name, pull=opts.pull, registry=opts.registry,
+                         platform=opts.platform, isolation=ws.isolation, quiet=opts.quiet)
 
 
 # --- run ---------------------------------------------------------------------
@@ -196,19 +203,20 @@ def _parse_mount(text: str) -> Any:
     return BindSpec(source=src, dest=dest, readonly=ro)
 
 
-def run_in(ws: "Workspace", container: str, command: list[str], *, env: list[str] = (),  # type: ignore[assignment]
-           workdir: str | None = None, user: str | None = None, network: str = "host",
-           hostname: str | None = None, volumes: list[str] = (), mounts: list[str] = (),  # type: ignore[assignment]
-           isolation: str | None = None) -> int:
-    """`bale run`: the command's exit status; a failure keeps the container for inspection."""
+def run_in(ws: "Workspace", container: str, command: list[str], opts: RunOptions = RunOptions()) -> int:
+    """`bale run` (buildah run): ``command`` (argv, no shell) in the container's rootfs, with the
+    image's environment, working directory and user unless ``opts`` overrides them; isolated
+    as the workspace's isolation says (else as the container was made). Returns 0; a non-zero
+    exit raises RunFailed (``.status``: the exit status, 128+N for signal N) and keeps the
+    container as the command left it. Raises ContainerError (no such container), UsageError."""
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     if not command:
         raise UsageError("run: no command given")
-    binds = [_parse_volume(v) for v in volumes] + [_parse_mount(m) for m in mounts]
-    spec = process_spec(state, command, env=env, workdir=workdir, user=user, network=network,
-                        hostname=hostname, mounts=binds)
-    rt = runtime_for(ws, isolation or state.isolation, state.driver)
+    binds = [_parse_volume(v) for v in opts.volumes] + [_parse_mount(m) for m in opts.mounts]
+    spec = process_spec(state, list(command), env=list(opts.env), workdir=opts.workdir, user=opts.user,
+                        network=opts.network, hostname=opts.hostname, mounts=binds)
+    rt = runtime_for(ws, ws.isolation or state.isolation, state.driver)
     with reg.locked(state.name):
         status = run_process(ws, state, spec, rt)
         state.pending_history.append({"created_by": "/bin/sh -c " + shlex.join(command), "run": True})
@@ -232,7 +240,7 @@ def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: 
     from builder.build import copier
     from builder.workspace import snapshots
     return rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key, plan.dest_dir,
-                        None, chown, source=lambda out: copier.write_tar(plan, out))
+                        None, chown, source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
 
 
 def absolute_dest(state: ContainerState, dest: str | None) -> str:
@@ -245,18 +253,22 @@ def absolute_dest(state: ContainerState, dest: str | None) -> str:
     return joined + "/" if dest.endswith("/") and not joined.endswith("/") else joined
 
 
-def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | None, *, chown: str | None = None,
-              chmod: str | None = None, from_: str | None = None, contextdir: str | None = None, add: bool = False,
-              quiet: bool = False, checksum: str | None = None) -> None:
-    """`bale copy` / `bale add`."""
+def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | None,
+              opts: CopyOptions = CopyOptions()) -> None:
+    """`bale copy` / `bale add` (buildah copy/add): ``sources`` (paths in ``opts.contextdir``,
+    URLs with ``opts.add``, or paths in ``opts.copy_from``) to ``dest`` in the container
+    (relative to its working directory; None: the working directory), with Dockerfile COPY's
+    rules for directories, trailing slashes and wildcards. Raises UsageError (a source outside
+    the context, bad --chmod), ContainerError, RegistryError (URL fetch), SnapshotError."""
     from builder.build import copier
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     rt = _runtime_of(ws, state)
-    mode = copier.parse_chmod(chmod)
-    if from_:
-        return _copy_from(ws, state, rt, from_, sources, dest, mode, chown)
-    context = Path(contextdir or os.getcwd())
+    chown, add, checksum = opts.chown, opts.add, opts.checksum
+    mode = copier.parse_chmod(opts.chmod)
+    if opts.copy_from:
+        return _copy_from(ws, state, rt, opts.copy_from, sources, dest, mode, chown)
+    context = Path(opts.contextdir or os.getcwd())
     rels = []
     for s in sources:
         if add and copier.is_url(s):
@@ -321,36 +333,36 @@ def _kv(text: str, what: str) -> tuple[str, str | None]:
     raise UsageError(f"invalid {what} {text!r}: expected KEY=VALUE or KEY-")
 
 
-def apply_config_options(cfg: ImageConfig, opts: dict[str, Any]) -> list[str]:
+def apply_config_options(cfg: ImageConfig, opts: ConfigOptions) -> list[str]:
     """Apply `bale config` options to ``cfg``; returns history notes of what changed."""
     c = cfg.config
     notes: list[str] = []
     shell = c.get("Shell")
-    if opts.get("shell"):
-        c["Shell"] = ce.parse_command(opts["shell"], None, "--shell")
+    if opts.shell:
+        c["Shell"] = ce.parse_command(opts.shell, None, "--shell")
         shell = c["Shell"]
         notes.append(f"SHELL {c['Shell']}")
-    if opts.get("entrypoint") is not None:
-        c["Entrypoint"] = ce.parse_command(opts["entrypoint"], shell, "--entrypoint") or None
+    if opts.entrypoint is not None:
+        c["Entrypoint"] = ce.parse_command(opts.entrypoint, shell, "--entrypoint") or None
         notes.append(f"ENTRYPOINT {c['Entrypoint']}")
-    if opts.get("cmd") is not None:
-        c["Cmd"] = ce.parse_command(opts["cmd"], shell, "--cmd") or None
+    if opts.cmd is not None:
+        c["Cmd"] = ce.parse_command(opts.cmd, shell, "--cmd") or None
         notes.append(f"CMD {c['Cmd']}")
-    for item in opts.get("env") or ():
+    for item in opts.env:
         k, v = _kv(item, "--env")
         ce.set_env(c, k, os.path.expandvars(v)) if v is not None else ce.unset_env(c, k)
         notes.append(f"ENV {item}")
-    if opts.get("workingdir") is not None:
-        c["WorkingDir"] = opts["workingdir"]
-        notes.append(f"WORKDIR {opts['workingdir']}")
-    if opts.get("user") is not None:
-        c["User"] = opts["user"]
-        notes.append(f"USER {opts['user']}")
-    for item in opts.get("labels") or ():
+    if opts.workingdir is not None:
+        c["WorkingDir"] = opts.workingdir
+        notes.append(f"WORKDIR {opts.workingdir}")
+    if opts.user is not None:
+        c["User"] = opts.user
+        notes.append(f"USER {opts.user}")
+    for item in opts.labels:
         k, v = _kv(item, "--label")
         ce.set_label(c, k, v) if v is not None else ce.unset_label(c, k)
         notes.append(f"LABEL {item}")
-    for port in opts.get("ports") or ():
+    for port in opts.ports:
         if port.endswith("-"):
             ports = dict(c.get("ExposedPorts") or {})
             p = port[:-1] if "/" in port[:-1] else port[:-1] + "/tcp"
@@ -359,7 +371,7 @@ def apply_config_options(cfg: ImageConfig, opts: dict[str, Any]) -> list[str]:
         else:
             ce.add_port(c, port)
         notes.append(f"EXPOSE {port}")
-    for vol in opts.get("volumes") or ():
+    for vol in opts.volumes:
         if vol.endswith("-"):
             vols = dict(c.get("Volumes") or {})
             vols.pop(vol[:-1], None)
@@ -367,36 +379,38 @@ def apply_config_options(cfg: ImageConfig, opts: dict[str, Any]) -> list[str]:
         else:
             ce.add_volume(c, vol)
         notes.append(f"VOLUME {vol}")
-    if opts.get("stop_signal"):
-        c["StopSignal"] = ce.stop_signal(opts["stop_signal"])
+    if opts.stop_signal:
+        c["StopSignal"] = ce.stop_signal(opts.stop_signal)
         notes.append(f"STOPSIGNAL {c['StopSignal']}")
-    if opts.get("healthcheck") is not None:
-        ce.set_healthcheck(c, ce.healthcheck_test(opts["healthcheck"], shell),
-                           interval=opts.get("healthcheck_interval"), timeout=opts.get("healthcheck_timeout"),
-                           start_period=opts.get("healthcheck_start_period"),
-                           start_interval=opts.get("healthcheck_start_interval"),
-                           retries=opts.get("healthcheck_retries"))
-        notes.append(f"HEALTHCHECK {opts['healthcheck']}")
-    for trig in opts.get("onbuild") or ():
+    if opts.healthcheck is not None:
+        ce.set_healthcheck(c, ce.healthcheck_test(opts.healthcheck, shell),
+                           interval=opts.healthcheck_interval, timeout=opts.healthcheck_timeout,
+                           start_period=opts.healthcheck_start_period,
+                           start_interval=opts.healthcheck_start_interval,
+                           retries=opts.healthcheck_retries)
+        notes.append(f"HEALTHCHECK {opts.healthcheck}")
+    for trig in opts.onbuild:
         c["OnBuild"] = list(c.get("OnBuild") or []) + [trig]
         notes.append(f"ONBUILD {trig}")
-    if opts.get("author") is not None:
-        cfg.author = opts["author"]
-    if opts.get("hostname") is not None:
-        c["Hostname"] = opts["hostname"]
-    if opts.get("domainname") is not None:
-        c["Domainname"] = opts["domainname"]
-    if opts.get("arch"):
-        cfg.architecture = opts["arch"]
-    if opts.get("os_"):
-        cfg.os = opts["os_"]
-    if opts.get("variant") is not None:
-        cfg.variant = opts["variant"]
+    if opts.author is not None:
+        cfg.author = opts.author
+    if opts.hostname is not None:
+        c["Hostname"] = opts.hostname
+    if opts.domainname is not None:
+        c["Domainname"] = opts.domainname
+    if opts.arch:
+        cfg.architecture = opts.arch
+    if opts.os:
+        cfg.os = opts.os
+    if opts.variant is not None:
+        cfg.variant = opts.variant
     return notes
 
 
-def configure(ws: "Workspace", container: str, opts: dict[str, Any]) -> ContainerState:
-    """`bale config`."""
+def configure(ws: "Workspace", container: str, opts: ConfigOptions) -> ContainerState:
+    """`bale config` (buildah config): edit the container's image configuration (kept in the
+    store with the container; written at commit) and note each edit for the history.
+    Returns the updated state. Raises ContainerError, UsageError (malformed values)."""
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     with reg.locked(state.name):
@@ -405,7 +419,7 @@ def configure(ws: "Workspace", container: str, opts: dict[str, Any]) -> Containe
         notes = apply_config_options(cfg, opts)
         state.set_image_config(cfg)
         ann = dict(state.config.get("__annotations__", {}))
-        for item in opts.get("annotations") or ():
+        for item in opts.annotations:
             k, v = _kv(item, "--annotation")
             if v is None:
                 ann.pop(k, None)
@@ -414,8 +428,8 @@ def configure(ws: "Workspace", container: str, opts: dict[str, Any]) -> Containe
         if ann:
             state.config["__annotations__"] = ann
         for key in ("created_by", "comment", "history_comment"):
-            if opts.get(key):
-                state.config.setdefault("__history__", {})[key] = opts[key]
+            if getattr(opts, key):
+                state.config.setdefault("__history__", {})[key] = getattr(opts, key)
         for n in notes:
             state.pending_history.append({"created_by": f"/bin/sh -c #(nop) {n}", "empty_layer": True})
         reg.save(state)
@@ -490,11 +504,17 @@ def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[A
             rt.call(snapshots.remove, str(rt.snapshots_root), state.driver, state.key)
 
 
-def commit(ws: "Workspace", container: str, image: str | None, *, squash: bool = False,
-           timestamp: int | None = None, image_format: str = "oci", compression: str = "gzip",
-           compression_level: int | None = None, registry: "RegistryOptions | None" = None,
-           quiet: bool = False) -> "ImageRecord":
-    """`bale commit`: base layers + the snapshot's diff, config and history, as an image."""
+def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptions = CommitOptions()) -> "ImageRecord":
+    """`bale commit` (buildah commit): the base's layers plus one layer of what changed in the
+    container (none if nothing did), its configuration and history, as an image named
+    ``image`` in the store (a store name; None: unnamed) or written to a transport
+    (``docker://``, ``oci:``, ``oci-archive:``, ``docker-archive:``, ``dir:``), in which case
+    nothing stays in the store. Returns the image record (``.id`` the config digest,
+    ``.manifest_digest``). Raises ContainerError, UsageError (docker format with zstd),
+    RegistryError, SnapshotError."""
+    squash, timestamp, image_format = opts.squash, opts.timestamp, opts.image_format
+    compression, compression_level, registry, quiet = opts.compression, opts.compression_level, opts.registry, \
+        opts.quiet
     from builder.image.commit import Layer, history_entry, write_image
     from builder.image.oci import Descriptor
     reg = ContainerRegistry(ws.root)
@@ -567,6 +587,8 @@ def _commit_names(image: str | None) -> tuple[bool, list[str]]:
 
 # --- containers, rm, mount ---------------------------------------------------
 def remove_containers(ws: "Workspace", names: list[str]) -> list[str]:
+    """`bale rm`: remove working containers and their snapshots; returns their names.
+    Raises ContainerError for a name that is not a working container."""
     from builder.workspace import snapshots
     reg = ContainerRegistry(ws.root)
     removed = []

@@ -35,8 +35,16 @@ class SecretSpec:
             raise UsageError(f"--secret id={self.id}: cannot read {self.src}: {exc.strerror}") from None
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildOptions:
+    """What to build and where the result goes (buildah bud's flags; defaults are buildah's).
+
+    ``context``: a directory, a tar file, ``-`` or a git URL; ``dockerfile``: a path, ``-`` for
+    stdin, None for CONTEXT/Dockerfile (else Containerfile); ``tags``: store names, or any
+    transport (``docker://``, ``oci:``, ...) to push to; ``timestamp``: seconds since the epoch
+    for created times and file mtimes; ``outputs``: OutputSpec of type oci, oci-archive,
+    docker-archive, registry, tar or local; ``isolation``: overrides the Workspace's for this
+    build; ``jobs``: stages built in parallel."""
     context: str = "."
     dockerfile: str | None = None  # path, "-" for stdin, None = CONTEXT/Dockerfile (or Containerfile)
     tags: list[str] = field(default_factory=list)

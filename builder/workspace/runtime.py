@@ -24,7 +24,8 @@ class StoreBlobOpener:
     def __call__(self) -> BinaryIO:
         from builder.image.compress import decompress_reader
         from builder.image.store import Store
-        return decompress_reader(Store(self.store_root).open_blob(self.digest), self.media_type)
+        blob: Any = Store(self.store_root).open_blob(self.digest)  # a digest-verifying reader, file-like
+        return decompress_reader(blob, self.media_type)
 
 
 class Runtime:
@@ -53,7 +54,8 @@ class Runtime:
         ``close``: (fd, inode) of pipe ends the forked child must not keep (see pipe_end)."""
         if self.isolation == "chroot":  # mounts and namespaces may be forbidden: plain call
             return fn(*args)
-        return self.userns().call(fn, *args, _close=close)
+        value: T = self.userns().call(fn, *args, _close=close)
+        return value
 
     def run(self, spec: Any, provider: Any) -> Any:
         if self.isolation == "chroot":

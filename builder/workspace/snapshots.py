@@ -32,7 +32,7 @@ class SnapshotRootfs:
     def setup(self) -> Path:
         for driver, key in self.extra:
             _driver(self.root, driver).mount(key)
-        return _driver(self.root, self.driver).mount(self.key)
+        return Path(_driver(self.root, self.driver).mount(self.key))
 
 
 def snapshot_root_path(root: str, driver: str, key: str) -> str:

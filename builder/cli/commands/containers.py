@@ -11,9 +11,10 @@ import click
 from builder.cli.options import output_options, platform_option, registry_options, registry_options_from
 
 
-def _app(ctx: click.Context) -> Any:
+def _app(ctx: click.Context, isolation: str | None = None) -> Any:
+    """The command's Workspace (global flags, plus --isolation and --runtime where taken)."""
     from builder.cli.context import workspace
-    return workspace(ctx)
+    return workspace(ctx, isolation=isolation)
 
 
 def _isolation(f: Any) -> Any:
@@ -43,9 +44,9 @@ def from_(ctx: click.Context, image: str, name: str | None, pull: str, quiet: bo
           isolation: str | None, **kw: Any) -> None:
     """Create a working container from IMAGE (or `scratch`); prints its name."""
     from builder import scripted as api
-    regopts = registry_options_from(kw)
-    state = api.from_image(_app(ctx), image, name=name, pull=pull, registry=regopts, platform=platform,
-                           isolation=isolation, quiet=quiet)
+    from builder.options import FromOptions
+    opts = FromOptions(name=name, pull=pull, platform=platform, registry=registry_options_from(kw), quiet=quiet)
+    state = api.from_image(_app(ctx, isolation), image, opts)
     click.echo(state.name)
 
 
@@ -68,9 +69,10 @@ def run(ctx: click.Context, container: str, command: tuple[str, ...], env: tuple
         terminal: bool, isolation: str | None) -> None:
     """Run COMMAND in CONTAINER (put `--` before the command)."""
     from builder import scripted as api
-    status = api.run_in(_app(ctx), container, list(command), env=list(env), workdir=workingdir, user=user,
-                        network=network, hostname=hostname, volumes=list(volumes), mounts=list(mounts),
-                        isolation=isolation)
+    from builder.options import RunOptions
+    opts = RunOptions(env=env, workdir=workingdir, user=user, network=network, hostname=hostname,
+                      volumes=volumes, mounts=mounts)
+    status = api.run_in(_app(ctx, isolation), container, list(command), opts)
     sys.exit(status)
 
 
@@ -101,9 +103,10 @@ def copy(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str 
          from_: str | None, contextdir: str | None, quiet: bool) -> None:
     """Copy SRC... to DEST in CONTAINER (DEST defaults to the working directory)."""
     from builder import scripted as api
+    from builder.options import CopyOptions
     sources, dest = _split_sources(paths)
-    api.copy_into(_app(ctx), container, sources, dest, chown=chown, chmod=chmod, from_=from_,
-                  contextdir=contextdir, add=False, quiet=quiet)
+    api.copy_into(_app(ctx), container, sources, dest, CopyOptions(
+        chown=chown, chmod=chmod, copy_from=from_, contextdir=contextdir, add=False, quiet=quiet))
 
 
 @click.command("add")
@@ -116,9 +119,11 @@ def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str |
         from_: str | None, contextdir: str | None, quiet: bool, checksum: str | None) -> None:
     """Like copy, but local archives are extracted and URLs are fetched."""
     from builder import scripted as api
+    from builder.options import CopyOptions
     sources, dest = _split_sources(paths)
-    api.copy_into(_app(ctx), container, sources, dest, chown=chown, chmod=chmod, from_=from_,
-                  contextdir=contextdir, add=True, quiet=quiet, checksum=checksum)
+    api.copy_into(_app(ctx), container, sources, dest, CopyOptions(
+        chown=chown, chmod=chmod, copy_from=from_, contextdir=contextdir, add=True, quiet=quiet,
+        checksum=checksum))
 
 
 @click.command("config")
@@ -154,7 +159,10 @@ def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str |
 def config(ctx: click.Context, container: str, **opts: Any) -> None:
     """Change the image configuration of CONTAINER."""
     from builder import scripted as api
-    api.configure(_app(ctx), container, opts)
+    from builder.options import ConfigOptions
+    opts["os"] = opts.pop("os_")
+    api.configure(_app(ctx), container, ConfigOptions(**{k: tuple(v) if isinstance(v, tuple) else v
+                                                         for k, v in opts.items()}))
 
 
 @click.command("commit")
@@ -175,11 +183,11 @@ def commit(ctx: click.Context, container: str, image: str | None, squash: bool, 
            image_format: str | None, compression: str | None, compression_level: int | None, **kw: Any) -> None:
     """Commit CONTAINER to IMAGE (a name in the store, or any transport)."""
     from builder import scripted as api
-    regopts = registry_options_from(kw)
-    rec = api.commit(_app(ctx), container, image, squash=squash, timestamp=timestamp,
-                     image_format=image_format or "oci",
-                     compression="none" if disable_compression else (compression or "gzip"),
-                     compression_level=compression_level, registry=regopts, quiet=quiet)
+    from builder.options import CommitOptions
+    opts = CommitOptions(squash=squash, timestamp=timestamp, image_format=image_format or "oci",
+                         compression="none" if disable_compression else (compression or "gzip"),
+                         compression_level=compression_level, registry=registry_options_from(kw), quiet=quiet)
+    rec = api.commit(_app(ctx), container, image, opts)
     if iidfile:
         with open(iidfile, "w") as fh:
             fh.write(rec.id)

@@ -27,9 +27,10 @@ def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: 
          **kw: Any) -> None:
     """Copy SOURCE (a registry image, oci:, oci-archive:, docker-archive:) into the local store."""
     from builder.cli.progress import make_progress
-    from builder.image.pull import pull_image
-    rec = pull_image(_app(ctx), source, registry=registry_options_from(kw), platform=platform, quiet=quiet,
-                     progress=make_progress(quiet, progress))
+    from builder.image.pull import pull as pull_op
+    from builder.options import PullOptions
+    opts = PullOptions(registry=registry_options_from(kw), platform=platform, quiet=quiet)
+    rec = pull_op(_app(ctx), source, opts, progress=make_progress(quiet, progress))
     click.echo(rec.id.split(":", 1)[1])
 
 
@@ -46,19 +47,11 @@ def push(ctx: click.Context, image: str, destination: str | None, digestfile: st
          progress: str, image_format: str | None, compression: str | None, compression_level: int | None,
          remove_signatures: bool, **kw: Any) -> None:
     """Copy IMAGE from the store to DESTINATION (default: docker://IMAGE)."""
-    from builder.scripted import find_local_image
     from builder.cli.progress import make_progress
-    from builder.errors import ImageNotFound
-    from builder.image.pull import push_record
-    app = _app(ctx)
-    rec = find_local_image(app, image)
-    if rec is None:
-        raise ImageNotFound(f"image {image}: not known in the local store")
-    dest = destination or "docker://" + (image if "/" in image or not rec.names else rec.names[0])
-    if not dest.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:")):
-        dest = "docker://" + dest
-    result = push_record(app, rec, dest, registry=registry_options_from(kw), image_format=image_format,
-                         progress=make_progress(quiet, progress))
+    from builder.image.pull import push as push_op
+    from builder.options import PushOptions
+    opts = PushOptions(registry=registry_options_from(kw), image_format=image_format, quiet=quiet)
+    result = push_op(_app(ctx), image, destination, opts, progress=make_progress(quiet, progress))
     if digestfile:
         with open(digestfile, "w") as fh:
             fh.write(result.manifest_digest)
