@@ -14,6 +14,7 @@
     ├── ContainerError                     working container missing or unusable
     │   └── RunFailed                      a command inside exited non-zero (carries status)
     └── BuildError                         a Dockerfile build step failed
+        └── StepError                      ... at FILE:LINE: INSTRUCTION (the cause chained)
 
 Messages are one line and name the image, file or container involved; the CLI
 prints ``bale: <message>`` and exits with ``exit_code``.
@@ -79,3 +80,14 @@ class RunFailed(ContainerError):
 
 class BuildError(BaleError):
     pass
+
+
+class StepError(BuildError):
+    """A Dockerfile step failed: ``FILE:LINE: INSTRUCTION: cause``. Raised only by the step
+    runner (builder.build.scheduler), which chains the original error as ``__cause__``;
+    ``exit_code`` is the cause's."""
+
+    def __init__(self, file: str, line: int, instruction: str, cause: str, *, exit_code: int = 1) -> None:
+        super().__init__(f"{file}:{line}: {instruction}: {cause}")
+        self.file, self.line, self.instruction, self.cause_text = file, line, instruction, cause
+        self.exit_code = exit_code

@@ -1,27 +1,49 @@
-"""The step graph's data: plain, fully expanded, ready for an executor.
+"""The step graph's data: a closed union of frozen dataclasses, fully expanded.
 
-A build is a list of ``Stage``s (only those the target needs); each stage is a
-base (an image reference, another stage, or scratch) and a list of ``Step``s:
+A build is a set of ``Stage``s (only those the target needs); each stage is a
+base (an image reference, another stage, or scratch) and a list of ``Step``s.
+``Step`` is a closed union, one member per instruction form:
 
-- ``RunStep``: a process (argv, build-arg environment, RUN mounts, network)
-- ``CopyStep``: COPY/ADD sources (context paths, URLs, inline heredoc files,
-  another stage, an image, or a named build context) to a destination
-- ``ConfigStep``: an edit of the image configuration, no filesystem change
-  (``mkdir`` is set for WORKDIR, whose directory is created if missing)
+- ``RunStep``: RUN, a process (argv, build-arg environment, mounts, network)
+- ``CopyStep``: COPY/ADD from the build context (paths, URLs, heredoc files)
+- ``CopyFromStep``: COPY/ADD ``--from=`` another stage, an image or a named context
+- ``WorkdirStep``: WORKDIR, a config change that also creates the directory
+- ``ConfigStep``: an edit of the image configuration, one typed ``ConfigOp``
+  (``SetEnv``, ``SetLabels``, ``SetCmd``...), no filesystem change
 
-Every step carries ``line`` (first line in the Dockerfile), ``keyword`` and
-``text``: the canonical expanded instruction, used for history and cache keys
-and never holding secret values.
+Every field is expanded (ARG and ENV values substituted, flags parsed, heredoc
+bodies read), so an executor never sees Dockerfile syntax. Every step carries
+``span`` (file and first line), ``keyword`` (the instruction as written) and
+``text``: the canonical expanded instruction for history and the step log,
+never holding a secret's value.
+
+Adding an instruction: its dataclass here (a ``ConfigOp`` member when it only
+edits the config), its parser in ``frontend/graph.py`` and one executor module
+in ``builder/build/steps/``; the executor's ``match`` ends in ``assert_never``,
+so mypy reports a kind nobody executes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Mapping, TypeAlias
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where an instruction starts: ``file`` as the user named it, ``line`` 1-based."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
 
 
 @dataclass(frozen=True)
 class RunMount:
-    type: str  # bind | cache | tmpfs | secret | ssh
+    """One ``RUN --mount``: ``type`` is bind | cache | tmpfs | secret | ssh; ``target`` absolute."""
+
+    type: str
     target: str
     source: str = ""
     from_stage: int | None = None
@@ -37,57 +59,156 @@ class RunMount:
     size: str = ""
 
 
-@dataclass
-class Step:
-    line: int
-    keyword: str
-    text: str
-
-
-@dataclass
-class RunStep(Step):
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # build args visible to the command (not persisted)
-    mounts: list[RunMount] = field(default_factory=list)
-    network: str | None = None
-    stdin: bytes | None = None
-
-
-@dataclass
+@dataclass(frozen=True)
 class InlineFile:
+    """A COPY/ADD heredoc: the file ``name`` with ``content`` (expanded when the delimiter was unquoted)."""
+
     name: str
     content: bytes
 
 
-@dataclass
-class CopyStep(Step):
-    sources: list[str] = field(default_factory=list)
-    inline: list[InlineFile] = field(default_factory=list)
-    dest: str = "/"
-    from_stage: int | None = None
-    from_image: str | None = None
-    from_context: str | None = None
-    chown: str | None = None
+@dataclass(frozen=True, kw_only=True)
+class StepBase:
+    span: Span
+    keyword: str  # RUN, COPY, ADD, ENV... as written (an ONBUILD trigger: the trigger's)
+    text: str  # canonical expanded instruction (history, step log); no secret values
+
+    @property
+    def line(self) -> int:
+        return self.span.line
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStep(StepBase):
+    args: tuple[str, ...]  # argv, the shell form already wrapped in SHELL
+    build_env: Mapping[str, str] = field(default_factory=dict)  # ARGs visible to the command, not persisted
+    mounts: tuple[RunMount, ...] = ()
+    network: str | None = None  # None: the build's default; "none" | "host"
+    security: str = "sandbox"
+    stdin: bytes | None = None  # a heredoc script with a #! line is fed on stdin
+
+
+@dataclass(frozen=True, kw_only=True)
+class _CopyFields(StepBase):
+    sources: tuple[str, ...]  # as written after expansion: paths, globs (URLs for ADD)
+    dest: str  # absolute; a trailing "/" means "into this directory"
+    add: bool = False  # ADD: archives extracted, URLs fetched
+    chown: str | None = None  # USER[:GROUP], names or ids, expanded
     chmod: int | None = None
     link: bool = False
-    excludes: list[str] = field(default_factory=list)
+    excludes: tuple[str, ...] = ()
     parents: bool = False
-    add: bool = False
-    checksum: str | None = None
+    checksum: str | None = None  # ADD --checksum=sha256:...
     keep_git_dir: bool = False
 
 
-@dataclass
-class ConfigStep(Step):
-    changes: dict[str, Any] = field(default_factory=dict)
-    mkdir: str | None = None  # WORKDIR: create this directory if missing
+@dataclass(frozen=True, kw_only=True)
+class CopyStep(_CopyFields):
+    """COPY/ADD from the build context, with heredoc files."""
+
+    inline: tuple[InlineFile, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CopyFromStep(_CopyFields):
+    """COPY/ADD --from: exactly one of ``from_stage`` (index) and ``from_image`` (an image
+    reference, or the name of a ``--build-context``) is set."""
+
+    from_stage: int | None = None
+    from_image: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkdirStep(StepBase):
+    path: str  # absolute, normalized; created (with its parents) if missing
+
+
+# --- configuration edits: no filesystem change -------------------------------
+@dataclass(frozen=True)
+class SetEnv:
+    pairs: tuple[tuple[str, str], ...]  # set in order; an existing key keeps its position
+
+
+@dataclass(frozen=True)
+class SetLabels:
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SetCmd:
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetEntrypoint:
+    argv: tuple[str, ...]
+    reset_cmd: bool  # no CMD yet in this stage: the base's CMD is dropped (Docker's rule)
+
+
+@dataclass(frozen=True)
+class SetShell:
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Expose:
+    ports: tuple[str, ...]  # PORT[-END][/proto], validated
+
+
+@dataclass(frozen=True)
+class AddVolumes:
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetUser:
+    user: str
+
+
+@dataclass(frozen=True)
+class SetHealthcheck:
+    """``test`` is ["NONE"], ["CMD", argv...] or ["CMD-SHELL", cmd]; durations in nanoseconds."""
+
+    test: tuple[str, ...]
+    interval: int | None = None
+    timeout: int | None = None
+    start_period: int | None = None
+    start_interval: int | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True)
+class AddOnBuild:
+    trigger: str  # the instruction text, run by a later build FROM this image or stage
+
+
+@dataclass(frozen=True)
+class SetStopSignal:
+    signal: str  # SIGNAME or a number
+
+
+@dataclass(frozen=True)
+class SetAuthor:
+    author: str  # MAINTAINER: the image's top-level "author"
+
+
+ConfigOp: TypeAlias = (SetEnv | SetLabels | SetCmd | SetEntrypoint | SetShell | Expose | AddVolumes | SetUser
+                       | SetHealthcheck | AddOnBuild | SetStopSignal | SetAuthor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigStep(StepBase):
+    op: ConfigOp
+
+
+Step: TypeAlias = RunStep | CopyStep | CopyFromStep | WorkdirStep | ConfigStep
 
 
 @dataclass
 class Stage:
     index: int
     name: str | None
-    line: int
+    span: Span  # the FROM line
     base_image: str | None  # None for a stage base or scratch
     base_stage: int | None
     platform: str | None
@@ -97,6 +218,10 @@ class Stage:
     @property
     def label(self) -> str:
         return self.name or str(self.index)
+
+    @property
+    def line(self) -> int:
+        return self.span.line
 
 
 @dataclass
@@ -135,7 +260,7 @@ class StepGraph:
 
 @dataclass(frozen=True)
 class BaseInfo:
-    """What the frontend needs of a base image: its environment and ONBUILD triggers."""
+    """What the frontend needs of a base image or stage: its environment and ONBUILD triggers."""
 
     env: list[str] = field(default_factory=list)
     workdir: str = ""

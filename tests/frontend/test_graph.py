@@ -3,7 +3,8 @@ import pytest
 
 from frontend.errors import FrontendError
 from frontend.graph import build_graph
-from frontend.steps import BaseInfo, ConfigStep, CopyStep, RunStep
+from frontend.steps import (BaseInfo, ConfigStep, CopyFromStep, CopyStep, RunStep, SetCmd, SetEntrypoint, SetEnv,
+                            Span, WorkdirStep)
 
 
 def graph(text, **kw):
@@ -16,8 +17,8 @@ def test_exact_lines_with_continuations_comments_and_heredocs():
               "COPY <<F /f\nbody\nF\nENV A=1\n")
     steps = g.stages[0].steps
     assert [(s.line, s.keyword) for s in steps] == [(4, "RUN"), (7, "RUN"), (11, "COPY"), (14, "ENV")]
-    assert steps[0].args == ["/bin/sh", "-c", "a   b"]
-    assert steps[1].args == ["/bin/sh", "-c", "x\nFROM y\n"]
+    assert steps[0].args == ("/bin/sh", "-c", "a   b")
+    assert steps[1].args == ("/bin/sh", "-c", "x\nFROM y\n")
     assert steps[2].inline[0].content == b"body\n"
 
 
@@ -34,7 +35,6 @@ def test_exact_lines_with_continuations_comments_and_heredocs():
     ("FROM a\nARG 1x\n", "Dockerfile:2: ARG: invalid argument name '1x'"),
     ("FROM a\nRUN <<EOF\nno end\n", "Dockerfile:2: RUN: unterminated heredoc <<EOF"),
     ("FROM a\nENV ${X:?needed}=1\n", "Dockerfile:2: ENV: X: needed"),
-    ("FROM a AS one\nFROM b AS one\n", "Dockerfile:2: FROM: duplicate stage name 'one'"),
     ("FROM a\nCOPY --chmod=9z a b\n", "Dockerfile:2: COPY: invalid --chmod"),
 ])
 def test_errors_name_file_and_line(text, message):
@@ -48,14 +48,14 @@ def test_arg_scoping_and_predefined():
     g = graph("ARG V=global\nARG TARGETARCH\nFROM busybox\nARG V\nARG TARGETARCH\nARG LOCAL=l\nENV E=$V-$TARGETARCH-$LOCAL\n"
               "RUN echo\n", platform="linux/arm64", build_args={"HTTP_PROXY": "p", "UNUSED": "u"})
     env_step, run = g.stages[0].steps
-    assert env_step.changes["Env"] == ["E=global-arm64-l"]
-    assert run.env == {"V": "global", "TARGETARCH": "arm64", "LOCAL": "l", "HTTP_PROXY": "p"}
+    assert env_step.op == SetEnv((("E", "global-arm64-l"),))
+    assert run.build_env == {"V": "global", "TARGETARCH": "arm64", "LOCAL": "l", "HTTP_PROXY": "p"}
     assert g.warnings and "UNUSED" in g.warnings[0]
 
 
 def test_global_args_only_in_from_without_redeclaration():
     g = graph("ARG IMG=alpine\nARG V=x\nFROM $IMG\nENV E=[$V]\n")
-    assert g.stages[0].base_image == "alpine" and g.stages[0].steps[0].changes["Env"] == ["E=[]"]
+    assert g.stages[0].base_image == "alpine" and g.stages[0].steps[0].op == SetEnv((("E", "[]"),))
 
 
 def test_target_prunes_stages_and_broken_unused_stage():
@@ -74,8 +74,8 @@ def test_target_prunes_stages_and_broken_unused_stage():
 def test_entrypoint_resets_cmd_and_workdir_joins():
     g = graph('FROM a\nWORKDIR /x\nWORKDIR y\nENTRYPOINT ["e"]\nCMD c\n')
     w1, w2, ep, cmd = g.stages[0].steps
-    assert w2.changes == {"WorkingDir": "/x/y"} and w2.mkdir == "/x/y"
-    assert ep.changes == {"Entrypoint": ["e"], "Cmd": None} and cmd.changes == {"Cmd": ["/bin/sh", "-c", "c"]}
+    assert isinstance(w2, WorkdirStep) and w2.path == "/x/y"
+    assert ep.op == SetEntrypoint(("e",), reset_cmd=True) and cmd.op == SetCmd(("/bin/sh", "-c", "c"))
 
 
 def test_onbuild_triggers_of_the_base_run_first():
@@ -99,12 +99,47 @@ def test_copy_flags():
     g = graph("FROM a AS s\nFROM b\nCOPY --from=s --chown=app:app --chmod=0640 --link --exclude=*.md --parents "
               "x y /d/\nADD --checksum=sha256:" + "a" * 64 + " https://example.com/f /f\n")
     cp, add = g.stages[1].steps
-    assert isinstance(cp, CopyStep) and cp.from_stage == 0 and cp.chown == "app:app" and cp.chmod == 0o640
-    assert cp.link and cp.parents and cp.excludes == ["*.md"] and cp.dest == "/d/"
-    assert add.add and add.checksum.startswith("sha256:") and add.sources == ["https://example.com/f"]
+    assert isinstance(cp, CopyFromStep) and cp.from_stage == 0 and cp.chown == "app:app" and cp.chmod == 0o640
+    assert cp.link and cp.parents and cp.excludes == ("*.md",) and cp.dest == "/d/"
+    assert add.add and add.checksum.startswith("sha256:") and add.sources == ("https://example.com/f",)
 
 
 def test_dump_is_stable():
     g = graph("FROM a\nENV X=1\nRUN echo $X\n")
     assert g.dump() == 'stage 0 - FROM a\n  2: ENV X=1\n  3: RUN ["/bin/sh", "-c", "echo $X"]\n'
     assert isinstance(g.stages[0].steps[0], ConfigStep) and isinstance(g.stages[0].steps[1], RunStep)
+
+
+def test_onbuild_of_a_stage_runs_in_the_child_and_is_not_inherited():
+    """Issue 8 class 7. BuildKit dockerfile2llb/convert.go resolveStages: a stage base's
+    triggers are its base's OnbuildCommands ("onbuilds = append(onbuilds, obCmd.Expression)"),
+    and dispatchState.init sets image.Config.OnBuild = nil ("onbuild triggers to not carry over
+    from base stage"); the child keeps only its own ONBUILD."""
+    g = graph("FROM a AS parent\nONBUILD RUN echo trig\nONBUILD ENV T=1\nRUN parent-only\n"
+              "FROM parent AS child\nONBUILD RUN mine\nRUN echo $T\n")
+    child = g.stages[1]
+    kinds = [(type(s).__name__, s.keyword) for s in child.steps]
+    assert kinds == [("RunStep", "RUN"), ("ConfigStep", "ENV"), ("ConfigStep", "ONBUILD"), ("RunStep", "RUN")]
+    assert child.steps[0].args[-1] == "echo trig" and child.steps[0].span == Span("Dockerfile", 5)
+    assert child.steps[1].op == SetEnv((("T", "1"),))
+    assert child.steps[3].args[-1] == "echo $T"  # the shell expands it: T is in the image env
+    # a grandchild runs the child's own trigger only
+    g = graph("FROM a AS parent\nONBUILD RUN p\nFROM parent AS child\nONBUILD RUN c\nFROM child\nRUN x\n")
+    assert [s.args[-1] for s in g.stages[2].steps if isinstance(s, RunStep)] == ["c", "x"]
+
+
+def test_duplicate_stage_names_warn_and_the_later_stage_wins():
+    """Issue 8 class 8. BuildKit validations.go validateStageNames runs the DuplicateStageName lint
+    (a warning); dispatchStates.addState (convert.go) overwrites statesByName with each stage, so
+    --target and --from name the last stage of that name, while FROM NAME resolves at add time
+    (the latest one before it)."""
+    text = ("FROM a AS one\nRUN first\nFROM one AS two\nRUN second\nFROM b AS one\nRUN third\n"
+            "FROM c\nCOPY --from=one /x /x\n")
+    g = graph(text)
+    assert any("DuplicateStageName" in w and "Dockerfile:5" in w for w in g.warnings)
+    final = g.stages[3]
+    assert final.deps == {2} and final.steps[0].from_stage == 2
+    g = graph(text, target="one")
+    assert list(g.stages) == [2] and g.stages[2].steps[0].args[-1] == "third"
+    g = graph(text, target="two")
+    assert g.stages[1].base_stage == 0

@@ -1,0 +1,125 @@
+"""RUN --mount: the sandbox binds a RUN step gets, and what they expose for its cache key.
+
+Kinds (BuildKit's): ``bind`` (from the context, another stage, an image or a
+named context; read-only unless ``rw``), ``cache`` (a persistent directory per
+id), ``tmpfs``, ``secret`` (a --secret value as a file or an environment
+variable, never in a key or a layer) and ``ssh`` (not supported: an error
+when required).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.build.copier import Source
+from builder.build.digest import context_digest
+from builder.build.state import StageState
+from builder.errors import BuildError
+from builder.sandbox.spec import BindSpec
+from builder.workspace.snapshots import snapshot_root_path
+from frontend.steps import RunMount, RunStep
+
+if TYPE_CHECKING:
+    from builder.build.builder import Builder
+
+
+@dataclass
+class Mounts:
+    binds: list[BindSpec] = field(default_factory=list)
+    #: (driver, key) of other stages' snapshots the binds read from (mounted first)
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)  # secret env=VAR values
+
+
+def secret_value(b: "Builder", m: RunMount) -> bytes | None:
+    """A --secret's value for a mount; None when not given (an error if the mount requires it)."""
+    spec = b.opts.secrets.get(m.id)
+    if spec is None and m.required:
+        raise BuildError(f"secret {m.id} is required but was not given with --secret")
+    return spec.read() if spec is not None else None
+
+
+def confined_context_path(context: Path, rel: str) -> Path:
+    ctx = context.resolve()
+    p = (ctx / rel.lstrip("/")).resolve()
+    if p != ctx and ctx not in p.parents:
+        raise BuildError(f"bind mount source {rel}: outside the build context")
+    return p
+
+
+def _bind_origin(b: "Builder", m: RunMount) -> "StageState | Path":
+    if m.from_stage is not None:
+        return b.states[m.from_stage]
+    assert m.from_image is not None
+    return b.named_state(m.from_image)
+
+
+def mount_digests(b: "Builder", step: RunStep) -> list[str]:
+    """For the cache key: a digest of what each bind mount exposes (context files after
+    .dockerignore, a stage's subtree, an image by its layers); the other kinds count by their
+    options only (a cache mount's content never enters a key, as in BuildKit)."""
+    out = []
+    for m in step.mounts:
+        if m.type != "bind":
+            out.append("")
+            continue
+        if m.from_stage is None and not m.from_image:
+            src = confined_context_path(b.context.dir, m.source or ".")
+            rel = os.path.relpath(src, b.context.dir.resolve())
+            s = Source(src, rel, src.is_dir())
+            out.append(context_digest([s], b.ignore if b.ignore else None, None, b.file_digests))
+            continue
+        origin = _bind_origin(b, m)
+        if isinstance(origin, Path):
+            src = confined_context_path(origin, m.source or ".")
+            out.append(context_digest([Source(src, os.path.relpath(src, origin.resolve()), src.is_dir())], None,
+                                      None, b.file_digests))
+        elif origin.index < 0:
+            out.append("image:" + origin.chain)
+        else:
+            out.append(b.tree_digest(origin, [m.source or "/"]))
+    return out
+
+
+def build_mounts(b: "Builder", st: StageState, step: RunStep) -> Mounts:
+    """The binds for ``step``'s mounts (kept in this one function: the sandbox's BindSpec is its contract)."""
+    out = Mounts()
+    for m in step.mounts:
+        if m.type == "secret":
+            value = secret_value(b, m)
+            if value is None:
+                continue
+            if m.env:
+                out.env.append(f"{m.env}={value.decode(errors='replace')}")
+            if not m.target:
+                continue
+            path = b.secret_dir / hashlib.sha256(f"{m.id}\0{m.target}".encode()).hexdigest()[:16]
+            path.unlink(missing_ok=True)  # a read-only copy left by an earlier RUN
+            path.write_bytes(value)
+            os.chmod(path, m.mode if m.mode is not None else 0o400)
+            out.binds.append(BindSpec(str(path), m.target, readonly=True))
+        elif m.type == "cache":
+            cdir = b.root / "cache-mounts" / hashlib.sha256((m.id or m.target).encode()).hexdigest()[:24]
+            cdir.mkdir(parents=True, exist_ok=True)
+            out.binds.append(BindSpec(str(cdir), m.target, readonly=False))
+        elif m.type == "tmpfs":
+            out.binds.append(BindSpec("", m.target, type="tmpfs"))
+        elif m.type == "bind" and (m.from_stage is not None or m.from_image):
+            origin = _bind_origin(b, m)
+            if isinstance(origin, Path):  # a --build-context directory
+                out.binds.append(BindSpec(m.source or ".", m.target, readonly=m.readonly, within=str(origin)))
+                continue
+            oc = b.container(origin)
+            out.extra.append((oc.driver, oc.key))
+            out.binds.append(BindSpec(m.source or "/", m.target, readonly=m.readonly,
+                                      within=snapshot_root_path(str(b.rt.snapshots_root), oc.driver, oc.key)))
+        elif m.type == "bind":
+            out.binds.append(BindSpec(str(confined_context_path(b.context.dir, m.source or ".")), m.target,
+                                      readonly=m.readonly))
+        elif m.type == "ssh":
+            if m.required:
+                raise BuildError("ssh mounts are not supported")
+    return out
