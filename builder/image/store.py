@@ -5,21 +5,25 @@ Layout under ``root``::
     blobs/sha256/<hex>        every blob (manifests, configs, layers), verified on write
     images.json               image records (id, manifest digest, names), replaced atomically
     diffids/sha256/<hex>      JSON {"digest", "mediaType", "size"}: diff_id -> compressed blob
-    tmp/                      temp files; same filesystem, so commit is a rename
-    lock                      flock: shared for readers, exclusive for writers
+    tmp/<lease id>/           each process's temp files; same filesystem, so commit is a rename
+    leases/<lease id>.lease   what each live process uses (builder.image.lease)
+    lock                      flock: shared for readers, exclusive for writers (builder.image.storelock)
 
-Contract (after umoci's cas.Engine):
+Contract (after umoci's cas.Engine and containerd's leases):
 * ``put_*`` is idempotent and atomic: temp file, hash while writing, fsync, rename.
-  A crash leaves at most a stray file in tmp/, never a wrong blob.
+  A crash leaves at most a stray file in the dead process's tmp/<lease id>/, never a wrong blob.
 * ``open_blob`` returns a reader that re-hashes and raises DigestMismatch at EOF.
 * Image records change only under the exclusive lock, by rewriting images.json
   through a temp file and ``os.replace``.
-* ``gc`` deletes blobs that no image record reaches; callers hold the lock.
+* Every blob this process writes, finds with ``has_blob``, or reaches through ``manifest_of``
+  is recorded in its lease first (under the shared lock), so no other process's ``gc`` removes
+  it while this one lives.
+* ``gc`` deletes blobs that no image record, ``keep`` or other live lease reaches, under the
+  exclusive lock.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,9 +32,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Iterator
+from typing import IO, Any, BinaryIO, Collection
 
 from builder.errors import DigestMismatch, ImageNotFound, StoreError
+from builder.image.lease import Lease, current_lease_id, lease_for, read_leases
+from builder.image.storelock import lock_for
 from builder.image.oci import (INDEX_TYPES, Descriptor, check_digest_syntax, detect_media_type,
                          parse_config, parse_manifest, sha256_digest)
 
@@ -166,7 +172,9 @@ class BlobWriter:
         dest = self._store.blob_path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self._path, 0o644)
-        os.replace(self._path, dest)
+        with self._store.lock(exclusive=False):
+            self._store.lease.record("blob", digest)
+            os.replace(self._path, dest)
         self.digest = digest
         return Descriptor("", digest, self.size)
 
@@ -186,38 +194,37 @@ class BlobWriter:
 
 
 class Store:
+    """The store at ``root`` (made if missing; StoreError if it cannot be). Any number of Store
+    objects, threads and processes may share one root: they share its lock and lease."""
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         try:
-            for sub in ("blobs/sha256", "diffids/sha256", "tmp"):
+            for sub in ("blobs/sha256", "diffids/sha256", "tmp", "leases"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from None
-        self.tmp_dir = self.root / "tmp"
-        self._lock_depth = 0
-        self._lock_fh: IO[str] | None = None
+        self._lock = lock_for(self.root / "lock")
 
-    # --- locking ---
-    @contextlib.contextmanager
-    def lock(self, exclusive: bool = True) -> Iterator[None]:
-        """Process-level lock on the store (re-entrant within one process)."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        fh = open(self.root / "lock", "a+")
-        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        self._lock_fh, self._lock_depth = fh, 1
-        try:
-            yield
-        finally:
-            self._lock_depth = 0
-            self._lock_fh = None
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+    # --- locking and leases ---
+    def lock(self, exclusive: bool = True) -> contextlib.AbstractContextManager[None]:
+        """The store's lock: exclusive (one holder in all threads and processes) or shared.
+        Re-entrant per thread; an exclusive holder may take it shared; a shared holder may not
+        take it exclusive (StoreError). See builder.image.storelock."""
+        return self._lock(exclusive)
+
+    @property
+    def lease(self) -> Lease:
+        """This process's lease on the store (taken on first use)."""
+        return lease_for(self.root)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """This process's temp directory, ``tmp/<lease id>``: removed once the process is gone."""
+        path = self.root / "tmp" / self.lease.id
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+        return path
 
     # --- blobs ---
     def blob_path(self, digest: str) -> Path:
@@ -225,7 +232,16 @@ class Store:
         return self.root / "blobs" / algo / hexd
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).exists()
+        """Whether the blob is stored; a True answer also leases it to this process (a caller
+        that found it may rely on it staying)."""
+        with self.lock(exclusive=False):
+            self.lease.record("blob", check_digest_syntax(digest))
+            return self.blob_path(digest).exists()
+
+    def claim(self, *digests: str) -> None:
+        """Lease blobs to this process before using them (no check that they exist)."""
+        with self.lock(exclusive=False):
+            self.lease.record("blob", *(check_digest_syntax(d) for d in digests))
 
     def blob_size(self, digest: str) -> int:
         try:
@@ -249,7 +265,7 @@ class Store:
 
     def put_bytes(self, data: bytes, expected: str | None = None) -> str:
         digest = sha256_digest(data) if expected is None else expected
-        if self.has_blob(digest):
+        if self.has_blob(digest):  # leased by the check: it stays
             return digest
         with self.writer(expected) as w:
             w.write(data)
@@ -257,7 +273,7 @@ class Store:
 
     def put_stream(self, src: BinaryIO, expected: str | None = None, expected_size: int | None = None) -> Descriptor:
         with self.writer(expected, expected_size) as w:
-            shutil.copyfileobj(src, w, CHUNK)  # type: ignore[misc]
+            shutil.copyfileobj(src, w, CHUNK)
             return w.commit()
 
     # --- where blobs came from (for cross-repository mounts on push) ---
@@ -378,14 +394,31 @@ class Store:
             self._save_images([r for r in self.images() if r.manifest_digest != rec.manifest_digest])
 
     def manifest_of(self, rec: ImageRecord) -> tuple[bytes, Any]:
-        data = self.read_blob(rec.manifest_digest, f"manifest of {rec.names[0] if rec.names else rec.id}")
-        return data, parse_manifest(data)
+        """The image's manifest (bytes, parsed). Its manifest, config and layer blobs are leased to
+        this process first, so the image's content stays while this process works from it even
+        if another process removes the image."""
+        with self.lock(exclusive=False):
+            self.claim(rec.manifest_digest)
+            data = self.read_blob(rec.manifest_digest, f"manifest of {rec.names[0] if rec.names else rec.id}")
+            man = parse_manifest(data)
+            self.claim(man.config.digest, *(l.digest for l in man.layers))
+        return data, man
 
     # --- garbage collection ---
-    def gc(self, keep: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-        """Delete blobs no image record (nor ``keep``) reaches. Returns removed digests."""
+    def gc(self, keep: Collection[str] = frozenset()) -> list[str]:
+        """Delete blobs that no image record, ``keep`` or live lease of another process reaches,
+        and the diff_id and source notes of blobs gone. Returns the removed digests.
+        (This process's own lease protects nothing here: it is the one collecting.)
+        Stale leases and temp files are left to builder.workspace.gc, which knows snapshots."""
+        return [d for d, _ in self.gc_sized(keep)]
+
+    def gc_sized(self, keep: Collection[str] = frozenset()) -> list[tuple[str, int]]:
+        """``gc``, with the size in bytes of each removed blob."""
         with self.lock():
             live = set(keep)
+            for info in read_leases(self.root / "leases", own=current_lease_id(self.root)):
+                if info.live:
+                    live |= info.get("blob")
             for r in self.images():
                 live.add(r.manifest_digest)
                 if r.index_digest:
@@ -396,24 +429,22 @@ class Store:
                     continue
                 live.add(man.config.digest)
                 live.update(l.digest for l in man.layers)
-            removed = []
+            removed: list[tuple[str, int]] = []
             for p in (self.root / "blobs" / "sha256").iterdir():
                 d = "sha256:" + p.name
                 if d not in live:
+                    size = p.lstat().st_size
                     p.unlink()
-                    removed.append(d)
+                    removed.append((d, size))
             for p in (self.root / "diffids" / "sha256").iterdir():
                 try:
-                    if not self.has_blob(json.loads(p.read_text())["digest"]):
+                    if not self.blob_path(json.loads(p.read_text())["digest"]).exists():
                         p.unlink()
-                except (ValueError, KeyError):
+                except (ValueError, KeyError, TypeError):
                     p.unlink()
             for p in (self.root / "sources" / "sha256").glob("*"):
-                if not self.has_blob("sha256:" + p.name):
+                if not self.blob_path("sha256:" + p.name).exists():
                     p.unlink(missing_ok=True)
-            for p in self.tmp_dir.iterdir():  # temp files of crashed writers
-                if time.time() - p.lstat().st_mtime > 3600:
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             return removed
 
     # --- helpers ---

@@ -118,19 +118,47 @@ class ContainerRegistry:
         return out
 
     def new_name(self, image: str, requested: str | None) -> str:
+        """A container name, reserved for the caller: ``requested`` (ContainerError if taken), else
+        ``<image>-working-container[-N]``, the first free one as buildah numbers them. The name's
+        directory is made under the store's exclusive lock, so concurrent processes never get the
+        same name; ``save`` fills it in."""
         if requested:
             if not _NAME_RE.match(requested):
                 raise UsageError(f"invalid container name {requested!r}")
-            if self._path(requested).exists():
-                raise ContainerError(f"container {requested}: the name is already in use")
+            with self._store_lock():
+                if not self._reserve(requested):
+                    raise ContainerError(f"container {requested}: the name is already in use")
             return requested
         base = "working-container" if image == "scratch" else \
             re.sub(r"[^a-zA-Z0-9_.-]", "-", image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]) + "-working-container"
         name, n = base, 1
-        while self._path(name).exists():
-            name = f"{base}-{n}"
-            n += 1
+        with self._store_lock():
+            while not self._reserve(name):
+                name = f"{base}-{n}"
+                n += 1
         return name
+
+    def _store_lock(self) -> contextlib.AbstractContextManager[None]:
+        from builder.image.storelock import lock_for
+        return lock_for(self.dir.parent / "lock")()
+
+    def _reserve(self, name: str) -> bool:
+        try:
+            (self.dir / name).mkdir()
+            return True
+        except FileExistsError:
+            return False
+
+    def unsaved(self, older_than: float = 60.0) -> list[str]:
+        """Names reserved but never saved (their process died in between), older than ``older_than`` s."""
+        out = []
+        for d in self.dir.iterdir():
+            try:
+                if d.is_dir() and not (d / "state.json").exists() and time.time() - d.stat().st_mtime > older_than:
+                    out.append(d.name)
+            except OSError:
+                continue
+        return sorted(out)
 
     def save(self, state: ContainerState) -> None:
         path = self._path(state.name)

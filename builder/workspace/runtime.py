@@ -42,6 +42,8 @@ class Runtime:
             log.warning(notice)
         self.snapshots_root = self.store_root / "snapshots"
         self._userns: Any = None
+        from builder.workspace.gc import recover_once
+        recover_once(self)  # takes this process's lease first, so forked children share it
 
     def userns(self) -> Any:
         if self._userns is None:

@@ -41,21 +41,38 @@ def snapshot_root_path(root: str, driver: str, key: str) -> str:
     return str(Path(root) / driver / "containers" / key / sub)
 
 
+def _leased(root: str, kind: str, values: list[str], check: Callable[[], Any] | None = None) -> Any:
+    """Record ``values`` in this process's lease on the store that holds the snapshots ``root``,
+    under the store's shared lock, then run ``check`` (an existence test) under that lock too:
+    a collector either sees the record or runs before the check (builder.image.lease)."""
+    from builder.image.lease import lease_for
+    from builder.image.storelock import lock_for
+    store_root = Path(root).parent
+    with lock_for(store_root / "lock")(exclusive=False):
+        lease_for(store_root).record(kind, *values)
+        return check() if check else None
+
+
 def ensure_layers(root: str, driver: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:
     """Unpack every (layer_id, opener) not unpacked yet (shared by all images)."""
     d = _driver(root, driver)
+    missing = _leased(root, "layer", [lid for lid, _ in layers],
+                      lambda: {lid for lid, _ in layers if not d.has_layer(lid)})
     for layer_id, opener in layers:
-        if not d.has_layer(layer_id):
+        if layer_id in missing:
             d.ensure_layer(layer_id, opener)
 
 
 def prepare(root: str, driver: str, key: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:
     """A writable snapshot over ``layers`` (bottom first); the native driver applies their tars."""
+    _leased(root, "snapshot", [f"{driver}/{key}"])
+    _leased(root, "layer", [lid for lid, _ in layers])
     _driver(root, driver).prepare(key, [lid for lid, _ in layers], [op for _, op in layers])
 
 
 def commit(root: str, driver: str, key: str, layer_id: str) -> None:
     """The snapshot's changes become layer ``layer_id`` under it; the next step starts clean."""
+    _leased(root, "layer", [layer_id])
     _driver(root, driver).commit(key, layer_id)
 
 

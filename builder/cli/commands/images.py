@@ -198,8 +198,9 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
     store = app.store
     if not names and not all_ and not prune:
         raise UsageError("rmi: name an image, or use --all or --prune")
-    used = {c.image_id: c.name for c in ContainerRegistry(app.root).all() if c.image_id}
+    rt = app.runtime()
     with store.lock():
+        used = {c.image_id: c.name for c in ContainerRegistry(app.root).all() if c.image_id}
         targets = list(store.images()) if all_ else [r for r in store.images() if not r.names] if prune else []
         for n in names:
             rec = find_local_image(app, n)
@@ -217,7 +218,8 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
                                      f"container {used[rec.id]} (use --force)")
             store.remove_image(rec)
             click.echo(rec.id.split(":", 1)[1])
-        store.gc()
+    from builder.workspace.gc import collect
+    collect(store, rt)
 
 
 @click.command("prune")
@@ -225,16 +227,19 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
 @click.option("--force", "-f", is_flag=True, hidden=True)
 @click.pass_context
 def prune(ctx: click.Context, all_: bool, force: bool) -> None:
-    """Remove dangling images (no name) and every blob no image needs."""
+    """Remove dangling images (no name), the build cache and RUN cache mounts no running build
+    uses, and every blob, unpacked layer and snapshot nothing needs; print what was freed."""
     from builder.workspace.container import ContainerRegistry
+    from builder.workspace.gc import Freed, collect
     app = _app(ctx)
     store = app.store
-    used = {c.image_id for c in ContainerRegistry(app.root).all() if c.image_id}
+    rt = app.runtime()
+    freed = Freed()
     with store.lock():
+        used = {c.image_id for c in ContainerRegistry(app.root).all() if c.image_id}
         for rec in store.images():
             if rec.id not in used and (not rec.names or all_):
                 store.remove_image(rec)
+                freed.images += 1
                 click.echo(rec.id.split(":", 1)[1])
-        removed = store.gc()
-    if removed:
-        click.echo(f"removed {len(removed)} unused blobs", err=True)
+    click.echo(collect(store, rt, build_cache=True, cache_mounts=True, freed=freed).line())
