@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tag": ("images", "tag", "Add names to an image."),
     "rmi": ("images", "rmi", "Remove images."),
     "prune": ("images", "prune", "Remove unused blobs and dangling images."),
+    "list-tags": ("registry", "list_tags", "List the tags of a registry repository."),
+    "catalog": ("registry", "catalog", "List the repositories of a registry."),
     "login": ("auth", "login", "Log in to a registry."),
     "logout": ("auth", "logout", "Log out of a registry."),
     "info": ("system", "info", "Show what isolation and storage bale will use."),

@@ -126,9 +126,10 @@ class RegistryClient:
         return f"{self.registry}/{repo}" + (f"@{ref}" if ref and ref.startswith("sha256:") else f":{ref}" if ref else "")
 
     def _call(self, method: str, path: str, *, repo: str | None, push: bool = False, what: str,
-              extra_pull: Sequence[str] = (), **kw: Any) -> Response:
-        """A request with the auth handshake: on 401, answer the challenge once and retry."""
-        scope = self._scope(repo, push, extra_pull)
+              extra_pull: Sequence[str] = (), scope: str | None = None, **kw: Any) -> Response:
+        """A request with the auth handshake: on 401, answer the challenge once and retry.
+        ``scope`` overrides the token scope derived from ``repo`` (e.g. ``registry:catalog:*``)."""
+        scope = self._scope(repo, push, extra_pull) if scope is None else scope
         resp = self.http.request(method, path, what=what, auth_header=lambda: self._auth_header(repo, scope), **kw)
         if resp.status_code == 401:
             header = resp.headers.get("WWW-Authenticate", "")
@@ -220,12 +221,40 @@ class RegistryClient:
         resp.close()
         return sha256_digest(data)
 
-    def list_tags(self, repo: str) -> list[str]:
-        what = self._what(repo)
-        resp = self._call("GET", f"/v2/{repo}/tags/list", repo=repo, what=what)
-        if resp.status_code != 200:
-            raise self._fail(resp, what)
-        return list(resp.json().get("tags") or [])
+    def list_tags(self, repo: str, page_size: int | None = None) -> list[str]:
+        """Every tag of ``repo`` (GET /v2/<name>/tags/list, following ``Link: <...>; rel="next"``
+        pages as the distribution spec's content discovery has them)."""
+        return self._paged(f"/v2/{repo}/tags/list", "tags", self._what(repo), repo=repo, page_size=page_size)
+
+    def catalog(self, page_size: int | None = None) -> list[str]:
+        """Every repository the registry lists (GET /v2/_catalog, paged by ``n``/``last`` and Link;
+        token scope ``registry:catalog:*`` as docker/distribution's token auth asks)."""
+        return self._paged("/v2/_catalog", "repositories", f"catalog of {self.registry}", repo=None,
+                           page_size=page_size, scope="registry:catalog:*")
+
+    def _paged(self, path: str, key: str, what: str, *, repo: str | None, page_size: int | None,
+               scope: str | None = None) -> list[str]:
+        import urllib.parse
+        out: list[str] = []
+        params = {"n": str(page_size)} if page_size else None
+        url: str | None = path
+        seen: set[str] = set()
+        while url is not None and url not in seen:
+            seen.add(url)
+            resp = self._call("GET", url, repo=repo, what=what, params=params, scope=scope)
+            if resp.status_code != 200:
+                raise self._fail(resp, what)
+            try:
+                body = resp.json()
+                items = body.get(key) or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{what}: the registry sent malformed JSON") from None
+            if not isinstance(items, list):
+                raise RegistryError(f"{what}: the registry sent malformed JSON ({key!r} is not a list)")
+            out += [str(i) for i in items]
+            nxt = resp.links.get("next", {}).get("url")
+            url, params = (urllib.parse.urljoin(path, nxt) if nxt else None), None
+        return out
 
     # --- blobs --------------------------------------------------------------------
     def blob_exists(self, repo: str, digest: str) -> bool:
