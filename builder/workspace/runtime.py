@@ -112,9 +112,14 @@ class Runtime:
         t.start()
         try:
             value = self.call(fn, r, *args, close=(far_end,))
-        finally:
+        except BaseException as exc:
             os.close(r)
             t.join()
+            if "e" in err:  # the input failed first (an unreadable file...): that is the cause to report
+                raise err["e"] from exc
+            raise
+        os.close(r)
+        t.join()
         if "e" in err:
             raise err["e"]
         return value
