@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from builder.build import scheduler
-from builder.build.cache import FILEDIGESTS, FileDigests, LayerCache, step_key
+from builder.build.cache import DIGESTS_DB, FileDigests, LayerCache, step_key
 from builder.build.context import Context, open_context
 from builder.build.export import export_filesystem
 from builder.build.options import BuildOptions, OutputSpec
@@ -88,7 +88,7 @@ class Builder:
         os.chmod(self.secret_dir, 0o700)
         self._bases: dict[str, "ImageRecord"] = {}
         self.cache = LayerCache(self.store, self.root, layers=opts.layers, no_cache=opts.no_cache)
-        self.file_digests = FileDigests(self.root / "cache" / FILEDIGESTS)
+        self.file_digests = FileDigests(self.root / DIGESTS_DB)
         self._trees: dict[tuple[str, tuple[str, ...]], str] = {}
         self.filename = "Dockerfile"
         self.ignore = Matcher([])
@@ -155,23 +155,19 @@ class Builder:
 
     def tree_digest(self, src: StageState, patterns: list[str]) -> str:
         """Digest of what ``patterns`` select in ``src``'s filesystem, computed in the namespace
-        (treedigest.subtree_digest) once per (filesystem chain, patterns) and remembered in
-        ``<root>/cache/trees``: the chain is content-addressed, so the digest cannot go stale."""
+        (treedigest.subtree_digest) once per (filesystem chain, patterns) and remembered in the
+        digests database: the chain is content-addressed, so the digest cannot go stale."""
         memo = (src.chain, tuple(patterns))
         with self.lock:
             if memo in self._trees:
                 return self._trees[memo]
-        path = self.root / "cache" / "trees" / hashlib.sha256(json.dumps(list(memo)).encode()).hexdigest()
-        try:
-            value = path.read_text().strip()
-        except OSError:
+        key = hashlib.sha256(json.dumps(list(memo)).encode()).hexdigest()
+        value = self.file_digests.tree_get(key)
+        if value is None:
             c = self.container(src)
             value = self.rt.call(treedigest.subtree_digest, str(self.rt.snapshots_root), c.driver, c.key,
                                  list(patterns))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            tmp.write_text(value)
-            os.replace(tmp, path)
+            self.file_digests.tree_put(key, value)
         with self.lock:
             self._trees[memo] = value
         return value

@@ -9,9 +9,11 @@ unrelated build-arg does not invalidate anything.
 
 Entries live in ``<root>/cache/<key>`` (JSON: the layer descriptor and diff_id,
 or null for a step that changed nothing). ``FileDigests`` keeps, in
-``<root>/cache/filedigests.db`` (SQLite), the SHA-256 of context files keyed
-by path, size, mtime_ns, inode and ctime_ns, so an unchanged file is not read
-again by the next build.
+``<root>/digests.db`` (SQLite, outside ``cache/`` whose entries the GC reads),
+the SHA-256 of context files keyed by path, size, mtime_ns, inode and
+ctime_ns, so an unchanged file is not read again by the next build, and the
+digests of stage subtrees keyed by their content-addressed chain. Deleting it
+only costs re-reading.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from builder.image.commit import Layer
 from builder.image.oci import Descriptor
 from builder.image.store import Store
 
-#: the file in <root>/cache that holds the stat-keyed content digests
-FILEDIGESTS = "filedigests.db"
+#: the file in <root> that holds the stat-keyed content digests and subtree digests
+DIGESTS_DB = "digests.db"
 
 
 def step_key(kind: str, chain: str, fields: Mapping[str, Any]) -> str:
@@ -103,6 +105,7 @@ class FileDigests:
             db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS digests (k TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS trees (k TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
             self._db = db
         return self._db
 
@@ -128,6 +131,22 @@ class FileDigests:
             except sqlite3.Error:
                 pass  # a cache: a locked or read-only database only costs a re-read next time
         return value
+
+    def tree_get(self, key: str) -> str | None:
+        """A remembered subtree digest (``key``: the source chain and the patterns, hashed)."""
+        with self._lock:
+            try:
+                row = self._conn().execute("SELECT sha256 FROM trees WHERE k = ?", (key,)).fetchone()
+            except sqlite3.Error:
+                return None
+        return str(row[0]) if row is not None else None
+
+    def tree_put(self, key: str, value: str) -> None:
+        with self._lock:
+            try:
+                self._conn().execute("INSERT OR REPLACE INTO trees (k, sha256) VALUES (?, ?)", (key, value))
+            except sqlite3.Error:
+                pass
 
     def close(self) -> None:
         with self._lock:

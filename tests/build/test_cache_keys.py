@@ -205,12 +205,12 @@ def test_unchanged_context_files_are_not_read_again(tmp_path):
     from builder.build.copier import Source
     from builder.build.digest import context_digest
     _write(tmp_path / "ctx", CTX)
-    fd = FileDigests(tmp_path / "cache" / "filedigests.db")
+    fd = FileDigests(tmp_path / "digests.db")
     src = [Source(tmp_path / "ctx", ".", True)]
     first = context_digest(src, None, None, fd)
     assert fd.reads == 4
     fd.close()
-    fd = FileDigests(tmp_path / "cache" / "filedigests.db")  # persisted across builds
+    fd = FileDigests(tmp_path / "digests.db")  # persisted across builds
     assert context_digest(src, None, None, fd) == first and fd.reads == 0
     (tmp_path / "ctx" / "f").write_text("new!\n")
     assert context_digest(src, None, None, fd) != first and fd.reads == 1
