@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prune": ("images", "prune", "Remove unused blobs and dangling images."),
     "list-tags": ("registry", "list_tags", "List the tags of a registry repository."),
     "catalog": ("registry", "catalog", "List the repositories of a registry."),
+    "verify": ("verify", "verify", "Verify an image's sigstore signatures with a public key."),
     "login": ("auth", "login", "Log in to a registry."),
     "logout": ("auth", "logout", "Log out of a registry."),
     "info": ("system", "info", "Show what isolation and storage bale will use."),

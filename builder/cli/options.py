@@ -37,17 +37,39 @@ def registry_options(f: F) -> F:
     return f
 
 
+def signing_options(f: F) -> F:
+    """--sign-by-sigstore-private-key, --sign-passphrase-file (podman's and skopeo's names)."""
+    f = click.option("--sign-passphrase-file", default=None, type=click.Path(dir_okay=False),
+                     help="File with the passphrase of the signing key.")(f)
+    f = click.option("--sign-by-sigstore-private-key", default=None, type=click.Path(dir_okay=False),
+                     help="Sign pushed manifests with this PEM private key (cosign's format, sha256-HEX.sig tag).")(f)
+    return f
+
+
 def registry_options_from(kwargs: dict[str, Any]) -> "Any":
     """Pop the registry_options values out of a command's kwargs into a RegistryOptions."""
     from builder.image.registry.options import DEFAULT_RETRIES, DEFAULT_TIMEOUT, RegistryOptions, parse_duration
     retry, delay, timeout = kwargs.pop("retry", None), kwargs.pop("retry_delay", None), \
         kwargs.pop("registry_timeout", None)
+    sign_key, pass_file = kwargs.pop("sign_by_sigstore_private_key", None), kwargs.pop("sign_passphrase_file", None)
+    passphrase = None
+    if pass_file:
+        from builder.errors import UsageError
+        try:
+            with open(pass_file) as fh:
+                passphrase = fh.readline().rstrip("\n")
+        except OSError as exc:
+            raise UsageError(f"--sign-passphrase-file {pass_file}: {exc.strerror}") from None
+    if sign_key:
+        from builder.image.sign import load_private_key
+        load_private_key(sign_key, passphrase)  # a bad key fails before anything is pushed
     return RegistryOptions(tls_verify=kwargs.pop("tls_verify", None), cert_dir=kwargs.pop("cert_dir", None),
                            creds=kwargs.pop("creds", None), authfile=kwargs.pop("authfile", None),
                            retries=DEFAULT_RETRIES if retry is None else retry,
                            retry_delay=None if delay is None else parse_duration(delay, "--retry-delay"),
                            timeout=DEFAULT_TIMEOUT if timeout is None else
-                           (parse_duration(timeout, "--registry-timeout") or DEFAULT_TIMEOUT))
+                           (parse_duration(timeout, "--registry-timeout") or DEFAULT_TIMEOUT),
+                           sign_by_sigstore_key=sign_key, sign_passphrase=passphrase)
 
 
 def output_options(f: F | None = None, *, short_format: bool = True) -> Any:

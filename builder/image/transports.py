@@ -326,8 +326,15 @@ class RegistryDestination(Destination):
         return result
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        """Push the manifest; with ``sign_by_sigstore_key`` also its cosign signature (``sha256-HEX.sig``)."""
         ref = self.ref.digest or self.ref.tag or "latest"
-        return self.client.put_manifest(self.ref.repository, ref, data, media_type)
+        digest = self.client.put_manifest(self.ref.repository, ref, data, media_type)
+        opts = self.client.options
+        if opts.sign_by_sigstore_key:
+            from builder.image import sign
+            key = sign.load_private_key(opts.sign_by_sigstore_key, opts.sign_passphrase)
+            sign.sign_image(self.client, self.ref.repository, self.ref.repo_name, digest, key)
+        return digest
 
 
 class StoreDestination(Destination):

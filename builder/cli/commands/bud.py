@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from builder.cli.options import output_options, platform_option, progress_options, registry_options, \
+from builder.cli.options import signing_options, output_options, platform_option, progress_options, registry_options, \
     registry_options_from
 
 
@@ -55,6 +55,7 @@ def _pull_policy(value: str | None) -> str:
 @progress_options
 @platform_option
 @registry_options
+@signing_options
 @click.argument("context", required=False, default=".")
 @click.pass_context
 def bud(ctx: click.Context, context: str, **kw: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from builder.cli.options import output_options, platform_option, progress_options, registry_options, \
+from builder.cli.options import signing_options, output_options, platform_option, progress_options, registry_options, \
     registry_options_from
 
 
@@ -40,6 +40,7 @@ def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: 
 @output_options
 @progress_options
 @registry_options
+@signing_options
 @click.argument("image")
 @click.argument("destination", required=False)
 @click.pass_context

@@ -54,3 +54,7 @@ class RegistryOptions:
     retry_delay: float | None = None
     #: --registry-timeout in seconds: connect timeout and read timeout of every request
     timeout: float = DEFAULT_TIMEOUT
+    #: --sign-by-sigstore-private-key: PEM key that signs every manifest pushed (builder/image/sign.py)
+    sign_by_sigstore_key: str | None = None
+    #: --sign-passphrase-file contents for an encrypted signing key
+    sign_passphrase: str | None = None
