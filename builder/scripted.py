@@ -603,7 +603,9 @@ def remove_containers(ws: "Workspace", names: list[str]) -> list[str]:
 
 
 def mount(ws: "Workspace", names: list[str]) -> Iterator[tuple[str, str]]:
-    """Mount in the current mount namespace: only meaningful inside `bale unshare` (or as root)."""
+    """`bale mount`: mount each container's snapshot in the current mount namespace and yield
+    (name, host path of its root); no names: the containers mounted already. Only meaningful
+    inside `bale unshare` (or as root). Raises UsageError outside it, ContainerError."""
     from builder.workspace.snapshots import SnapshotRootfs
     reg = ContainerRegistry(ws.root)
     if not names:
@@ -621,6 +623,7 @@ def mount(ws: "Workspace", names: list[str]) -> Iterator[tuple[str, str]]:
 
 
 def umount(ws: "Workspace", name: str) -> None:
+    """`bale umount`: unmount the container's snapshot (inside `bale unshare`). Raises UsageError, ContainerError."""
     from builder.workspace.snapshots import _driver
     reg = ContainerRegistry(ws.root)
     state = reg.get(name)

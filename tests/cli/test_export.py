@@ -119,3 +119,38 @@ def test_rootless_local_output_owners_are_the_mapped_subordinate_ids(built):
     assert os.lstat(tmp / "rootfs" / "bin" / "busybox").st_uid == u.uid  # container root is the user
     assert not os.path.lexists(tmp / "rootfs" / "removed")
     assert "devs/null" in r.stderr  # a user namespace may not mknod: said, not silent
+
+
+def test_single_id_mapping_tar_keeps_owners_local_fails_on_chown(unmapped_user, tmp_path, busybox_layout):
+    """With only the user's own id mapped (no /etc/subuid range), a tar still carries 1234:4321
+    (it is written from the layers, no chown involved); a local export cannot chown and says so."""
+    from tests.fixtures.users import make_traversable
+    u = unmapped_user
+    make_traversable(tmp_path)
+    tmp = u.tmpdir(tmp_path)
+    lay = tmp / "layout"
+    shutil.copytree(busybox_layout, lay)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        ti = tarfile.TarInfo("owned")
+        ti.uid, ti.gid, ti.mode, ti.size = 1234, 4321, 0o4755, 3
+        t.addfile(ti, io.BytesIO(b"hi\n"))
+    _add_layer(lay, buf.getvalue())
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM xbase\nLABEL exported=yes\n")
+    for p in [lay, *lay.rglob("*"), ctx, *ctx.rglob("*")]:
+        os.lchown(p, u.uid, u.gid)
+    root = tmp / "store"
+    image_id = u.bale("pull", "-q", f"oci:{lay}:latest", root=root).stdout.strip()
+    u.bale("tag", image_id, "xbase", root=root)
+    u.bale("bud", "-q", "--output", f"type=tar,dest={tmp}/fs.tar", str(ctx), root=root)
+    with tarfile.open(tmp / "fs.tar") as t:
+        m = t.getmember("owned")
+        assert (m.uid, m.gid, m.mode) == (1234, 4321, 0o4755)
+    r = u.bale("bud", "-q", "--output", f"type=local,dest={tmp}/rootfs", str(ctx), root=root, check=False)
+    err = [l for l in r.stderr.strip().splitlines() if "WARNING: no subuid range" not in l]
+    assert r.returncode == 1 and len(err) == 1, r.stderr
+    # busybox's /home/app (1000:1000) is the first file it cannot give its owner
+    assert err[0].startswith(f"bale: --output type=local,dest={tmp}/rootfs: cannot set owner of ") and \
+        "Traceback" not in r.stderr, err[0]
