@@ -567,7 +567,10 @@ def source_date_epoch() -> int | None:
     if v is None or v == "":
         return None
     try:
-        return int(v)
+        epoch = int(v)
+        if not -62135596800 <= epoch <= 253402300799:  # RFC 3339 years 1-9999, as Go's time marshals them
+            raise ValueError
+        return epoch
     except ValueError:
         raise UsageError(f"invalid SOURCE_DATE_EPOCH {v!r}: expected seconds since the epoch") from None
 

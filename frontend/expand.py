@@ -11,9 +11,13 @@ class ExpandError(ValueError):
     pass
 
 
+MAX_DEPTH = 200  # ${...} inside ${...}: BuildKit recurses without a limit; bale stops here, cleanly
+
+
 class _Lexer:
     def __init__(self, text: str, env: Mapping[str, str], escape: str, keep_quotes: bool) -> None:
         self.s, self.i, self.env, self.esc, self.keep = text, 0, env, escape, keep_quotes
+        self.depth = 0
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -104,30 +108,11 @@ class _Lexer:
         c = self.peek()
         if c == "{":
             self.next()
-            name = self._name()
-            if not name:
-                raise ExpandError("bad substitution: empty variable name")
-            op = self.peek()
-            if op == "}":
-                self.next()
-                return self.env.get(name, "")
-            colon = op == ":"
-            if colon:
-                self.next()
-                op = self.peek()
-            if op not in ("-", "+", "?"):
-                raise ExpandError(f"unsupported modifier {op!r} in ${{{name}}}")
-            self.next()
-            word = self._until_brace()
-            value = self.env.get(name)
-            is_set = value is not None and (value != "" or not colon)
-            if op == "-":
-                return value if is_set else word  # type: ignore[return-value]
-            if op == "+":
-                return word if is_set else ""
-            if not is_set:
-                raise ExpandError(f"{name}: {word or 'is not allowed to be unset'}")
-            return value  # type: ignore[return-value]
+            self.depth += 1
+            try:
+                return self._braced()
+            finally:
+                self.depth -= 1
         if c and (c.isalnum() or c == "_"):
             if c.isdigit():
                 self.next()
@@ -135,8 +120,37 @@ class _Lexer:
             return self.env.get(self._name(), "")
         return "$"
 
+    def _braced(self) -> str:
+        if self.depth > MAX_DEPTH:
+            raise ExpandError(f"${{...}} nested more than {MAX_DEPTH} deep")
+        name = self._name()
+        if not name:
+            raise ExpandError("bad substitution: empty variable name")
+        op = self.peek()
+        if op == "}":
+            self.next()
+            return self.env.get(name, "")
+        colon = op == ":"
+        if colon:
+            self.next()
+            op = self.peek()
+        if op not in ("-", "+", "?"):
+            raise ExpandError(f"unsupported modifier {op!r} in ${{{name}}}")
+        self.next()
+        word = self._until_brace()
+        value = self.env.get(name)
+        is_set = value is not None and (value != "" or not colon)
+        if op == "-":
+            return value if is_set else word  # type: ignore[return-value]
+        if op == "+":
+            return word if is_set else ""
+        if not is_set:
+            raise ExpandError(f"{name}: {word or 'is not allowed to be unset'}")
+        return value  # type: ignore[return-value]
+
     def _until_brace(self) -> str:
-        out, depth = [], 0
+        out: list[str] = []
+        depth = 0
         while True:
             c = self.peek()
             if not c:

@@ -24,6 +24,13 @@ class LexError(ValueError):
     """The lexer's own errors (an unterminated quote, a bad ``${``)."""
 
 
+class LexTooDeep(LexError):
+    """``${`` nested beyond MAX_DEPTH (BuildKit has no limit; bale refuses, never silently)."""
+
+
+MAX_DEPTH = 200
+
+
 @dataclass(frozen=True)
 class HeredocWord:
     name: str
@@ -72,6 +79,7 @@ class _Lex:
         self.s, self.i = text, 0
         self.raw_quotes, self.raw_escapes = raw_quotes, raw_escapes
         self.shared: list[str] = []
+        self.depth = 0
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -182,6 +190,15 @@ class _Lex:
             name = self.name()
             return "$" + name
         self.next()
+        self.depth += 1
+        try:
+            return self.braced()
+        finally:
+            self.depth -= 1
+
+    def braced(self) -> str:
+        if self.depth > MAX_DEPTH:
+            raise LexTooDeep(f"${{...}} nested more than {MAX_DEPTH} deep")
         c = self.peek()
         if not c:
             raise LexError("syntax error: missing '}'")
@@ -267,6 +284,8 @@ def heredocs_in_line(line: str) -> list[HeredocWord]:
     (a line the lexer cannot split opens none)."""
     try:
         words = _process_words(line, True, True)
+    except LexTooDeep:
+        raise
     except LexError:
         return []
     out = []

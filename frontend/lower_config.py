@@ -176,7 +176,7 @@ def _duration(low: Lowering, inst: RawInstruction, text: str) -> int:
             break
         total += float(m.group(1)) * _NS[m.group(2)]
         pos = m.end()
-    if pos != len(text) or not text:
+    if pos != len(text) or not text or not total < 2**63:  # Go's time.ParseDuration: int64 nanoseconds
         raise low.err(inst, f"invalid duration {text!r}")
     return int(total)
 

@@ -4,14 +4,13 @@ bflag rules: known flags only, no repeats unless repeatable) and errors
 naming FILE:LINE: INSTRUCTION."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from frontend.errors import FrontendError
 from frontend.expand import ExpandError, expand_word, expand_words, split_raw
-from frontend.source import RawInstruction
+from frontend.source import RawInstruction, parse_json_array
 from frontend.steps import Span, Stage, Step
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -97,12 +96,9 @@ class Lowering:
         if not t.startswith("["):
             return None
         try:
-            v = json.loads(t)
+            return parse_json_array(t)  # None for invalid JSON: Docker reads the shell form
         except ValueError:
-            return None  # Docker treats invalid JSON as shell form
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise self.err(inst, "expected a JSON array of strings")
-        return v
+            raise self.err(inst, "expected a JSON array of strings") from None
 
     def stage_ref(self, inst: RawInstruction, st: Stage, ref: str) -> tuple[int | None, str | None]:
         """--from value: a stage name (the last stage of that name, as BuildKit's

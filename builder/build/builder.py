@@ -39,7 +39,7 @@ from builder.scripted import (base_layers, commit_layer, container_over, ensure_
                               squash_layers)
 from builder.workspace import snapshots, treedigest
 from builder.workspace.container import BaseLayer, ContainerState
-from frontend.dockerignore import Matcher, ignore_file_for
+from frontend.dockerignore import Matcher, load_ignore
 from frontend.graph import build_graph
 from frontend.steps import BaseInfo, Stage, StepGraph
 
@@ -213,9 +213,7 @@ class Builder:
         self.context: Context = open_context(self.opts.context, self.opts.dockerfile, self.store.tmp_dir)
         try:
             self.filename = self.context.dockerfile_name
-            ign = ignore_file_for(self.context.dockerfile_path, self.context.dir) if self.context.dockerfile_path \
-                else (self.context.dir / ".dockerignore" if (self.context.dir / ".dockerignore").is_file() else None)
-            self.ignore = Matcher.from_text(ign.read_text()) if ign else Matcher([])
+            self.ignore = load_ignore(self.context.dockerfile_path, self.context.dir, self.opts.ignorefile)
             graph = build_graph(self.context.dockerfile_text or "", filename=self.filename,
                                 build_args=dict(self.opts.build_args), target=self.opts.target,
                                 platform=str(self.platform), build_platform=str(Platform.host()),

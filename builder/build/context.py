@@ -51,7 +51,7 @@ def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Contex
             import io
             _extract(io.BytesIO(data), temp)
         else:
-            df_text = data.decode()
+            df_text = data.decode("utf-8", "surrogateescape")
         ctx_dir = temp
     elif _is_git(context):
         temp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="context-"))
@@ -80,7 +80,7 @@ def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Contex
     if df_text is not None:
         return Context(ctx_dir, df_text, "Dockerfile", None, temp)
     if dockerfile == "-":
-        return Context(ctx_dir, sys.stdin.read(), "Dockerfile", None, temp)
+        return Context(ctx_dir, sys.stdin.buffer.read().decode("utf-8", "surrogateescape"), "Dockerfile", None, temp)
     if dockerfile:
         path = Path(dockerfile)
         if not path.is_file() and (ctx_dir / dockerfile).is_file():
@@ -89,7 +89,7 @@ def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Contex
         path = next((ctx_dir / n for n in ("Dockerfile", "Containerfile") if (ctx_dir / n).is_file()),
                     ctx_dir / "Dockerfile")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8", "surrogateescape")  # the frontend names a bad line
     except OSError as exc:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)

@@ -74,6 +74,7 @@ class BuildOptions:
     isolation: str | None = None
     remove_intermediate: bool = True
     jobs: int = 2
+    ignorefile: str | None = None  # --ignorefile: instead of .containerignore / .dockerignore
 
 
 def _kv_fields(text: str, what: str) -> dict[str, str]:
@@ -129,13 +130,15 @@ def parse_build_args(items: tuple[str, ...] | list[str], files: tuple[str, ...] 
     out: dict[str, str] = {}
     for path in files:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
         except OSError as exc:
             raise UsageError(f"--build-arg-file {path}: {exc.strerror}") from None
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
+            if any("\udc80" <= c <= "\udcff" for c in line) or "\x00" in line:
+                raise UsageError(f"{path}:{n}: not UTF-8 text (or a NUL byte)")
             k, sep, v = line.partition("=")
             if not k.strip():
                 raise UsageError(f"{path}:{n}: expected KEY=VALUE")

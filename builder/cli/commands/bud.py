@@ -24,6 +24,8 @@ def _pull_policy(value: str | None) -> str:
 @click.option("--tag", "-t", "tags", multiple=True, help="Name for the image (repeatable; a transport pushes).")
 @click.option("--build-arg", "build_args", multiple=True, metavar="K[=V]")
 @click.option("--build-arg-file", "build_arg_files", multiple=True, metavar="FILE")
+@click.option("--ignorefile", default=None, metavar="FILE",
+              help="Ignore file to use instead of CONTEXT/.containerignore or .dockerignore.")
 @click.option("--target", default=None, help="Build this stage (default: the last).")
 @click.option("--layers/--no-layers", default=lambda: os.environ.get("BUILDAH_LAYERS", "").lower() in ("1", "true"),
               help="Cache intermediate layers.")
@@ -33,7 +35,7 @@ def _pull_policy(value: str | None) -> str:
 @click.option("--pull-always", is_flag=True, hidden=True)
 @click.option("--pull-never", is_flag=True, hidden=True)
 @click.option("--squash", is_flag=True, help="Squash all new layers into one.")
-@click.option("--timestamp", type=int, default=None, help="Created time and file mtimes (reproducible builds).")
+@click.option("--timestamp", type=click.IntRange(-62135596800, 253402300799), default=None, help="Created time and file mtimes (reproducible builds).")
 @click.option("--label", "labels", multiple=True, metavar="K=V")
 @click.option("--annotation", "annotations", multiple=True, metavar="K=V")
 @click.option("--iidfile", default=None)
@@ -84,6 +86,7 @@ def bud(ctx: click.Context, context: str, **kw: Any) -> None:
         build_contexts=bo.parse_build_contexts(kw["build_contexts"]), platform=kw["platform"],
         network="host" if kw["network"] == "default" else kw["network"], quiet=kw["quiet"],
         progress=kw["progress"], registry=regopts, isolation=kw["isolation"],
-        remove_intermediate=kw["remove_intermediate"] or kw["force_rm"], jobs=max(1, kw["jobs"]))
+        remove_intermediate=kw["remove_intermediate"] or kw["force_rm"], jobs=max(1, kw["jobs"]),
+        ignorefile=kw["ignorefile"])
     result = build(workspace(ctx, oci_runtime=kw["runtime"]), opts)
     click.echo(result.image_id.split(":", 1)[1] if result.image_id else "")

@@ -167,7 +167,7 @@ def config(ctx: click.Context, container: str, **opts: Any) -> None:
 
 @click.command("commit")
 @click.option("--squash", is_flag=True, help="Merge all layers into one.")
-@click.option("--timestamp", type=int, default=None, help="Created time and file mtimes (seconds since epoch).")
+@click.option("--timestamp", type=click.IntRange(-62135596800, 253402300799), default=None, help="Created time and file mtimes (seconds since epoch).")
 @click.option("--rm", "remove", is_flag=True, help="Remove the working container after committing.")
 @click.option("--iidfile", default=None, help="Write the image id to this file.")
 @click.option("--digestfile", default=None, help="Write the manifest digest to this file.")
