@@ -238,7 +238,7 @@ class Builder:
             layers = self.squash(st, graph)
         local_names, remote = [], []
         for t in opts.tags:
-            if t.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:")):
+            if t.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:")):
                 remote.append(t)
             else:
                 local_names.append(store_name(t))

@@ -5,6 +5,7 @@ destination for each:
     oci:DIR[:REF]                      an OCI layout directory
     oci-archive:FILE[:REF]             a tar of an OCI layout
     docker-archive:FILE[:NAME:TAG]     a `docker save` archive (source: also :@INDEX)
+    docker-daemon:NAME[:TAG]           a Docker engine ($DOCKER_HOST; source: also :sha256:ID)
     NAME or ID                         the local store (``containers-storage:`` accepted)
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from builder.image.registry.options import RegistryOptions
     from builder.image.store import ImageRecord, Store
 
-KINDS = ("docker", "oci", "oci-archive", "docker-archive", "store")
+KINDS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon", "store")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Location:
             return f"docker://{self.reference}"
         if self.kind == "store":
             return self.path
+        if self.kind == "docker-daemon":
+            return f"docker-daemon:{self.path}"
         return f"{self.kind}:{self.path}" + (f":{self.ref}" if self.ref else "")
 
 
@@ -59,12 +62,30 @@ def parse_location(text: str) -> Location:
             return Location(kind, path, ref)
     if text.startswith("containers-storage:"):
         return Location("store", text[len("containers-storage:"):])
+    if text.startswith("docker-daemon:"):
+        return _daemon_location(text)
     prefix = text.split(":", 1)[0]
     if ":" in text and "/" not in prefix and "." not in prefix and prefix.isalpha() and \
-            prefix in ("dir", "docker-daemon", "ostree", "sif", "tarball"):
+            prefix in ("dir", "ostree", "sif", "tarball"):
         raise UsageError(f"invalid image location {text!r}: transport {prefix!r} is not supported "
-                         "(docker://, oci:, oci-archive:, docker-archive:, or a local name)")
+                         "(docker://, oci:, oci-archive:, docker-archive:, docker-daemon:, or a local name)")
     return Location("store", text)
+
+
+def _daemon_location(text: str) -> Location:
+    """docker-daemon:NAME[:TAG] (normalised as Docker names it; :latest when untagged) or
+    docker-daemon:sha256:ID (an image id; sources only)."""
+    import re
+    from builder.image.reference import parse_reference
+    rest = text[len("docker-daemon:"):]
+    if not rest:
+        raise UsageError(f"invalid image location {text!r}: no image name")
+    if re.fullmatch(r"sha256:[0-9a-f]{64}", rest):
+        return Location("docker-daemon", rest)
+    ref = parse_reference(rest)
+    if ref.digest:
+        raise UsageError(f"invalid image location {text!r}: the Docker engine takes NAME:TAG or an image id")
+    return Location("docker-daemon", ref.name, reference=ref)
 
 
 def _split_path_ref(rest: str, kind: str) -> tuple[str, str | None]:
@@ -127,8 +148,8 @@ class _SpoolingSource(Source):
         path = self._spooled.get(desc.digest)
         if path is None:
             fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="spool-")
-            with os.fdopen(fd, "wb") as fh:
-                self.write_blob(desc, fh)
+            with os.fdopen(fd, "wb") as out:
+                self.write_blob(desc, out)
             self._spooled[desc.digest] = path
         fh = open(path, "rb")  # noqa: SIM115
         fh.seek(offset)
@@ -251,6 +272,29 @@ class DockerArchiveSource(_SpoolingSource):
         self.reader.close()
 
 
+class DockerDaemonSource(DockerArchiveSource):
+    """An image saved by a Docker engine (GET /images/NAME/get), read as a docker-archive."""
+
+    def __init__(self, loc: Location, tmp_dir: Path) -> None:
+        from builder.image.dockerdaemon import Engine
+        fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="docker-daemon-")
+        self._archive = Path(path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                Engine().save(loc.path, fh, str(loc))
+            super().__init__(self._archive, None, tmp_dir)
+        except BaseException:
+            self._archive.unlink(missing_ok=True)
+            raise
+        self.name = str(loc)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._archive.unlink(missing_ok=True)
+
+
 def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
                 progress: "Progress | None" = None) -> Source:
     from builder.image.registry.client import RegistryClient
@@ -276,6 +320,8 @@ def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | N
         if not os.path.isfile(loc.path):
             raise UsageError(f"{loc}: no such file")
         return DockerArchiveSource(Path(loc.path), loc.ref, store.tmp_dir)
+    if loc.kind == "docker-daemon":
+        return DockerDaemonSource(loc, store.tmp_dir)
     from builder.image.imagenames import lookup_candidates
     for cand in lookup_candidates(loc.path):
         rec = store.find_image(cand)
@@ -441,6 +487,30 @@ class DockerArchiveDestination(Destination):
         self.writer.abort()
 
 
+class DockerDaemonDestination(DockerArchiveDestination):
+    """A docker-archive written to a temp file, then loaded by the engine (POST /images/load)."""
+
+    def __init__(self, loc: Location, tmp_dir: Path) -> None:
+        if loc.reference is None:
+            raise UsageError(f"{loc}: name the image as NAME:TAG (an image id cannot be written)")
+        self._archive = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="docker-daemon-")) / "image.tar"
+        super().__init__(self._archive, [loc.reference.name])
+        self.name, self.loc = str(loc), loc
+
+    def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
+        from builder.image.dockerdaemon import Engine
+        try:
+            digest = super().put_manifest(data, media_type, config, diff_ids)
+            Engine().load(str(self._archive), self.name)
+            return digest
+        finally:
+            shutil.rmtree(self._archive.parent, ignore_errors=True)
+
+    def abort(self) -> None:
+        super().abort()
+        shutil.rmtree(self._archive.parent, ignore_errors=True)
+
+
 def open_destination(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
                      progress: "Progress | None" = None, names: list[str] | None = None) -> Destination:
     from builder.image.registry.client import RegistryClient
@@ -456,6 +526,8 @@ def open_destination(loc: Location, *, store: "Store", registry: "RegistryOption
     if loc.kind == "docker-archive":
         tags = [loc.ref] if loc.ref and not loc.ref.startswith("@") else list(names or [])
         return DockerArchiveDestination(Path(loc.path), [_docker_tag(t) for t in tags])
+    if loc.kind == "docker-daemon":
+        return DockerDaemonDestination(loc, store.tmp_dir)
     from builder.image.imagenames import store_name
     return StoreDestination(store, [store_name(loc.path)] if loc.path else list(names or []))
 
