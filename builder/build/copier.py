@@ -113,9 +113,9 @@ def resolve_sources(context: Path, patterns: list[str], *, add: bool = False,
         if _has_magic(rel):
             hits = sorted(glob.glob(glob.escape(str(ctx)) + "/" + rel))
             rels = [os.path.relpath(h, ctx) for h in hits]
-            rels = [r for r in rels if not (excluded and excluded(r, os.path.isdir(ctx / r)))]
+            rels = [r for r in rels if not _hidden(excluded, ctx, r)]
         else:
-            rels = [rel] if os.path.lexists(ctx / rel) else []
+            rels = [rel] if os.path.lexists(ctx / rel) and not _hidden(excluded, ctx, rel) else []
         if not rels:
             raise BuildError(f"copy source {pat!r}: no such file or directory in context {context}")
         for r in rels:
@@ -287,6 +287,14 @@ def _ensure_parents(tw: _TarOut, base: Path, rel_dir: str) -> None:
     for i in range(1, len(parts) + 1):
         name = "/".join(parts[:i])
         tw.add_dir_entry(base / name, name)
+
+
+def _hidden(excluded: Excluder | None, ctx: Path, rel: str) -> bool:
+    """Absent from the context as BuildKit sends it (.dockerignore; frontend.dockerignore.Matcher.hides)."""
+    hides = getattr(excluded, "hides", None)
+    if hides is not None:
+        return bool(hides(ctx, rel))
+    return bool(excluded and excluded(rel, os.path.isdir(ctx / rel)))
 
 
 def _may_contain_exceptions(excluded: Excluder, rel: str) -> bool:
