@@ -182,7 +182,7 @@ def _parse_volume(text: str) -> Any:
     src = os.path.abspath(parts[0])
     if not os.path.exists(src):
         raise UsageError(f"invalid --volume {text!r}: {src} does not exist")
-    return BindSpec(source=src, dest=parts[1], readonly="ro" in opts)
+    return BindSpec(source=src, dest=parts[1], readonly="ro" in opts, shared=True)  # buildah run -v writes through
 
 
 def _parse_mount(text: str) -> Any:
@@ -200,7 +200,7 @@ def _parse_mount(text: str) -> Any:
     src = os.path.abspath(fields.get("source") or fields.get("src") or "")
     if not os.path.exists(src):
         raise UsageError(f"invalid --mount {text!r}: source {src} does not exist")
-    return BindSpec(source=src, dest=dest, readonly=ro)
+    return BindSpec(source=src, dest=dest, readonly=ro, shared=True)  # buildah run --mount writes through
 
 
 def run_in(ws: "Workspace", container: str, command: list[str], opts: RunOptions = RunOptions()) -> int:

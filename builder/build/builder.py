@@ -84,8 +84,6 @@ class Builder:
         self.states: dict[int, StageState] = {}
         self.containers: list[ContainerState] = []
         self.lock = threading.Lock()
-        self.secret_dir = Path(tempfile.mkdtemp(prefix="bale-secrets-"))
-        os.chmod(self.secret_dir, 0o700)
         self._bases: dict[str, "ImageRecord"] = {}
         self.cache = LayerCache(self.store, self.root, layers=opts.layers, no_cache=opts.no_cache)
         self.file_digests = FileDigests(self.root / DIGESTS_DB)
@@ -150,7 +148,6 @@ class Builder:
         for c in self.containers:
             with contextlib.suppress(Exception):
                 self.rt.call(snapshots.remove, str(self.rt.snapshots_root), c.driver, c.key)
-        shutil.rmtree(self.secret_dir, ignore_errors=True)
         self.file_digests.close()
 
     def tree_digest(self, src: StageState, patterns: list[str]) -> str:
@@ -181,7 +178,7 @@ class Builder:
         if layer is not None:
             self.rt.call(snapshots.commit, str(self.rt.snapshots_root), c.driver, c.key, layer.diff_id.split(":")[1])
             st.layers.append(layer)
-        c.created_paths = []
+            c.created_paths = []  # until a layer is committed, the empty mountpoints stay in the upper
         return layer
 
     def history(self, st: StageState, text: str, empty: bool) -> None:

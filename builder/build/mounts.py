@@ -96,15 +96,13 @@ def build_mounts(b: "Builder", st: StageState, step: RunStep) -> Mounts:
                 out.env.append(f"{m.env}={value.decode(errors='replace')}")
             if not m.target:
                 continue
-            path = b.secret_dir / hashlib.sha256(f"{m.id}\0{m.target}".encode()).hexdigest()[:16]
-            path.unlink(missing_ok=True)  # a read-only copy left by an earlier RUN
-            path.write_bytes(value)
-            os.chmod(path, m.mode if m.mode is not None else 0o400)
-            out.binds.append(BindSpec(str(path), m.target, readonly=True))
+            # the bytes go to the sandbox, which keeps them in memory (a tmpfs of the RUN's own)
+            out.binds.append(BindSpec("", m.target, readonly=True, type="secret", data=value,
+                                      mode=m.mode if m.mode is not None else 0o400, uid=m.uid or 0, gid=m.gid or 0))
         elif m.type == "cache":
             cdir = b.root / "cache-mounts" / hashlib.sha256((m.id or m.target).encode()).hexdigest()[:24]
             cdir.mkdir(parents=True, exist_ok=True)
-            out.binds.append(BindSpec(str(cdir), m.target, readonly=False))
+            out.binds.append(BindSpec(str(cdir), m.target, readonly=False, shared=True))
         elif m.type == "tmpfs":
             out.binds.append(BindSpec("", m.target, type="tmpfs"))
         elif m.type == "bind" and (m.from_stage is not None or m.from_image):

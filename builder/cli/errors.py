@@ -68,28 +68,55 @@ def _store_above(path: str) -> str | None:
     return None
 
 
-def _on_interrupt(signum: int, frame: Any) -> None:
-    """Ctrl-C while a worker thread waits for a RUN: kill the RUN now, then unwind."""
-    from builder.sandbox.userns import kill_live_children
-    kill_live_children()
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C (every finally and cleanup runs), exit 128+N."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    from builder.sandbox.userns import stop_all
+    stop_all()  # a RUN in any thread dies now (its namespaces and mounts with it)
+    if signum == 2:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> None:
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                signal.signal(sig, _terminate)
+
+
+def _say_terminated(exc: Terminated) -> None:
+    import signal
+    click.echo(f"bale: terminated by {signal.Signals(exc.signum).name}", err=True)
+    sys.exit(128 + exc.signum)
 
 
 def run_cli(group: click.Group, argv: list[str]) -> Any:
     debug = _debug_requested(argv)
-    import signal
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _on_interrupt)
+    _install_signal_handlers()
     try:
         rv = group.main(args=argv, prog_name="bale", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, Terminated):
+            _say_terminated(cause)
         click.echo("bale: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"bale: {click_message(exc)}", err=True)
         sys.exit(exc.exit_code)
+    except Terminated as exc:
+        _say_terminated(exc)
     except KeyboardInterrupt:
         click.echo("bale: interrupted", err=True)
         sys.exit(130)

@@ -52,6 +52,8 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
             os.write(err_w, f"cannot run {spec.args[0]}: {msg}".encode())
             os._exit(127)
     os.close(err_w)
+    from builder.sandbox.userns import track, untrack
+    track(pid)
     if stdin_w is not None:
         os.close(stdin_r)  # type: ignore[arg-type]
         try:
@@ -64,6 +66,7 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
         err += chunk
     os.close(err_r)
     _, status = os.waitpid(pid, 0)
+    untrack(pid)
     if err:
         raise ContainerError(err.decode(errors="replace"))
     code = os.waitstatus_to_exitcode(status)

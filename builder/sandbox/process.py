@@ -4,9 +4,7 @@ image's user and exec. Runs in the child made by UserNamespace.run."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +56,10 @@ def _resolv_conf(network: str = "host") -> str:
 
 
 def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r: int | None) -> RunResult:
-    """Child A: set up, fork PID 1, wait for it; returns the status and created mountpoints."""
+    """Child A: set up, fork PID 1, wait for it; returns the status and the mountpoints it made
+    (the differ drops them while empty, with the directories that changed only to hold them)."""
     from builder.sandbox.users import resolve_user
+    from snapshotter.drivers import in_initial_userns
     if spec.network == "none":
         sc.bring_loopback_up()
     root = Path(rootfs.setup())
@@ -69,46 +69,44 @@ def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r
     for d in MOUNT_DIRS:
         _make_point(root, d, True, created)
     etc_targets = {f: _make_point(root, f, False, created) for f in ETC_FILES}
-    binds = [(m, _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.host_source()), created))
-             for m in spec.mounts]
+    binds = [(m, _make_point(root, m.dest, m.type == "tmpfs" or (m.type == "bind" and os.path.isdir(
+        m.host_source())), created)) for m in spec.mounts]
     uid, gid, groups, home = resolve_user(root, spec.user)
     if not full_mapping and (uid, gid) != (0, 0):
         raise ContainerError(f"cannot run as user {spec.user}: the user namespace maps a single id "
                              "(add a subuid/subgid range for this user)")
-    etc_dir = Path(tempfile.mkdtemp(prefix="bale-etc-"))
-    try:
-        (etc_dir / "hosts").write_text(
-            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{spec.hostname}\n"
-            + "".join(f"{h.split(':', 1)[1]}\t{h.split(':', 1)[0]}\n" for h in spec.extra_hosts if ":" in h))
-        (etc_dir / "hostname").write_text(spec.hostname + "\n")
-        (etc_dir / "resolv.conf").write_text(_resolv_conf(spec.network))
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            os.close(err_r)
-            try:
-                _pid1(spec, root, etc_targets, etc_dir, binds, (uid, gid, groups, home), full_mapping, stdin_r)
-            except BaseException as exc:  # noqa: BLE001 - reported to A through the pipe
-                msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                os.write(err_w, f"{type(exc).__name__}\0{msg}".encode()[:4000])
-                os._exit(127)
-        os.close(err_w)
-
-        def forward(signum: int, frame: Any) -> None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        err = b""
-        while chunk := os.read(err_r, 4096):
-            err += chunk
+    etc = {"/etc/hosts": (
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{spec.hostname}\n"
+        + "".join(f"{h.split(':', 1)[1]}\t{h.split(':', 1)[0]}\n" for h in spec.extra_hosts if ":" in h)),
+        "/etc/hostname": spec.hostname + "\n", "/etc/resolv.conf": _resolv_conf(spec.network)}
+    userns = not in_initial_userns()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
         os.close(err_r)
-        _, wstatus = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(wstatus)
-    finally:
-        shutil.rmtree(etc_dir, ignore_errors=True)
+        try:
+            _pid1(spec, root, {etc_targets[k]: v.encode() for k, v in etc.items()}, binds,
+                  (uid, gid, groups, home), full_mapping, userns, stdin_r, err_w)
+        except BaseException as exc:  # noqa: BLE001 - reported to A through the pipe
+            msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            os.write(err_w, f"{type(exc).__name__}\0{msg}".encode()[:4000])
+            os._exit(127)
+    os.close(err_w)
+
+    def forward(signum: int, frame: Any) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
+    err = b""
+    while chunk := os.read(err_r, 4096):
+        err += chunk
+    os.close(err_r)
+    _, wstatus = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wstatus)
     if err:
         kind, _, msg = err.decode(errors="replace").partition("\0")
         if kind == "ContainerError":
@@ -117,16 +115,46 @@ def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r
     return RunResult(128 - code if code < 0 else code, created)
 
 
-def _pid1(spec: ProcessSpec, root: Path, etc_targets: dict[str, Path], etc_dir: Path, binds: list,
-          user: tuple[int, int, list[int], str], full_mapping: bool, stdin_r: int | None) -> None:
-    sc.set_pdeathsig(signal.SIGKILL)
-    j = lambda p: str(secure_join(root, p))  # noqa: E731
+PROC_FILES = ("cpuinfo", "meminfo", "stat", "uptime", "loadavg", "version", "filesystems")
+
+
+def mount_proc(target: str) -> bool:
+    """A fresh proc of the RUN's pid namespace on ``target``; True. Where that is refused (inside
+    containers, whose /proc has locked over-mounts), never the outer /proc: a read-only tmpfs with
+    only pid-independent files (cpuinfo, meminfo, ...) bound from it; False."""
     try:
-        sc.mount("proc", j("/proc"), "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    except OSError:  # inside containers a fresh proc is refused: bind the outer one
-        sc.mount("/proc", j("/proc"), None, sc.MS_BIND | sc.MS_REC)
+        sc.mount("proc", target, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        return True
+    except OSError:
+        pass
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0555,size=64k")
+    for name in PROC_FILES:
+        p = f"{target}/{name}"
+        open(p, "w").close()
+        try:
+            sc.mount(f"/proc/{name}", p, None, sc.MS_BIND)
+        except OSError:
+            os.unlink(p)
+    sc.make_readonly_recursive(target)
+    return False
+
+
+def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: list[Any],
+          user: tuple[int, int, list[int], str], full_mapping: bool, userns: bool, stdin_r: int | None,
+          err_w: int) -> None:
+    """PID 1 of the RUN's pid namespace, in a mount namespace of its own (so pivot_root does not
+    move child A's root, which then still reaches the host to clean up)."""
+    from builder.sandbox import kernel
+    from builder.sandbox.binds import Stage, mount_binds
+    kernel.set_pdeathsig(signal.SIGKILL)
+    sc.unshare(sc.CLONE_NEWNS)
+
+    def j(p: str) -> str:
+        return str(secure_join(root, p))
+    mount_proc(j("/proc"))
     dev = j("/dev")
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=755,size=65536k")
+    stage = Stage(dev)
     for d in DEVICES:
         open(f"{dev}/{d}", "w").close()
         try:
@@ -143,7 +171,7 @@ def _pid1(spec: ProcessSpec, root: Path, etc_targets: dict[str, Path], etc_dir: 
     os.mkdir(f"{dev}/shm")
     sc.mount("tmpfs", f"{dev}/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777,size=65536k")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
+                         ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{dev}/{name}")
     sys_dir = j("/sys")
     mounted = False
@@ -156,17 +184,15 @@ def _pid1(spec: ProcessSpec, root: Path, etc_targets: dict[str, Path], etc_dir: 
     if not mounted:
         sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
         sc.make_readonly_recursive(sys_dir)
-    for cpath, host in etc_targets.items():
-        sc.mount(str(etc_dir / os.path.basename(cpath)), str(host), None, sc.MS_BIND)
+    for host, data in etc_files.items():
+        sc.mount(str(stage.file(data)), str(host), None, sc.MS_BIND)
         sc.make_readonly_recursive(str(host), lockdown=False)
-    for m, host in binds:
-        if m.type == "tmpfs":
-            sc.mount("tmpfs", str(host), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-        else:
-            sc.mount(m.host_source(), str(host), None, sc.MS_BIND | sc.MS_REC)
-            if m.readonly:
-                sc.make_readonly_recursive(str(host), lockdown=False)
-    sc.sethostname(spec.hostname)
+    mount_binds(stage, binds, userns)
+    stage.close()
+    try:
+        sc.sethostname(spec.hostname)
+    except OSError:
+        pass  # refused by a seccomp profile: the outer hostname stays (bale info says so)
     if stdin_r is not None:
         os.dup2(stdin_r, 0)
     elif spec.stdin_data is not None:
@@ -188,10 +214,12 @@ def _pid1(spec: ProcessSpec, root: Path, etc_targets: dict[str, Path], etc_dir: 
         os.setresuid(uid, uid, uid)
     except OSError as exc:
         raise ContainerError(f"cannot switch to user {spec.user}: {exc.strerror}") from None
+    kernel.set_pdeathsig(signal.SIGKILL)  # setresuid cleared it: die with child A, always
     env = dict(e.partition("=")[::2] for e in spec.env)
     env.setdefault("HOME", home or "/")
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    kernel.close_fds_except({err_w})
     try:
         os.execvpe(spec.args[0], spec.args, env)
     except OSError as exc:

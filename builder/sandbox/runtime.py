@@ -15,6 +15,7 @@ from typing import Any
 
 from builder.errors import SandboxError
 from builder.sandbox.spec import ProcessSpec, RunResult
+from snapshotter import syscalls as sc
 
 
 def find_runtime(name: str | None = None) -> str:
@@ -56,7 +57,7 @@ def bundle_config(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int]
             mounts.append({"destination": m.dest, "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]})
         else:
             mounts.append({"destination": m.dest, "type": "bind", "source": m.host_source(),
-                           "options": ["rbind"] + (["ro"] if m.readonly else [])})
+                           "options": ["rbind"] + (["ro"] if m.readonly or not m.shared else [])})
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network == "none":
         namespaces.append({"type": "network"})
@@ -81,30 +82,36 @@ _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL"
 
 
 def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str) -> RunResult:
-    from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point
+    from builder.sandbox.binds import Stage, materialize
+    from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point, _resolv_conf
     from builder.sandbox.users import resolve_user
+    from snapshotter.drivers import in_initial_userns
     root = Path(rootfs.setup())
     created: list[str] = []
-    for d in MOUNT_DIRS:
-        _make_point(root, d, True, created)
-    for f in ETC_FILES:
-        _make_point(root, f, False, created)
-    for m in spec.mounts:
-        _make_point(root, m.dest, m.type == "tmpfs" or os.path.isdir(m.host_source()), created)
-    user = resolve_user(root, spec.user)
     bundle = Path(tempfile.mkdtemp(prefix="bale-bundle-"))
+    mem = bundle / "mem"
+    mem.mkdir()
+    stage = None
     try:
-        etc = {}
+        for d in MOUNT_DIRS:
+            _make_point(root, d, True, created)
         for f in ETC_FILES:
-            src = bundle / os.path.basename(f)
-            etc[f] = src
-        (bundle / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n")
-        (bundle / "hostname").write_text(spec.hostname + "\n")
-        try:
-            (bundle / "resolv.conf").write_text(Path("/etc/resolv.conf").read_text())
-        except OSError:
-            (bundle / "resolv.conf").write_text("")
-        (bundle / "config.json").write_text(json.dumps(bundle_config(spec, root, user, etc, spec.mounts)))
+            _make_point(root, f, False, created)
+        for m in spec.mounts:
+            _make_point(root, m.dest, m.type == "tmpfs" or (m.type == "bind" and os.path.isdir(m.host_source())),
+                        created)
+        user = resolve_user(root, spec.user)
+        # memory for secrets, /etc files and copy-on-write uppers: nothing of them on disk
+        sc.mount("tmpfs", str(mem), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0700")
+        stage = Stage(str(mem))
+        os.chmod(stage.dir, 0o755)  # runc (in this namespace) resolves bind sources through it
+        etc = {
+            "/etc/hosts": stage.file(f"127.0.0.1\tlocalhost\n127.0.1.1\t{spec.hostname}\n".encode()),
+            "/etc/hostname": stage.file((spec.hostname + "\n").encode()),
+            "/etc/resolv.conf": stage.file(_resolv_conf(spec.network).encode()),
+        }
+        binds = materialize(stage, spec.mounts, not in_initial_userns())
+        (bundle / "config.json").write_text(json.dumps(bundle_config(spec, root, user, etc, binds)))
         state = bundle / "state"
         state.mkdir()
         stdin = subprocess.DEVNULL if spec.stdin_data == b"" else None
@@ -114,13 +121,21 @@ def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str)
                               input=spec.stdin_data if spec.stdin_data else None)
         code = proc.returncode
     finally:
+        if os.path.ismount(mem):  # detaches the stage's overlays and tmpfs with it
+            sc.umount(str(mem), sc.MNT_DETACH)
         shutil.rmtree(bundle, ignore_errors=True)
     return RunResult(128 - code if code < 0 else code, created)
 
 
+def _run_in_ns_plain(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str) -> dict[str, object]:
+    return _run_in_ns(spec, rootfs, full_mapping, runtime).to_plain()
+
+
 def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None, runtime: str | None = None) -> RunResult:
     """Run ``spec`` with the OCI runtime ``runtime`` (see find_runtime) in ``userns``."""
+    from builder.sandbox import kernel
     from builder.sandbox.userns import UserNamespace
     path = find_runtime(runtime)
     ns = userns or UserNamespace()
-    return ns.call(_run_in_ns, spec, rootfs, ns.full_mapping, path)
+    with kernel.undumpable():
+        return RunResult.from_plain(ns.call(_run_in_ns_plain, spec, rootfs, ns.full_mapping, path))

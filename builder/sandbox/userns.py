@@ -12,56 +12,18 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import re
 import signal
 import subprocess
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
-from builder.errors import BaleError, SandboxError
+from builder.errors import SandboxError
+from builder.sandbox import kernel, wire
 from builder.sandbox.idmap import IDMap, default_idmap, helper_args
 from snapshotter import syscalls as sc
 
-T = TypeVar("T")
 log = logging.getLogger("bale")
 _warned = False
-
-
-# --- results across the fork -----------------------------------------------------------
-def _encode(value: Any = None, exc: BaseException | None = None) -> bytes:
-    if exc is None:
-        try:
-            return pickle.dumps(("ok", value))
-        except Exception as e:  # noqa: BLE001
-            exc = SandboxError(f"result not transferable: {e}")
-    state = dict(getattr(exc, "__dict__", {}))
-    try:
-        return pickle.dumps(("err", type(exc), str(exc), state))
-    except Exception:  # noqa: BLE001 - a class that does not pickle: keep the text
-        return pickle.dumps(("err", SandboxError, f"{type(exc).__name__}: {exc}", {}))
-
-
-_ERRNO_PREFIX = re.compile(r"^\[Errno \d+\] ")
-
-
-def _decode(data: bytes, what: str) -> Any:
-    if not data:
-        raise SandboxError(f"{what}: the namespace child died without an answer")
-    tag, *rest = pickle.loads(data)
-    if tag == "ok":
-        return rest[0]
-    cls, msg, state = rest
-    if isinstance(cls, type) and issubclass(cls, BaleError):
-        exc = cls.__new__(cls)
-        Exception.__init__(exc, msg)
-        exc.__dict__.update(state)
-        raise exc
-    if isinstance(cls, type) and cls.__module__.startswith("snapshotter"):
-        raise cls(msg)
-    if isinstance(cls, type) and issubclass(cls, OSError):
-        raise SandboxError(f"{what}: {_ERRNO_PREFIX.sub('', msg)}")
-    raise SandboxError(f"{what}: {cls.__name__ if isinstance(cls, type) else cls}: {msg}")
 
 
 def _read_all(fd: int) -> bytes:
@@ -87,16 +49,42 @@ def _status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-#: namespace children being waited for, by any thread
-_LIVE: set[int] = set()
-_LIVE_LOCK = threading.Lock()
+_live: set[int] = set()
+_live_lock = threading.Lock()
+_stopping = False
+
+
+def track(pid: int) -> None:
+    """Remember a sandbox child (any isolation) until ``untrack``, so ``stop_all`` can kill it."""
+    with _live_lock:
+        if _stopping:
+            os.kill(pid, signal.SIGKILL)
+        _live.add(pid)
+
+
+def untrack(pid: int) -> None:
+    with _live_lock:
+        _live.discard(pid)
+
+
+def stop_all() -> None:
+    """From a signal handler (any thread may be running a RUN): SIGKILL every sandbox child, whose
+    pid namespace and mounts die with it, and refuse new ones. Safe to call more than once."""
+    global _stopping
+    with _live_lock:
+        _stopping = True
+        pids = list(_live)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def kill_live_children() -> int:
-    """SIGKILL every namespace child bale is waiting for (each takes its pid namespace, and so
-    the RUN, with it); for a SIGINT/SIGTERM handler of the main thread. Returns how many."""
-    with _LIVE_LOCK:
-        pids = list(_LIVE)
+    """SIGKILL every sandbox child now (without refusing new ones); returns how many."""
+    with _live_lock:
+        pids = list(_live)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -106,32 +94,45 @@ def kill_live_children() -> int:
 
 
 class _Forwarder:
-    """While waiting for ``pid``: SIGINT/SIGTERM to bale kill it (and its pid namespace).
-    From another thread the pid is only registered: the main thread's handler kills it."""
+    """While waiting for ``pid``: SIGINT/SIGTERM/SIGHUP to bale kill it (and its pid namespace, its
+    mounts with it); then the signal is handed to the handler bale had (the CLI's raises, so bale
+    unwinds and removes what it made), or re-raised with its default action."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.old: dict[int, Any] = {}
+        self.interrupted: tuple[int, Any] | None = None
 
     def __enter__(self) -> None:
-        with _LIVE_LOCK:
-            _LIVE.add(self.pid)
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.old[sig] = signal.signal(sig, self._handle)
+        for sig in self.SIGNALS:
+            if signal.getsignal(sig) != signal.SIG_IGN:  # nohup: SIGHUP stays ignored
+                self.old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        kill_live_children()
-        self.interrupted = signum
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.interrupted is None:
+            self.interrupted = (signum, frame)
 
     def __exit__(self, *exc: object) -> None:
-        with _LIVE_LOCK:
-            _LIVE.discard(self.pid)
         for sig, handler in self.old.items():
             signal.signal(sig, handler)
-        if getattr(self, "interrupted", None):
+        if self.interrupted is None:
+            return
+        signum, frame = self.interrupted
+        handler = self.old.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        elif signum == signal.SIGINT:
             raise KeyboardInterrupt
+        else:
+            signal.raise_signal(signum)
 
 
 # --- namespaces -----------------------------------------------------------------------
@@ -157,8 +158,12 @@ class UserNamespace:
         return extra | (0 if self.rootful else sc.CLONE_NEWUSER)
 
     def _child_enter(self, flags: int, ready_w: int, go_r: int) -> None:
-        """In the child: unshare, get mapped, become root, make mounts private."""
-        sc.set_pdeathsig(signal.SIGKILL)
+        """In the child: unshare, get mapped, become root, make mounts private, turn non-dumpable.
+        Dumpable until mapped: newuidmap refuses a target whose /proc entry is not the user's own,
+        and /proc/self/uid_map of a non-dumpable process belongs to root."""
+        kernel.set_pdeathsig(signal.SIGKILL)
+        if not self.rootful:
+            kernel.set_dumpable(True)
         sc.unshare(flags)
         if not self.rootful:
             assert self.idmap is not None
@@ -175,6 +180,8 @@ class UserNamespace:
             os.setresuid(0, 0, 0)
             if self.idmap.full:
                 os.setgroups([])
+        kernel.set_dumpable(False)
+        kernel.set_pdeathsig(signal.SIGKILL)  # a change of credentials clears it
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
 
     def _parent_map(self, pid: int, ready_r: int, go_w: int) -> None:
@@ -207,9 +214,9 @@ class UserNamespace:
                     except OSError:
                         pass
                 self._child_enter(flags, ready_w, go_r)
-                payload = _encode(body())
+                payload = wire.encode_ok(body())
             except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-                payload = _encode(exc=exc)
+                payload = wire.encode_error(exc)
                 code = 1
             try:
                 _write_all(res_w, payload)
@@ -218,23 +225,28 @@ class UserNamespace:
         os.close(res_w)
         os.close(ready_w)
         os.close(go_r)
+        track(pid)
         try:
             self._parent_map(pid, ready_r, go_w)
             with _Forwarder(pid):
                 data = _read_all(res_r)
                 _wait(pid)
         finally:
+            untrack(pid)
             for fd in (res_r, ready_r, go_w):
                 os.close(fd)
-        return _decode(data, what)
+        return wire.decode(data, what)
 
-    def call(self, fn: Callable[..., T], *args: Any, _close: tuple[tuple[int, int], ...] = ()) -> T:
-        """``fn(*args)`` in a child with new user and mount namespaces."""
+    def call(self, fn: Callable[..., Any], *args: Any, _close: tuple[tuple[int, int], ...] = ()) -> Any:
+        """``fn(*args)`` in a child with new user and mount namespaces. Its result must be plain
+        data (see wire.plain: tuples come back as lists); errors come back as their class when it is
+        one of wire.ERROR_CLASSES, OSErrors and others as SandboxError."""
         return self._fork(self._flags(sc.CLONE_NEWNS), lambda: fn(*args), getattr(fn, "__name__", "call"), _close)
 
     def run(self, spec: Any, rootfs: Any) -> Any:
         """Run ``spec`` over the root ``rootfs.setup()`` mounts; returns a RunResult."""
         from builder.sandbox.process import run_in_namespace
+        from builder.sandbox.spec import RunResult
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
         if spec.network == "none":
             flags |= sc.CLONE_NEWNET
@@ -256,8 +268,10 @@ class UserNamespace:
         try:
             if feeder is not None:
                 feeder.start()
-            return self._fork(self._flags(flags), lambda: run_in_namespace(spec, rootfs, full, stdin_r),
-                              "run", close)
+            with kernel.undumpable():
+                doc = self._fork(self._flags(flags),
+                                 lambda: run_in_namespace(spec, rootfs, full, stdin_r).to_plain(), "run", close)
+            return RunResult.from_plain(doc)
         finally:
             if stdin_r is not None:
                 os.close(stdin_r)
@@ -272,7 +286,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def call_in_child(fn: Callable[..., T], *args: Any) -> T:
+def call_in_child(fn: Callable[..., Any], *args: Any) -> Any:
     """As real root: ``fn(*args)`` in a forked child with a private mount namespace."""
     return UserNamespace().call(fn, *args)
 

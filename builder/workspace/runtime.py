@@ -40,6 +40,9 @@ class Runtime:
         self.isolation, self.driver_name, notice = choose(caps, isolation, driver)
         if notice:
             log.warning(notice)
+        if self.isolation == "rootless" and not caps.fresh_proc:
+            _note_once("no fresh /proc can be mounted here (the outer /proc has over-mounts): "
+                       "RUN gets a minimal read-only /proc without processes")
         self.snapshots_root = self.store_root / "snapshots"
         self._userns: Any = None
         from builder.workspace.gc import recover_once
@@ -51,18 +54,24 @@ class Runtime:
             self._userns = UserNamespace()
         return self._userns
 
-    def call(self, fn: Callable[..., T], *args: Any, close: tuple[tuple[int, int], ...] = ()) -> T:
+    def call(self, fn: Callable[..., Any], *args: Any, close: tuple[tuple[int, int], ...] = ()) -> Any:
         """Run ``fn(*args)`` where the sandbox's ids apply (inside the user namespace when rootless).
+        The result must be plain data (None, bool, int, float, str, lists, dicts with str keys; tuples
+        come back as lists): it crosses back from the namespace child as JSON (sandbox/wire.py), and
+        is normalised the same way in chroot isolation so callers see one shape.
         ``close``: (fd, inode) of pipe ends the forked child must not keep (see pipe_end)."""
         if self.isolation == "chroot":  # mounts and namespaces may be forbidden: plain call
-            return fn(*args)
-        value: T = self.userns().call(fn, *args, _close=close)
-        return value
+            from builder.sandbox.wire import plain
+            return plain(fn(*args))
+        return self.userns().call(fn, *args, _close=close)
 
     def run(self, spec: Any, provider: Any) -> Any:
+        """Run ``spec`` (a ProcessSpec) over ``provider``'s root; returns a RunResult."""
         if self.isolation == "chroot":
+            from builder.sandbox import kernel
             from builder.sandbox.chroot import run_chroot
-            return run_chroot(spec, provider)
+            with kernel.undumpable():
+                return run_chroot(spec, provider)
         if self.isolation == "oci":
             from builder.sandbox.runtime import run_oci
             return run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime)
@@ -93,7 +102,7 @@ class Runtime:
             raise result["error"]
         return out
 
-    def stream_to(self, fn: Callable[..., T], *args: Any, source: Callable[[IO[bytes]], None]) -> T:
+    def stream_to(self, fn: Callable[..., Any], *args: Any, source: Callable[[IO[bytes]], None]) -> Any:
         """Run ``fn(read_fd, *args)`` in the namespace while ``source`` writes its input."""
         r, w = os.pipe()
         far_end = pipe_end(w)
@@ -123,6 +132,15 @@ class Runtime:
         if "e" in err:
             raise err["e"]
         return value
+
+
+_noted: set[str] = set()
+
+
+def _note_once(message: str) -> None:
+    if message not in _noted:
+        _noted.add(message)
+        log.warning(message)
 
 
 def pipe_end(fd: int) -> tuple[int, int]:

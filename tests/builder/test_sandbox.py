@@ -233,7 +233,7 @@ def test_call_returns_values_and_exceptions(unprivileged_user):
             "try:\n    U().call(open, '/nonexistent/x')\nexcept SandboxError as e:\n    print('sandbox', e)\n")
     out = unprivileged_user.run([unprivileged_user.python, "-c", code]).stdout
     lines = out.splitlines()
-    assert lines[:3] == ["(0, 42)", "caught boom in child", "caught snap broke"], out
+    assert lines[:3] == ["[0, 42]", "caught boom in child", "caught snap broke"], out
     assert lines[3].startswith("sandbox open:") and "No such file" in lines[3], out
 
 

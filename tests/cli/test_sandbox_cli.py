@@ -103,12 +103,9 @@ def test_killed_bale_leaves_no_processes_or_mounts(ctr):
     else:
         proc.kill()
         pytest.fail("the sandboxed sleep never started")
-    bale_pids = subprocess.run(["pgrep", "-u", str(u.uid), "-f", "builder.cli.main"], capture_output=True,
-                               text=True).stdout.split()
-    for pid in bale_pids:  # kill -9 of bale itself, not of its children
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-        if b"run" in cmd and b"runuser" not in cmd:
-            os.kill(int(pid), signal.SIGKILL)
+    # kill -9 of this test's bale itself (the child of its runuser), not of its children nor of other tests'
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
     proc.wait(10)
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", "sleep 4242"], capture_output=True).returncode == 1
@@ -135,8 +132,8 @@ def test_sigterm_during_bud_leaves_nothing_running(ctr, user_tmp):
     else:
         proc.kill()
         pytest.fail("the RUN never started")
-    for pid in subprocess.run(["pgrep", "-u", str(u.uid), "-f", "builder.cli.main --root"], capture_output=True,
-                              text=True).stdout.split():
+    # only this test's bale (the child of its runuser): other tests' bale processes run as the same user
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
         os.kill(int(pid), signal.SIGTERM)
     proc.wait(20)
     time.sleep(0.5)
