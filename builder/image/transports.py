@@ -184,6 +184,57 @@ class RegistrySource(_SpoolingSource):
         self.client.close()
 
 
+class MirroredRegistrySource(Source):
+    """A registry image with registries.conf mirrors: the first pull source whose manifest
+    answers serves the whole image (containers/image tries its PullSources the same way);
+    when none does, the primary location's error is raised."""
+
+    def __init__(self, candidates: list[tuple["RegistryClient", "ImageReference"]], name: str, tmp_dir: Path) -> None:
+        self.candidates, self.name, self.tmp_dir = candidates, name, tmp_dir
+        self.active: RegistrySource | None = None
+
+    def raw_manifest(self) -> tuple[bytes, str]:
+        import logging
+        from builder.errors import RegistryError
+        last: BaseException | None = None
+        for client, ref in self.candidates:
+            src = RegistrySource(client, ref, self.tmp_dir)
+            try:
+                got = src.raw_manifest()
+            except RegistryError as exc:
+                logging.getLogger("bale").info("%s: pull source %s failed: %s", self.name, ref.name, exc)
+                last = exc
+                continue
+            self.active = src
+            return got
+        assert last is not None
+        raise last
+
+    def _src(self) -> RegistrySource:
+        if self.active is None:
+            self.raw_manifest()
+        assert self.active is not None
+        return self.active
+
+    def manifest_by_digest(self, desc: Descriptor) -> bytes:
+        return self._src().manifest_by_digest(desc)
+
+    def write_blob(self, desc: Descriptor, sink: Any) -> None:
+        self._src().write_blob(desc, sink)
+
+    def open_at(self, desc: Descriptor, offset: int) -> BinaryIO:
+        return self._src().open_at(desc, offset)
+
+    def mount_from(self, registry: str, desc: Descriptor) -> Sequence[str]:
+        return self._src().mount_from(registry, desc)
+
+    def close(self) -> None:
+        if self.active is not None:
+            self.active.close()
+        for client, _ in self.candidates:
+            client.close()
+
+
 class _FileBlobSource(Source):
     """Sources whose blobs are files: read them verified, seek for open_at."""
 
@@ -301,8 +352,17 @@ def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | N
     from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         assert loc.reference is not None
-        client = RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress)
-        return RegistrySource(client, loc.reference, store.tmp_dir)
+        from dataclasses import replace
+        from builder.image.reference import pull_sources
+        opts = registry or RegistryOptions()
+        sources = pull_sources(loc.reference)  # registries.conf: mirrors, location rewrite, blocked
+        if len(sources) == 1 and sources[0].reference == loc.reference:
+            return RegistrySource(RegistryClient(loc.reference.registry, opts, progress), loc.reference, store.tmp_dir)
+        cands = []
+        for ps in sources:
+            o = replace(opts, tls_verify=False) if ps.insecure and opts.tls_verify is None else opts
+            cands.append((RegistryClient(ps.reference.registry, o, progress), ps.reference))
+        return MirroredRegistrySource(cands, loc.reference.name, store.tmp_dir)
     if loc.kind == "oci":
         return LayoutSource(Path(loc.path), loc.ref, str(loc))
     if loc.kind == "oci-archive":
@@ -517,6 +577,8 @@ def open_destination(loc: Location, *, store: "Store", registry: "RegistryOption
     from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         assert loc.reference is not None
+        from builder.image.reference import check_not_blocked
+        check_not_blocked(loc.reference.name)
         return RegistryDestination(RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress),
                                    loc.reference)
     if loc.kind == "oci":

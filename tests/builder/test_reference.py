@@ -36,6 +36,7 @@ def test_short_names_follow_registries_conf(tmp_path, monkeypatch):
     conf.write_text('unqualified-search-registries = ["reg.one:5000", "docker.io"]\n'
                     '[[registry]]\nlocation = "reg.one:5000"\ninsecure = true\n')
     monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    monkeypatch.setenv("BALE_REGISTRIES_CONF_DIR", str(tmp_path / "no-drop-ins"))
     names = [r.name for r in resolve_short_name("busybox")]
     assert names == ["reg.one:5000/busybox:latest", "docker.io/library/busybox:latest"]
     assert registry_is_insecure("reg.one:5000") and not registry_is_insecure("docker.io")

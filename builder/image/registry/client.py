@@ -49,6 +49,8 @@ class _Body:
 class RegistryClient:
     def __init__(self, registry: str, options: RegistryOptions | None = None,
                  progress: Progress | None = None) -> None:
+        from builder.image.reference import check_not_blocked
+        check_not_blocked(registry)  # registries.conf blocked = true: no request at all
         self.registry = registry
         self.options = options or RegistryOptions()
         self.progress = progress or NullProgress()
