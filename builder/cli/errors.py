@@ -127,7 +127,8 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
             import traceback
             traceback.print_exc()
         msg, code = describe(exc)
-        click.echo(f"bale: {msg}", err=True)
+        from frontend.errors import one_line  # user text (file names, Dockerfile bytes) stays on one line
+        click.echo(f"bale: {one_line(msg)}", err=True)
         sys.exit(code)
     if isinstance(rv, int) and rv:
         sys.exit(rv)
