@@ -44,10 +44,15 @@ CHUNK = 1 << 20
 
 
 def default_root() -> Path:
-    """``$BALE_ROOT``, else /var/lib/bale for root, else ``$XDG_DATA_HOME/bale``."""
+    """``$BALE_ROOT``, else storage.conf's ``graphroot``/bale (builder/image/storageconf.py),
+    else /var/lib/bale for root, else ``$XDG_DATA_HOME/bale``."""
     env = os.environ.get("BALE_ROOT")
     if env:
         return Path(env)
+    from builder.image.storageconf import storage_conf
+    conf_root = storage_conf().bale_root
+    if conf_root is not None:
+        return conf_root
     if os.geteuid() == 0:
         return Path("/var/lib/bale")
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")

@@ -39,6 +39,9 @@ class Workspace:
     def __init__(self, root: str | Path | None = None, *, driver: str | None = None,
                  isolation: str | None = None, oci_runtime: str | None = None) -> None:
         from builder.errors import UsageError
+        if driver is None:
+            from builder.image.storageconf import storage_conf
+            driver = storage_conf().driver  # storage.conf / $STORAGE_DRIVER, else probed
         if driver == "vfs":
             driver = "native"
         if driver is not None and driver not in DRIVERS:
