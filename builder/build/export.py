@@ -86,14 +86,16 @@ class _Tree:
 
     def drop(self, path: str, below_layer: int) -> None:
         """Remove ``path`` and its subtree as far as lower layers made them (a whiteout)."""
+        for name in list(self.kids.get(path, ())):
+            self.drop(posixpath.join(path, name) if path else name, below_layer)
         v = self.final.get(path)
         if v is not None and v.layer < below_layer:
-            self.drop_below(path, below_layer)
             del self.final[path]
             self.kids.get(posixpath.dirname(path), set()).discard(posixpath.basename(path))
 
     def drop_below(self, path: str, below_layer: int) -> None:
-        """Remove what lower layers put under directory ``path`` (an opaque directory)."""
+        """Remove what lower layers put under directory ``path`` (an opaque directory), however
+        deep, whatever this layer re-made in between."""
         for name in list(self.kids.get(path, ())):
             self.drop(posixpath.join(path, name) if path else name, below_layer)
 

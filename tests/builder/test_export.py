@@ -91,6 +91,8 @@ CASES = {
     "directory whiteout takes the subtree": [BASE, _layer((".wh.a", "w"))],
     "opaque directory keeps its own layer's entries": [BASE, _layer(("opq", "d"), ("opq/.wh..wh..opq", "o"),
                                                                     ("opq/new", "f"))],
+    "opaque marker after a re-made subdirectory": [BASE, _layer(("opq", "d"), ("opq/sub", "d"), ("opq/sub/new", "f"),
+                                                                  ("opq/.wh..wh..opq", "o"))],
     "directory replaced by a file": [BASE, _layer(("dir2file", "f"))],
     "file replaced by a directory": [BASE, _layer(("file2dir", "d"), ("file2dir/y", "f"))],
     "recreated after a whiteout": [BASE, _layer((".wh.a", "w")), _layer(("a", "d"), ("a/new", "f"))],
