@@ -16,7 +16,7 @@ The format is cosign's "simple signing" one, as ``cosign sign --key`` writes it 
   ``sha256-HEX.sig``; a second signature of the same digest is appended as another layer.
 
 Keys are PEM (PKCS#8, SEC1 or PKCS#1), optionally encrypted with a passphrase (standard PEM
-encryption). Errors are UsageError (unreadable key) or SignatureError (nothing verifies).
+encryption), or cosign's own encrypted keys (builder/image/cosignkey.py). Errors are UsageError (unreadable key) or SignatureError (nothing verifies).
 """
 from __future__ import annotations
 
@@ -75,9 +75,8 @@ def load_private_key(path: str, passphrase: str | None = None) -> Any:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     data = _read(path, "signing key")
     if b"ENCRYPTED SIGSTORE PRIVATE KEY" in data or b"ENCRYPTED COSIGN PRIVATE KEY" in data:
-        raise UsageError(f"signing key {path}: cosign's own encrypted key format (scrypt + NaCl secretbox) is "
-                         "not read; give a PEM key (e.g. openssl genpkey -algorithm EC "
-                         "-pkeyopt ec_paramgen_curve:P-256)")
+        from builder.image.cosignkey import decrypt_cosign_key
+        return decrypt_cosign_key(data, passphrase, path)
     try:
         return load_pem_private_key(data, passphrase.encode() if passphrase else None)
     except TypeError:

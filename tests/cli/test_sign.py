@@ -126,3 +126,17 @@ def test_bad_keys_are_usage_errors(bale, tmp_path, busybox_layout):
     r = bale("push", "--sign-by-sigstore-private-key", str(tmp_path / "junk.key"), iid, "docker://127.0.0.1:1/x:1",
              check=False)
     assert r.returncode == 2 and r.stderr.startswith(f"bale: signing key {tmp_path / 'junk.key'}: not a usable PEM")
+
+
+def test_cosign_encrypted_key_signs(registry, busybox_layout, bale, tmp_path):
+    from builder.image.cosignkey import encrypt_cosign_key
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    (tmp_path / "cosign.key").write_bytes(encrypt_cosign_key(der, "pw", n=1 << 14))
+    iid = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
+    ref = f"{registry.host}/bale/cosignkey:1"
+    bale("push", "--tls-verify=false", "--sign-by-sigstore-private-key", str(tmp_path / "cosign.key"), iid,
+         f"docker://{ref}", env={"COSIGN_PASSWORD": "pw"})
+    digest = "sha256:" + hashlib.sha256(_raw(ref)).hexdigest()
+    _check_signature(registry, "bale/cosignkey", digest, key.public_key())
