@@ -231,7 +231,8 @@ def run_in(ws: "Workspace", container: str, command: list[str], opts: RunOptions
 # --- copy / add --------------------------------------------------------------
 def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str | None:
     from builder.workspace import snapshots
-    return rt.call(snapshots.mounted_path_kind, str(rt.snapshots_root), state.driver, state.key, path)
+    kind: str | None = rt.call(snapshots.mounted_path_kind, str(rt.snapshots_root), state.driver, state.key, path)
+    return kind
 
 
 def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: Any,
@@ -239,8 +240,10 @@ def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: 
     """Stream ``plan`` (a builder.build.copier.CopyPlan) into the container's snapshot."""
     from builder.build import copier
     from builder.workspace import snapshots
-    return rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key, plan.dest_dir,
-                        None, chown, source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
+    warnings: list[str] = rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key,
+                                       plan.dest_dir, None, chown,
+                                       source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
+    return warnings
 
 
 def absolute_dest(state: ContainerState, dest: str | None) -> str:

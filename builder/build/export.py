@@ -252,7 +252,8 @@ def _umask() -> int:
 
 def apply_layers_into(dest: str, openers: list[LayerOpener]) -> list[str]:
     """In the namespace: apply each layer over ``dest`` with the image's owners (a failed chown
-    raises); returns warnings (device nodes a user namespace may not create)."""
+    raises BaleError, which export_local turns into ExportError); returns warnings (device
+    nodes a user namespace may not create)."""
     from snapshotter.apply import apply_tar
     from snapshotter.errors import SnapshotError
     warnings: list[str] = []
@@ -260,10 +261,10 @@ def apply_layers_into(dest: str, openers: list[LayerOpener]) -> list[str]:
         with opener() as src:
             try:
                 result = apply_tar(src, Path(dest), whiteout_format="native", ignore_chown_errors=False)
-            except SnapshotError as exc:
-                raise ExportError(f"--output type=local,dest={dest}: {exc}") from None
+            except SnapshotError as exc:  # a plain BaleError crosses the namespace boundary (sandbox/wire.py)
+                raise BaleError(f"--output type=local,dest={dest}: {exc}") from None
             except OSError as exc:
-                raise ExportError(f"--output type=local,dest={dest}: {exc.filename or ''}: {exc.strerror}") \
+                raise BaleError(f"--output type=local,dest={dest}: {exc.filename or ''}: {exc.strerror}") \
                     from None
         warnings.extend(result.warnings)
     return warnings
@@ -275,7 +276,12 @@ def export_local(rt: "Runtime", store: "Store", rec: "ImageRecord", dest: str | 
     rootless). Raises ExportError when an owner, mode or file cannot be set."""
     path = Path(dest).absolute()
     path.mkdir(parents=True, exist_ok=True)
-    warnings = rt.call(apply_layers_into, str(path), layer_openers(store, rec))
+    try:
+        warnings = rt.call(apply_layers_into, str(path), layer_openers(store, rec))
+    except BaleError as exc:
+        if type(exc) is not BaleError:
+            raise
+        raise ExportError(str(exc)) from None
     for w in warnings:
         log.warning("--output type=local: %s", w)
 
