@@ -22,8 +22,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
-def _prctl(option: int, arg: int = 0, what: str = "prctl") -> int:
-    ret: int = _libc.prctl(option, arg, 0, 0, 0)
+def _prctl(option: int, arg: int = 0, what: str = "prctl", arg3: int = 0) -> int:
+    ret: int = _libc.prctl(option, arg, arg3, 0, 0)
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -47,6 +47,63 @@ def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
 
 def set_no_new_privs() -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1, "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+#: Docker's (and containerd's) default capability set for a container process
+DEFAULT_CAPS = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})
+# CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD
+# AUDIT_WRITE SETFCAP
+CAP_MKNOD = 27
+_CAP_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 40
+
+
+def drop_bounding(keep: frozenset[int]) -> None:
+    """Drop every capability not in ``keep`` from the bounding set (needs CAP_SETPCAP) and clear the
+    ambient set: nothing outside ``keep`` can come back through exec."""
+    for cap in range(_last_cap() + 1):
+        if cap not in keep:
+            try:
+                _prctl(PR_CAPBSET_DROP, cap, "prctl(PR_CAPBSET_DROP)")
+            except OSError as exc:
+                if exc.errno != 22:  # EINVAL: not a capability this kernel knows
+                    raise
+    try:
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "prctl(PR_CAP_AMBIENT)")
+    except OSError:
+        pass
+
+
+def limit_caps(keep: frozenset[int]) -> None:
+    """Reduce the effective, permitted and inheritable sets to ``keep`` (capset)."""
+    hdr = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(hdr), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    for i in range(2):
+        mask = sum(1 << (c - 32 * i) for c in keep if 32 * i <= c < 32 * (i + 1))
+        data[i].effective &= mask
+        data[i].permitted &= mask
+        data[i].inheritable &= mask
+    if _libc.capset(ctypes.byref(hdr), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
 
 
 def close_fds_except(keep: set[int]) -> None:

@@ -144,7 +144,7 @@ def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: li
           err_w: int) -> None:
     """PID 1 of the RUN's pid namespace, in a mount namespace of its own (so pivot_root does not
     move child A's root, which then still reaches the host to clean up)."""
-    from builder.sandbox import kernel
+    from builder.sandbox import kernel, seccomp
     from builder.sandbox.binds import Stage, mount_binds
     kernel.set_pdeathsig(signal.SIGKILL)
     sc.unshare(sc.CLONE_NEWNS)
@@ -207,6 +207,10 @@ def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: li
         os.chdir(spec.cwd or "/")
     except OSError as exc:
         raise ContainerError(f"working directory {spec.cwd}: {exc.strerror}") from None
+    # Docker's capability set, and the seccomp filter (no mounts, no new namespaces...): installed
+    # while PID 1 still holds CAP_SYS_ADMIN in its namespace, so no_new_privs is not needed here
+    kernel.drop_bounding(kernel.DEFAULT_CAPS)
+    seccomp.install()
     try:
         if full_mapping:
             os.setgroups(groups)
@@ -214,6 +218,7 @@ def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: li
         os.setresuid(uid, uid, uid)
     except OSError as exc:
         raise ContainerError(f"cannot switch to user {spec.user}: {exc.strerror}") from None
+    kernel.limit_caps(kernel.DEFAULT_CAPS)
     kernel.set_pdeathsig(signal.SIGKILL)  # setresuid cleared it: die with child A, always
     env = dict(e.partition("=")[::2] for e in spec.env)
     env.setdefault("HOME", home or "/")

@@ -15,6 +15,7 @@ from typing import Any
 
 from builder.errors import SandboxError
 from builder.sandbox.spec import ProcessSpec, RunResult
+from builder.sandbox.seccomp import oci_profile
 from snapshotter import syscalls as sc
 
 
@@ -70,7 +71,7 @@ def bundle_config(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int]
         "root": {"path": str(root), "readonly": False},
         "hostname": spec.hostname,
         "mounts": mounts,
-        "linux": {"namespaces": namespaces,
+        "linux": {"namespaces": namespaces, "seccomp": oci_profile(),
                   "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
                   "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"]},
     }

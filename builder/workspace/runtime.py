@@ -40,6 +40,9 @@ class Runtime:
         self.isolation, self.driver_name, notice = choose(caps, isolation, driver)
         if notice:
             log.warning(notice)
+        if self.isolation == "chroot":
+            from builder.sandbox.chroot import NOTE
+            _note_once(NOTE)
         if self.isolation == "rootless" and not caps.fresh_proc:
             _note_once("no fresh /proc can be mounted here (the outer /proc has over-mounts): "
                        "RUN gets a minimal read-only /proc without processes")
