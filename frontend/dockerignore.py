@@ -75,7 +75,8 @@ class Matcher:
             try:
                 p = compile_pattern(text)
             except PatternError as exc:
-                raise FrontendError(f"invalid pattern {text!r}: {exc}", filename=filename, line=n) from None
+                shown = text if len(text) <= 80 else text[:77] + "..."
+                raise FrontendError(f"invalid pattern {shown!r}: {exc}", filename=filename, line=n) from None
             if p is not None:
                 self.patterns.append(p)
         self.exceptions = [p for p in self.patterns if p.exclusion]

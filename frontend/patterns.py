@@ -14,10 +14,13 @@ Errors are ``PatternError`` with Go's message (``syntax error in pattern``).
 """
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 _ESCAPED = set(".+()|{}$")  # patternmatcher.go:29 shouldEscape
+MAX_LINE = 65535  # bufio.MaxScanTokenSize - 1
 
 
 class PatternError(ValueError):
@@ -48,15 +51,16 @@ def go_clean(path: str) -> str:
 
 # --- Go's filepath.Match syntax check (path/filepath/match.go) ---
 
-def _scan_chunk(pattern: str) -> tuple[bool, str, str]:
+def _scan_chunk(p: str, i: int) -> tuple[bool, int, int]:
+    """match.go scanChunk over ``p[i:]``: (star, chunk start, chunk end)."""
     star = False
-    while pattern.startswith("*"):
-        pattern, star = pattern[1:], True
-    inrange, i = False, 0
-    while i < len(pattern):
-        c = pattern[i]
+    while i < len(p) and p[i] == "*":
+        i, star = i + 1, True
+    start, inrange = i, False
+    while i < len(p):
+        c = p[i]
         if c == "\\":
-            if i + 1 < len(pattern):
+            if i + 1 < len(p):
                 i += 1
         elif c == "[":
             inrange = True
@@ -65,56 +69,64 @@ def _scan_chunk(pattern: str) -> tuple[bool, str, str]:
         elif c == "*" and not inrange:
             break
         i += 1
-    return star, pattern[:i], pattern[i:]
+    return star, start, i
 
 
-def _get_esc(chunk: str) -> str:
-    if not chunk or chunk[0] in "-]":
-        raise PatternError("syntax error in pattern")
-    if chunk[0] == "\\":
-        chunk = chunk[1:]
-        if not chunk:
-            raise PatternError("syntax error in pattern")
-    if "\udc80" <= chunk[0] <= "\udcff":  # a byte that is not UTF-8: utf8.RuneError
-        raise PatternError("syntax error in pattern")
-    rest = chunk[1:]
-    if not rest:
-        raise PatternError("syntax error in pattern")
-    return rest
+def _bad() -> PatternError:
+    return PatternError("syntax error in pattern")
 
 
-def _check_chunk(chunk: str) -> None:
-    while chunk:
-        c = chunk[0]
+def _get_esc(p: str, i: int, end: int) -> int:
+    """match.go getEsc on ``p[i:end]``: the index after one (escaped) character of a class."""
+    if i >= end or p[i] in "-]":
+        raise _bad()
+    if p[i] == "\\":
+        i += 1
+        if i >= end:
+            raise _bad()
+    if "\udc80" <= p[i] <= "\udcff":  # a byte that is not UTF-8: utf8.RuneError
+        raise _bad()
+    i += 1
+    if i >= end:
+        raise _bad()
+    return i
+
+
+def _check_chunk(p: str, i: int, end: int) -> None:
+    """match.go matchChunk's syntax checks on ``p[i:end]``."""
+    while i < end:
+        c = p[i]
         if c == "[":
-            chunk = chunk[1:]
-            if chunk.startswith("^"):
-                chunk = chunk[1:]
+            i += 1
+            if i < end and p[i] == "^":
+                i += 1
             nrange = 0
             while True:
-                if chunk.startswith("]") and nrange > 0:
-                    chunk = chunk[1:]
+                if i < end and p[i] == "]" and nrange > 0:
+                    i += 1
                     break
-                chunk = _get_esc(chunk)
-                if chunk[0] == "-":
-                    chunk = _get_esc(chunk[1:])
+                i = _get_esc(p, i, end)
+                if p[i] == "-":
+                    i = _get_esc(p, i + 1, end)
                 nrange += 1
         elif c == "\\":
-            chunk = chunk[1:]
-            if not chunk:
-                raise PatternError("syntax error in pattern")
-            chunk = chunk[1:]
+            i += 1
+            if i >= end:
+                raise _bad()
+            i += 1
         else:
-            chunk = chunk[1:]
+            i += 1
 
 
 def check_go_match(pattern: str) -> None:
     """Raise PatternError where ``filepath.Match(pattern, ".")`` returns ErrBadPattern."""
-    while pattern:
-        star, chunk, pattern = _scan_chunk(pattern)
-        if star and not chunk:
+    i = 0
+    while i < len(pattern):
+        star, start, end = _scan_chunk(pattern, i)
+        if star and start == end:
             return
-        _check_chunk(chunk)
+        _check_chunk(pattern, start, end)
+        i = end
 
 
 # --- the regular expression patternmatcher builds (patternmatcher.go:345-440) ---
@@ -201,9 +213,11 @@ class _Parser:
 
     def __init__(self, src: str) -> None:
         self.s, self.i = src, 0
+        self.named_ends = [m.start() for m in re.finditer(":]", src)]  # for [:name:], without rescanning
 
     def bad(self, why: str) -> PatternError:
-        return PatternError(f"error parsing regexp: {why}: `{self.s}`")
+        shown = self.s if len(self.s) <= 60 else self.s[:57] + "..."
+        return PatternError(f"error parsing regexp: {why[:80]}: `{shown}`")
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -308,7 +322,8 @@ class _Parser:
                 break
             first = False
             if self.s.startswith("[:", self.i):
-                end = self.s.find(":]", self.i + 2)
+                k = bisect.bisect_left(self.named_ends, self.i + 2)
+                end = self.named_ends[k] if k < len(self.named_ends) else -1
                 name = self.s[self.i + 2:end] if end > 0 else ""
                 neg = name.startswith("^")
                 pred = _POSIX.get(name.lstrip("^")) if end > 0 else None
@@ -483,6 +498,8 @@ class Pattern:
 
 def compile_pattern(line: str) -> Pattern | None:
     """patternmatcher.go:46-73 for one pattern (None for a blank one); raises PatternError."""
+    if len(line) > MAX_LINE // 4 and len(line.encode("utf-8", "surrogateescape")) > MAX_LINE:
+        raise PatternError("bufio.Scanner: token too long")  # ignorefile.go:33 reads lines with a Scanner
     p = line.strip(" \t\n\r\v\f\x85\xa0")
     if not p:
         return None
