@@ -101,7 +101,7 @@ def _publish(tmp: Path, final: Path) -> bool:
     except OSError:
         if not (final / "diff").is_dir():
             raise
-        _discard(tmp)
+        remove_tree(tmp)  # ours, and already under our flock (a second flock would wait on the first)
         return False
 
 

@@ -8,7 +8,9 @@ What is live (never removed):
   container's layer, a layer under a kept snapshot, or a layer in a live lease;
 * snapshots (``snapshots/<driver>/containers/<key>``): a working container's, or in a live lease;
 * build cache entries (``cache/<key>``): kept by ``rmi`` while their layer blob stays (entries
-  without a layer while any image stays); ``prune`` removes all but those a live build is using;
+  without a layer while any image stays); ``prune`` removes all but those a live build is using,
+  and the content-digest memos (``cache/filedigests.db``, ``cache/trees``) when no other bale
+  process is alive;
 * cache mounts (``cache-mounts/<id>``): removed by ``prune`` only, and only when no other bale
   process is alive on the store (a running build's mounts are not leased individually);
 * temp dirs (``tmp/<lease id>``): their lease is live.
@@ -27,6 +29,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bale")
 DRIVER_NAMES = ("overlay", "fuse-overlayfs", "native")
+#: the content-digest memo of the build cache (builder.build.cache.FILEDIGESTS, and its -wal/-shm)
+FILEDIGESTS = "filedigests.db"
+#: age after which a build cache entry's temp file is a killed writer's
+TMP_GRACE_S = 600.0
 
 
 @dataclass
@@ -140,6 +147,15 @@ def remove_trees(paths: list[str]) -> int:
             os.chmod(path, 0o700)
         shutil.rmtree(path, onerror=onerror)
     return total
+
+
+def _unlink(p: Path) -> int:
+    try:
+        size = p.lstat().st_size
+        p.unlink()
+        return size
+    except OSError:
+        return 0
 
 
 def _sweep_drivers(snapshots_root: str) -> int:
@@ -264,11 +280,19 @@ def collect(store: "Store", rt: "Runtime | None", *, build_cache: bool = False, 
                 cfg = parse_config(store.read_blob(man.config.digest))
                 image_layers |= {d.split(":", 1)[1] for d in cfg.diff_ids}
 
-        # build cache entries
+        # build cache entries (and, for prune with nobody else alive, the digest memos beside them)
         cache_dir = root / "cache"
         if cache_dir.is_dir():
             for p in sorted(cache_dir.iterdir()):
-                if p.name.endswith(".tmp") or p.name.startswith("."):
+                if p.name.startswith("."):  # an entry being written; a killed writer's after 10 minutes
+                    with contextlib.suppress(OSError):
+                        if time.time() - p.lstat().st_mtime > TMP_GRACE_S:
+                            p.unlink()
+                    continue
+                if p.is_dir() or p.name.startswith(FILEDIGESTS):
+                    if build_cache and not others_live:
+                        freed.bytes += remove_trees([str(p)]) if p.is_dir() else _unlink(p)
+                        freed.cache_entries += 1
                     continue
                 try:
                     entry = json.loads(p.read_text())

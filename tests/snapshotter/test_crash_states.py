@@ -140,3 +140,20 @@ def test_native_modified_dir_is_not_opaque(tmp_path):
     d.diff("c", buf)
     with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as t:
         assert sorted(t.getnames()) == ["d", "d/.wh.a", "d/b"]
+
+
+def test_ensure_layer_that_loses_the_race_keeps_the_winners(tmp_path):
+    """Another process publishes the same layer while this one unpacks it: this one's copy goes
+    (it holds that copy's flock already: removing it must not wait for a second one)."""
+    def flow(root):
+        d = get_driver("overlay", Path(root))
+        final = Path(root) / "overlay" / "layers" / "base"
+
+        def opener():
+            (final / "diff").mkdir(parents=True)
+            (final / "diff" / "winner").write_text("w")
+            return io.BytesIO(BASE)
+        path = d.ensure_layer("base", opener)
+        return sorted(os.listdir(path)), sorted(os.listdir(final.parent))
+    files, names = call_in_child(flow, str(tmp_path / "s"))
+    assert files == ["winner"] and names == ["base"]
