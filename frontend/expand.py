@@ -15,9 +15,11 @@ MAX_DEPTH = 200  # ${...} inside ${...}: BuildKit recurses without a limit; bale
 
 
 class _Lexer:
-    def __init__(self, text: str, env: Mapping[str, str], escape: str, keep_quotes: bool) -> None:
+    def __init__(self, text: str, env: Mapping[str, str], escape: str, keep_quotes: bool,
+                 skip_quotes: bool = False) -> None:
         self.s, self.i, self.env, self.esc, self.keep = text, 0, env, escape, keep_quotes
         self.depth = 0
+        self.quotes = "" if skip_quotes else "'\""  # lex.go SkipProcessQuotes: quotes are plain text
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -54,10 +56,8 @@ class _Lexer:
 
     def _unit(self) -> str:
         c = self.peek()
-        if c == "'":
-            return self._single()
-        if c == '"':
-            return self._double()
+        if c and c in self.quotes:
+            return self._single() if c == "'" else self._double()
         if c == "$":
             return self._dollar()
         if c == self.esc:
@@ -114,10 +114,14 @@ class _Lexer:
             finally:
                 self.depth -= 1
         if c and (c.isalnum() or c == "_"):
-            if c.isdigit():
-                self.next()
+            if c.isdecimal():  # lex.go:494: $1, $12 (every digit) are positional: unset
+                while self.peek().isdecimal() and self.peek():
+                    self.next()
                 return ""
             return self.env.get(self._name(), "")
+        if c and c in "@*#?-$!":  # lex.go:502 special parameters: unset
+            self.next()
+            return ""
         return "$"
 
     def _braced(self) -> str:
@@ -165,7 +169,7 @@ class _Lexer:
                 depth += 1
             if c == "}":
                 depth -= 1
-            if c == "'" or c == '"':
+            if c and c in self.quotes:
                 out.append(self._single() if c == "'" else self._double())
                 continue
             if c == self.esc:
@@ -178,6 +182,13 @@ class _Lexer:
 def expand_word(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
     """One word: quotes removed, variables expanded."""
     return _Lexer(text, env, escape, False).word()
+
+
+def expand_heredoc(text: str, env: Mapping[str, str]) -> str:
+    """A COPY/ADD heredoc body whose delimiter was not quoted: variables expanded, quotes kept,
+    ``\\`` escapes (always the backslash) applied, as BuildKit's ExpandRaw does
+    (dockerfile2llb/convert.go:1049-1056, instructions/commands.go:230)."""
+    return _Lexer(text, env, "\\", False, skip_quotes=True).word()
 
 
 def expand_words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:

@@ -119,7 +119,7 @@ def lower_stopsignal(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstructi
 
 
 def lower_onbuild(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -> ConfigStep:
-    trig = inst.args.strip()
+    trig = inst.args.strip() + "".join("\n" + h.raw_body + h.name for h in inst.heredocs)  # parse.go:452-462
     first = trig.split(None, 1)[0].upper() if trig else ""
     if first in NOT_TRIGGERS or first not in low.known:
         raise low.err(inst, f"{first or 'empty'} is not allowed as an ONBUILD trigger")

@@ -29,7 +29,7 @@ def lower_copy(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) ->
         bare = w.replace('"', "").replace("'", "")
         if bare in heredoc_names:
             h = next(h for h in inst.heredocs if bare.endswith(h.name))
-            body = low.expand(inst, h.body, env) if h.expand else h.body
+            body = low.expand_heredoc(inst, h.body, env) if h.expand else h.body
             inline.append(InlineFile(h.name, body.encode()))
         else:
             sources.append(w)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from frontend.errors import FrontendError
-from frontend.expand import ExpandError, expand_word, expand_words, split_raw
+from frontend.expand import ExpandError, expand_heredoc, expand_word, expand_words, split_raw
 from frontend.source import RawInstruction, parse_json_array
 from frontend.steps import Span, Stage, Step
 
@@ -54,6 +54,12 @@ class Lowering:
     def expand(self, inst: RawInstruction, text: str, env: Mapping[str, str]) -> str:
         try:
             return expand_word(text, env, self.escape)
+        except ExpandError as exc:
+            raise self.err(inst, str(exc)) from None
+
+    def expand_heredoc(self, inst: RawInstruction, text: str, env: Mapping[str, str]) -> str:
+        try:
+            return expand_heredoc(text, env)
         except ExpandError as exc:
             raise self.err(inst, str(exc)) from None
 

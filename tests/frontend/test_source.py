@@ -293,3 +293,20 @@ def test_run_with_several_heredocs_is_one_shell_script():
     # convert.go:1392-1402: args[0], then per file "\n" + data + name, handed to the shell
     g = build_graph("FROM a\nRUN cat <<A <<-B\nx\nA\n\ty\n\tB\n", resolve_base=lambda r, p: BaseInfo())
     assert list(g.stages[0].steps[0].args) == ["/bin/sh", "-c", "cat <<A <<-B\nx\nA\n\ty\nB"]
+
+
+def test_copy_heredoc_expansion_keeps_quotes():
+    # convert.go:1049-1056 ExpandRaw: a Lex('\\') with SkipProcessQuotes: variables expanded,
+    # quotes kept, backslash escapes applied; a quoted delimiter expands nothing
+    g = build_graph('FROM a\nARG V=v\nCOPY <<EOF <<"RAW" /d/\n"$V" \'$V\' \\$V\nEOF\n"$V"\nRAW\n',
+                    resolve_base=lambda r, p: BaseInfo())
+    files = {f.name: f.content for f in g.stages[0].steps[0].inline}
+    assert files == {"EOF": b"\"v\" 'v' $V\n", "RAW": b'"$V"\n'}
+
+
+def test_onbuild_trigger_keeps_its_heredoc():  # instructions/parse.go:452-462
+    g = build_graph("FROM a\nONBUILD RUN <<EOF\necho hi\nEOF\n", resolve_base=lambda r, p: BaseInfo())
+    assert g.stages[0].steps[0].text == "ONBUILD RUN <<EOF\necho hi\nEOF"
+    child = build_graph("FROM parent\nRUN true\n",
+                        resolve_base=lambda r, p: BaseInfo(onbuild=["RUN <<EOF\necho hi\nEOF"]))
+    assert list(child.stages[0].steps[0].args) == ["/bin/sh", "-c", "echo hi\n"]
