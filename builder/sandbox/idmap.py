@@ -90,6 +90,12 @@ def default_idmap() -> IDMap:
     return IDMap((IDMapping(0, uid, 1),), (IDMapping(0, gid, 1),))
 
 
+def identity_idmap(size: int = 65536) -> IDMap:
+    """0..size-1 onto themselves: a user namespace for a container's root (ids and files as they are,
+    without the capabilities of the outer namespace)."""
+    return IDMap((IDMapping(0, 0, size),), (IDMapping(0, 0, size),))
+
+
 def helper_args(pid: int, maps: tuple[IDMapping, ...]) -> list[str]:
     args = [str(pid)]
     for m in maps:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.errors import UsageError
 
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 
 
 @dataclass
@@ -26,8 +26,17 @@ class Capabilities:
     overlay: bool
     overlay_error: str | None
     fuse_overlayfs: bool
-    #: a pid namespace's own /proc can be mounted (refused inside most containers: /proc is rbound then)
+    #: a pid namespace's own /proc can be mounted (refused inside most containers, whose /proc has
+    #: locked over-mounts: RUN gets a minimal read-only /proc then, never the outer one)
     fresh_proc: bool = False
+    #: root whose plain mount namespace is refused, but who may make a user namespace: RUN runs in
+    #: one mapping ids 0..65535 onto themselves (root_error: why the plain one was refused)
+    root_userns: bool = False
+    root_error: str | None = None
+    #: sethostname in a new uts namespace (refused by some seccomp profiles: the outer name stays)
+    hostname_error: str | None = None
+    #: newuidmap/newgidmap refused (no_new_privs...): the single-id mapping is used
+    mapping_error: str | None = None
 
 
 def _try_fresh_proc() -> bool:
@@ -54,7 +63,29 @@ def _try_fresh_proc() -> bool:
         os.rmdir(d)
 
 
-def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None, bool]:
+def _try_hostname() -> str | None:
+    """In a namespace child: None when sethostname works in a new uts namespace, else why not."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            from snapshotter import syscalls as sc
+            sc.unshare(sc.CLONE_NEWUTS)
+            sc.sethostname("bale-probe")
+            os._exit(0)
+        except OSError as exc:
+            os.write(w, f"{exc.strerror or exc}".encode()[:200])
+            os._exit(1)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    os.close(w)
+    msg = os.read(r, 256).decode(errors="replace")
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return None if os.waitstatus_to_exitcode(status) == 0 else (msg or "refused")
+
+
+def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None, bool, str | None]:
     """In a namespace child: can we mount a tmpfs, and an overlay on the store's filesystem?"""
     import tempfile
     from snapshotter import syscalls as sc
@@ -69,9 +100,10 @@ def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None, bool]:
     finally:
         os.rmdir(d)
     if not mounts:
-        return False, merr, False, merr, False
+        return False, merr, False, merr, False, None
     err = probe_overlay(Path(root) / "snapshots" / ".probe")
-    return True, None, err is None, err, _try_fresh_proc()
+    hostname = _try_hostname()  # before the pid namespace probe: forks fail once its init exited
+    return True, None, err is None, err, _try_fresh_proc(), hostname
 
 
 def _require_writable(store_root: Path) -> None:
@@ -105,19 +137,30 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     is_root = os.geteuid() == 0
     userns, uerr, full = True, None, True
     mounts = overlay = False
-    merr = oerr = None
-    fresh_proc = False
+    merr = oerr = herr = maperr = rerr = None
+    fresh_proc = root_userns = False
     try:
         ns = UserNamespace()
-        full = ns.full_mapping
-        mounts, merr, overlay, oerr, fresh_proc = ns.call(_try_mounts, str(store_root))
+        mounts, merr, overlay, oerr, fresh_proc, herr = ns.call(_try_mounts, str(store_root))
+        full, maperr = ns.full_mapping, ns.map_error
     except Exception as exc:  # noqa: BLE001 - any failure means: not available
         userns, uerr = False, str(exc)
     if is_root:
-        userns = False  # root needs no user namespace; mounts tell whether namespaces work at all
+        userns = False  # root needs no user namespace when it may make mount namespaces itself
+        if not mounts:  # a container's root: try a user namespace before falling back to chroot
+            rerr = merr or uerr
+            try:
+                from builder.sandbox.idmap import identity_idmap
+                got = UserNamespace(identity_idmap()).call(_try_mounts, str(store_root))
+                if got[0]:
+                    mounts, merr, overlay, oerr, fresh_proc, herr = got
+                    userns = root_userns = True
+                    uerr = None
+            except Exception as exc:  # noqa: BLE001
+                uerr = str(exc)
     caps = Capabilities(is_root, userns, uerr, full, mounts, merr, overlay, oerr,
                         bool(shutil.which("fuse-overlayfs")) and os.access("/dev/fuse", os.R_OK | os.W_OK),
-                        fresh_proc)
+                        fresh_proc, root_userns, rerr, herr, maperr)
     try:
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "caps": asdict(caps)}))
@@ -125,6 +168,29 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     except OSError:
         pass
     return caps
+
+
+def refusals(caps: Capabilities) -> list[str]:
+    """What the probe found refused, each as 'what (call: why) -> what is used instead'."""
+    out = []
+    if caps.root_error:
+        out.append(f"mount namespace as root (unshare(CLONE_NEWNS)/mount: {caps.root_error})"
+                   + (" -> a user namespace mapping 0..65535 onto itself" if caps.root_userns else ""))
+    if caps.userns_error:
+        out.append(f"user namespace (unshare(CLONE_NEWUSER): {caps.userns_error}) -> chroot isolation")
+    if caps.mapping_error:
+        out.append(f"id mapping ({caps.mapping_error}) -> single-id mapping")
+    if caps.mounts_error and not caps.mounts:
+        out.append(f"mounts (mount: {caps.mounts_error}) -> chroot isolation, native driver")
+    if caps.overlay_error and caps.mounts:
+        out.append(f"overlay (fsmount: {caps.overlay_error}) -> "
+                   + ("fuse-overlayfs" if caps.fuse_overlayfs else "native driver"))
+    if caps.mounts and not caps.fresh_proc:
+        out.append("fresh /proc (mount(proc): refused, the outer /proc has over-mounts) -> "
+                   "a minimal read-only /proc without processes")
+    if caps.hostname_error:
+        out.append(f"hostname (sethostname: {caps.hostname_error}) -> the outer hostname is kept")
+    return out
 
 
 def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tuple[str, str, str | None]:
@@ -142,8 +208,13 @@ def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tup
     if isolation in ("rootless", "oci") and not namespaces_ok:
         raise UsageError(f"--isolation {isolation}: not available here "
                          f"({caps.userns_error or caps.mounts_error})")
-    if isolation == "chroot" and not caps.is_root:
-        raise UsageError("--isolation chroot needs root (as in a container whose root cannot create namespaces)")
+    if isolation == "chroot" and not caps.is_root:  # BUILDAH_ISOLATION=chroot in CI images, as any user
+        if not namespaces_ok:
+            raise UsageError(f"--isolation chroot needs root, and as uid {os.getuid()} user namespaces are "
+                             f"refused here ({caps.userns_error or caps.mounts_error}): RUN cannot be isolated")
+        isolation = "rootless"
+        notice = (f"--isolation chroot needs root; as uid {os.getuid()} the strongest isolation that works here "
+                  "is used: rootless (user namespace)")
     if driver is None:
         if isolation == "chroot":
             driver = "native"

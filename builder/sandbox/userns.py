@@ -93,6 +93,10 @@ def kill_live_children() -> int:
     return len(pids)
 
 
+class _MapRefused(SandboxError):
+    """newuidmap/newgidmap said no."""
+
+
 class _Forwarder:
     """While waiting for ``pid``: SIGINT/SIGTERM/SIGHUP to bale kill it (and its pid namespace, its
     mounts with it); then the signal is handed to the handler bale had (the CLI's raises, so bale
@@ -143,6 +147,7 @@ class UserNamespace:
         global _warned
         self.rootful = os.geteuid() == 0
         self.idmap = idmap or (None if self.rootful else default_idmap())
+        self.map_error: str | None = None
         if self.idmap is not None and not self.idmap.full and not _warned:
             _warned = True
             import pwd
@@ -154,8 +159,14 @@ class UserNamespace:
     def full_mapping(self) -> bool:
         return self.rootful or bool(self.idmap and self.idmap.full)
 
+    @property
+    def use_userns(self) -> bool:
+        """Non-root always; root only when given a mapping (a container's root whose plain mount
+        namespaces are refused, probe.py): the maps are then written by bale itself."""
+        return not self.rootful or self.idmap is not None
+
     def _flags(self, extra: int) -> int:
-        return extra | (0 if self.rootful else sc.CLONE_NEWUSER)
+        return extra | (sc.CLONE_NEWUSER if self.use_userns else 0)
 
     def _child_enter(self, flags: int, ready_w: int, go_r: int) -> None:
         """In the child: unshare, get mapped, become root, make mounts private, turn non-dumpable.
@@ -165,9 +176,9 @@ class UserNamespace:
         if not self.rootful:
             kernel.set_dumpable(True)
         sc.unshare(flags)
-        if not self.rootful:
+        if self.use_userns:
             assert self.idmap is not None
-            if self.idmap.full:
+            if self.idmap.full or self.rootful:
                 os.write(ready_w, b"u")
                 if os.read(go_r, 1) != b"m":
                     os._exit(1)
@@ -185,16 +196,35 @@ class UserNamespace:
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
 
     def _parent_map(self, pid: int, ready_r: int, go_w: int) -> None:
-        if self.rootful or self.idmap is None or not self.idmap.full:
+        if not self.use_userns or self.idmap is None or not (self.idmap.full or self.rootful):
             return
         if os.read(ready_r, 1) != b"u":
             raise SandboxError("the namespace child failed before its id mapping")
-        for tool, maps in (("newuidmap", self.idmap.uids), ("newgidmap", self.idmap.gids)):
-            r = subprocess.run([tool] + helper_args(pid, maps), capture_output=True, text=True)
-            if r.returncode != 0:
-                os.kill(pid, signal.SIGKILL)
-                raise SandboxError(f"{tool} failed: {(r.stderr or r.stdout).strip()}")
+        if self.rootful:  # root writes the maps itself (CAP_SETUID/CAP_SETGID in this namespace)
+            for name, maps in (("uid_map", self.idmap.uids), ("gid_map", self.idmap.gids)):
+                try:
+                    with open(f"/proc/{pid}/{name}", "w") as fh:
+                        fh.write("".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps))
+                except OSError as exc:
+                    os.kill(pid, signal.SIGKILL)
+                    raise SandboxError(f"writing {name} as root: {exc.strerror}") from None
+        else:
+            for tool, maps in (("newuidmap", self.idmap.uids), ("newgidmap", self.idmap.gids)):
+                r = subprocess.run([tool] + helper_args(pid, maps), capture_output=True, text=True)
+                if r.returncode != 0:
+                    os.kill(pid, signal.SIGKILL)
+                    raise _MapRefused(f"{tool} failed: {(r.stderr or r.stdout).strip()}")
         os.write(go_w, b"m")
+
+    def _downgrade(self, why: str) -> None:
+        """newuidmap refused (no_new_privs, a seccomp profile, no setuid bit): single-id mapping."""
+        from builder.sandbox.idmap import IDMap, IDMapping
+        global _warned
+        self.map_error = why
+        self.idmap = IDMap((IDMapping(0, os.getuid(), 1),), (IDMapping(0, os.getgid(), 1),))
+        if not _warned:
+            _warned = True
+            log.warning("%s: single-id mapping, steps that change file ownership will fail", why)
 
     def _fork(self, flags: int, body: Callable[[], Any], what: str,
               close: tuple[tuple[int, int], ...] = ()) -> Any:
@@ -227,7 +257,12 @@ class UserNamespace:
         os.close(go_r)
         track(pid)
         try:
-            self._parent_map(pid, ready_r, go_w)
+            try:
+                self._parent_map(pid, ready_r, go_w)
+            except _MapRefused as exc:
+                _wait(pid)
+                self._downgrade(str(exc))
+                return self._fork(flags, body, what, close)
             with _Forwarder(pid):
                 data = _read_all(res_r)
                 _wait(pid)

@@ -36,13 +36,15 @@ class Runtime:
         from builder.sandbox.probe import choose, probe
         self.store_root = Path(store_root)
         self.oci_runtime = oci_runtime
-        caps = probe(self.store_root)
+        caps = self.caps = probe(self.store_root)
         self.isolation, self.driver_name, notice = choose(caps, isolation, driver)
         if notice:
             log.warning(notice)
         if self.isolation == "chroot":
             from builder.sandbox.chroot import NOTE
             _note_once(NOTE)
+        if self.isolation in ("rootless", "oci") and caps.hostname_error:
+            _note_once(f"sethostname is refused here ({caps.hostname_error}): RUN keeps the outer hostname")
         if self.isolation == "rootless" and not caps.fresh_proc:
             _note_once("no fresh /proc can be mounted here (the outer /proc has over-mounts): "
                        "RUN gets a minimal read-only /proc without processes")
@@ -54,7 +56,11 @@ class Runtime:
     def userns(self) -> Any:
         if self._userns is None:
             from builder.sandbox.userns import UserNamespace
-            self._userns = UserNamespace()
+            if self.caps.root_userns:  # a container's root: a user namespace over its own ids
+                from builder.sandbox.idmap import identity_idmap
+                self._userns = UserNamespace(identity_idmap())
+            else:
+                self._userns = UserNamespace()
         return self._userns
 
     def call(self, fn: Callable[..., Any], *args: Any, close: tuple[tuple[int, int], ...] = ()) -> Any:

@@ -37,6 +37,8 @@ RUN for f in /proc/[0-9]*/fd/*; do case $f in /proc/self/*|/proc/$$/*) continue;
     (echo junk > $f) 2>/dev/null; done; echo "held fds (bale still has to finish)"
 RUN if [ "$PPID" -gt 1 ]; then kill -9 $PPID 2>/dev/null && echo "ESCAPED kill parent" || echo "held kill parent"; \
     else echo "held kill parent: outside the pid namespace"; fi
+RUN if [ -e /proc/self/status ]; then echo proc=own; elif [ -e /proc/cpuinfo ]; then echo proc=minimal; \
+    else echo proc=none; fi
 RUN mkdir -p /mnt/x && (mount -t tmpfs none /mnt/x 2>/dev/null && echo "ESCAPED mount" || echo "held mount")
 RUN ln -s {planted_dir} /link && (echo pwned > /link/written 2>/dev/null; cat /link/planted 2>/dev/null | \
     grep -q {needle} && echo "ESCAPED symlink read" || echo "held symlink")
@@ -93,40 +95,82 @@ def _needle(outside: Path) -> str:
     return (outside / "planted").read_text().strip()
 
 
-@pytest.mark.parametrize("isolation", ["rootless", "oci"])
-def test_hostile_runs_hold_rootless(unprivileged_user, user_tmp, busybox_layout, hostile_bin, isolation):
-    u = unprivileged_user
-    root = u.busybox_store(user_tmp, busybox_layout)
-    (user_tmp / "h").mkdir()
-    ctx, outside, token = _setup(user_tmp / "h", hostile_bin, (u.uid, u.gid), with_bind=True)
-    args = ["bud", "--isolation", isolation, "-t", "hostile", str(ctx)]
-    r = u.bale(*args, root=root, env={"BALE_TEST_TOKEN": token, "CI_JOB_TOKEN": token}, check=False, timeout=600)
-    _check(r, outside, _needle(outside), token, expect_held=14)
-    out = user_tmp / "img"
-    u.bale("push", "hostile", f"oci:{out}:latest", root=root)
-    fs = flatten(read_layout(out, "latest")[2])
-    assert "/link" in fs and not any("written" in p for p in fs), sorted(fs)
-    assert "/c" not in fs and "/mnt/x" in fs
+#: how bale is started in each set-up: (user, command prefix outside runuser, prefix inside, bud isolation)
+MASK_PROC = ["unshare", "-m", "sh", "-c", 'mount --bind /dev/null /proc/keys && exec "$@"', "sh"]
+NO_SYS_ADMIN = ["capsh", "--drop=cap_sys_admin", "--", "-c", 'exec "$@"', "sh"]
+SETUPS = {
+    "rootless": ("baletest", [], [], None),
+    "oci-runc": ("baletest", [], [], "oci"),
+    # a container's /proc (over-mounted paths): no fresh procfs, RUN must not get the outer one
+    "rootless-masked-proc": ("baletest", MASK_PROC, [], None),
+    # no_new_privs (a pod's allowPrivilegeEscalation: false): newuidmap refused, single-id mapping
+    "rootless-no-new-privs": ("baletest", [], ["setpriv", "--no-new-privs"], None),
+    # BUILDAH_ISOLATION=chroot as a non-root user: the strongest isolation that works is used
+    "chroot-requested-as-user": ("baletest", [], [], "chroot"),
+    "chroot-as-root": ("root", [], [], "chroot"),
+    # root without CAP_SYS_ADMIN (a pod's root): a user namespace over its own ids before chroot
+    "root-without-sys-admin": ("root", NO_SYS_ADMIN, [], None),
+}
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chroot isolation is root's (CI runs as root)")
-def test_hostile_runs_hold_in_chroot_isolation_as_root(tmp_path, busybox_layout, hostile_bin):
-    from tests.fixtures.users import REPO
-    (tmp_path / "h").mkdir()
-    ctx, outside, token = _setup(tmp_path / "h", hostile_bin, None, with_bind=False)
-    store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "BALE_TEST_TOKEN": token}
+def _runner(setup: str, u, store: Path, env: dict[str, str]):
+    who, outer, inner, _ = SETUPS[setup]
 
     def bale(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(store), *args],
-                              capture_output=True, text=True, env=env, timeout=600)
-    image_id = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
-    assert bale("tag", image_id, "busybox").returncode == 0
-    r = bale("bud", "--isolation", "chroot", "-t", "hostile", str(ctx))
+        cmd = [u.python if who != "root" else sys.executable, "-m", "builder.cli.main", "--root", str(store), *args]
+        if who == "root":
+            full = [*outer, "env", *[f"{k}={v}" for k, v in env.items()], *cmd]
+        else:
+            full = [*outer, "runuser", "-u", u.name, "--", *inner, "env", "-i",
+                    *[f"{k}={v}" for k, v in u.env(env).items()], *cmd]
+        return subprocess.run(full, capture_output=True, text=True, timeout=600, cwd="/tmp")
+    return bale
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_hostile_runs_hold(setup, unprivileged_user, user_tmp, busybox_layout, hostile_bin):
+    from tests.fixtures.users import REPO
+    u = unprivileged_user
+    who, _, _, isolation = SETUPS[setup]
+    if who == "root" and os.geteuid() != 0:
+        pytest.skip("root set-ups need root (CI runs as root)")
+    base = user_tmp / "h"
+    base.mkdir()
+    ctx, outside, token = _setup(base, hostile_bin, (u.uid, u.gid) if who != "root" else None,
+                                 with_bind=isolation != "chroot" or who != "root")
+    env = {"BALE_TEST_TOKEN": token, "CI_JOB_TOKEN": token}
+    if who == "root":
+        env.update({"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "HOME": os.environ.get("HOME", "/root"), "TMPDIR": str(base)})
+    store = base / "store"
+    bale = _runner(setup, u, store, env)
+    lay = base / "layout"
+    shutil.copytree(busybox_layout, lay)
+    if who != "root":
+        for p in [lay, *lay.rglob("*")]:
+            os.lchown(p, u.uid, u.gid)
+    r = bale("pull", "-q", f"oci:{lay}:latest")
+    assert r.returncode == 0, r.stderr
+    assert bale("tag", r.stdout.strip(), "busybox").returncode == 0
+    info = bale("info").stdout
+    r = bale("bud", *(["--isolation", isolation] if isolation else []), "-t", "hostile", str(ctx))
     _check(r, outside, _needle(outside), token, expect_held=12)
-    assert "chroot isolation: the RUN gets no /proc and no /sys" in r.stderr
-    out = tmp_path / "img"
+    lines = r.stdout.splitlines() + r.stderr.splitlines()
+    if setup == "rootless-masked-proc":
+        assert "proc=minimal" in lines and "fresh /proc:     no" in info, r.stdout
+        assert any("no fresh /proc can be mounted here" in l for l in lines)
+    elif setup == "chroot-as-root":
+        assert "proc=none" in lines and any("the RUN gets no /proc" in l for l in lines)
+    else:
+        assert "proc=own" in lines, r.stdout
+    if setup == "rootless-no-new-privs":
+        assert any("newuidmap failed" in l and "single-id mapping" in l for l in lines), r.stderr
+    if setup == "chroot-requested-as-user":
+        assert any("the strongest isolation that works here is used: rootless" in l for l in lines), r.stderr
+    if setup == "root-without-sys-admin":
+        assert "isolation:       rootless" in info and "a user namespace mapping 0..65535 onto itself" in info, info
+    out = base / "img"
     assert bale("push", "hostile", f"oci:{out}:latest").returncode == 0
     fs = flatten(read_layout(out, "latest")[2])
-    assert "/link" in fs and not any("written" in p for p in fs)
-    assert not [p for p in fs if p.startswith("/dev/")], sorted(p for p in fs if p.startswith("/dev"))
+    assert "/link" in fs and not any("written" in p for p in fs), sorted(fs)
+    assert "/c" not in fs and not [p for p in fs if p.startswith(("/dev/", "/proc/", "/run/"))], sorted(fs)

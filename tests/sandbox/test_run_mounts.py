@@ -112,14 +112,17 @@ def test_cache_mounts_stay_shared(env):
 
 
 def _scan_for(secret: bytes, *dirs: Path) -> list[str]:
+    """Files under ``dirs`` holding ``secret`` (the tree changes while bale runs: vanished entries skipped)."""
     hits = []
     for d in dirs:
-        for p in d.rglob("*"):
-            try:
-                if p.is_file() and not p.is_symlink() and secret in p.read_bytes():
-                    hits.append(str(p))
-            except OSError:
-                pass
+        for dirpath, _dirs, files in os.walk(d, onerror=lambda e: None):
+            for name in files:
+                p = os.path.join(dirpath, name)
+                try:
+                    if not os.path.islink(p) and secret in Path(p).read_bytes():
+                        hits.append(p)
+                except OSError:
+                    pass
     return hits
 
 

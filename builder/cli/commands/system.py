@@ -18,7 +18,7 @@ def info(ctx: click.Context, fmt: str, reprobe: bool) -> None:
     """Show the host, the id mapping, and the isolation and storage driver bale will use."""
     from dataclasses import asdict
     from builder.sandbox.idmap import default_idmap
-    from builder.sandbox.probe import choose, probe
+    from builder.sandbox.probe import choose, probe, refusals
     app = ctx.find_root().obj
     caps = probe(app.root, use_cache=not reprobe)
     isolation, driver, notice = choose(caps, None, app.storage_driver)
@@ -30,6 +30,7 @@ def info(ctx: click.Context, fmt: str, reprobe: bool) -> None:
                   "gids": [list(m.__dict__.values()) for m in idmap.gids]} if idmap else "none (running as root)",
         "probe": asdict(caps),
         "isolation": isolation, "storage_driver": driver, "store": str(app.root), "notice": notice,
+        "refused": refusals(caps),
     }
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
@@ -46,10 +47,12 @@ def info(ctx: click.Context, fmt: str, reprobe: bool) -> None:
     click.echo(f"overlay:         {'yes' if caps.overlay else 'no'}"
                + (f" ({caps.overlay_error})" if caps.overlay_error and caps.mounts else ""))
     click.echo(f"fuse-overlayfs:  {'yes' if caps.fuse_overlayfs else 'no'}")
-    click.echo(f"fresh /proc:     {'yes' if caps.fresh_proc else 'no (the outer /proc is bound)'}")
+    click.echo(f"fresh /proc:     {'yes' if caps.fresh_proc else 'no (RUN gets a minimal /proc)'}")
     click.echo(f"isolation:       {isolation}")
     click.echo(f"storage driver:  {driver}")
     click.echo(f"store:           {app.root}")
+    for item in refusals(caps):
+        click.echo(f"refused:         {item}")
     if notice:
         click.echo(f"notice:          {notice}")
 
