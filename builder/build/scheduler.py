@@ -88,8 +88,29 @@ def run_stage(b: "Builder", graph: StepGraph, index: int, counter: list[int], to
             b.say(f"--> {time.monotonic() - t0:.2f}s")
 
 
+def prefetch_images(b: "Builder", graph: StepGraph) -> None:
+    """Resolve (pull, as the pull policy says) every image that COPY --from and RUN --mount=from=
+    name before any stage runs: FROM images are resolved while the graph is built, and these would
+    otherwise be pulled from the stage threads, twice when two parallel stages name one image.
+    (Store concurrency, issue 7 item 8; kept apart from the scheduler proper.)"""
+    for i in graph.order():
+        for step in graph.stages[i].steps:
+            refs = [step.from_image] if isinstance(step, CopyFromStep) and step.from_image else []
+            if isinstance(step, RunStep):
+                refs += [m.from_image for m in step.mounts if m.from_image]
+            for ref in refs:
+                try:
+                    b.named_state(ref)
+                except StepError:
+                    raise
+                except Exception as exc:
+                    cause, code = _cause(exc)
+                    raise StepError(step.span.file, step.span.line, step.keyword, cause, exit_code=code) from exc
+
+
 def run_graph(b: "Builder", graph: StepGraph) -> None:
     """Every stage the target needs, each after the stages it reads."""
+    prefetch_images(b, graph)
     order = graph.order()
     total = sum(len(graph.stages[i].steps) for i in order)
     counter = [0]

@@ -46,9 +46,21 @@ class Lease:
     and from forked children (one ``write`` on an O_APPEND fd per call)."""
 
     def __init__(self, leases_dir: Path) -> None:
-        leases_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            leases_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise StoreError(f"cannot take a lease in {leases_dir}: {exc.strerror}") from None
+            self._read_only(leases_dir)  # a store this process cannot write: nothing to protect
+            return
         for _ in range(10):
-            fd, tmp = tempfile.mkstemp(dir=leases_dir, prefix=NEW_PREFIX)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=leases_dir, prefix=NEW_PREFIX)
+            except OSError as exc:
+                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise StoreError(f"cannot take a lease in {leases_dir}: {exc.strerror}") from None
+                self._read_only(leases_dir)
+                return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.set_inheritable(fd, False)
@@ -73,8 +85,17 @@ class Lease:
             return
         raise StoreError(f"cannot take a lease in {leases_dir}: its files keep disappearing")
 
+    def _read_only(self, leases_dir: Path) -> None:
+        self.id, self.path, self._fd = f"ro-{os.getpid()}", leases_dir / "none", -1
+        self._recorded = set()
+        self._guard = threading.Lock()
+        self._pid = os.getpid()
+
     def record(self, kind: str, *values: str) -> None:
-        """Append ``KIND VALUE`` lines for values not recorded yet by this process."""
+        """Append ``KIND VALUE`` lines for values not recorded yet by this process (nothing on a
+        store this process cannot write, where it creates nothing another could collect)."""
+        if self._fd < 0:
+            return
         with self._guard:
             new = [v for v in values if f"{kind} {v}" not in self._recorded]
             if not new:

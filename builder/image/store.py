@@ -205,7 +205,7 @@ class Store:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         try:
-            for sub in ("blobs/sha256", "diffids/sha256", "tmp", "leases"):
+            for sub in ("blobs/sha256", "diffids/sha256", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from None

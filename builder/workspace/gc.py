@@ -9,8 +9,7 @@ What is live (never removed):
 * snapshots (``snapshots/<driver>/containers/<key>``): a working container's, or in a live lease;
 * build cache entries (``cache/<key>``): kept by ``rmi`` while their layer blob stays (entries
   without a layer while any image stays); ``prune`` removes all but those a live build is using,
-  and the content-digest memos (``cache/filedigests.db``, ``cache/trees``) when no other bale
-  process is alive;
+  and the digest memos (``digests.db``) when no other bale process is alive;
 * cache mounts (``cache-mounts/<id>``): removed by ``prune`` only, and only when no other bale
   process is alive on the store (a running build's mounts are not leased individually);
 * temp dirs (``tmp/<lease id>``): their lease is live.
@@ -44,8 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bale")
 DRIVER_NAMES = ("overlay", "fuse-overlayfs", "native")
-#: the content-digest memo of the build cache (builder.build.cache.FILEDIGESTS, and its -wal/-shm)
-FILEDIGESTS = "filedigests.db"
+#: the build cache's digest memos (builder.build.cache: SQLite with -wal/-shm, subtree digests),
+#: in the store root or under cache/ as bale versions had them
+MEMOS = ("digests.db", "filedigests.db", "trees")
 #: age after which a build cache entry's temp file is a killed writer's
 TMP_GRACE_S = 600.0
 
@@ -289,10 +289,9 @@ def collect(store: "Store", rt: "Runtime | None", *, build_cache: bool = False, 
                         if time.time() - p.lstat().st_mtime > TMP_GRACE_S:
                             p.unlink()
                     continue
-                if p.is_dir() or p.name.startswith(FILEDIGESTS):
+                if p.is_dir() or p.name.startswith(MEMOS):
                     if build_cache and not others_live:
                         freed.bytes += remove_trees([str(p)]) if p.is_dir() else _unlink(p)
-                        freed.cache_entries += 1
                     continue
                 try:
                     entry = json.loads(p.read_text())
@@ -311,6 +310,10 @@ def collect(store: "Store", rt: "Runtime | None", *, build_cache: bool = False, 
                         freed.bytes += p.stat().st_size
                         p.unlink()
                         freed.cache_entries += 1
+
+        if build_cache and not others_live:
+            for p in sorted(root.glob("digests.db*")):
+                freed.bytes += _unlink(p)
 
         # snapshots, then the layers they and everything else keep
         drivers_root = root / "snapshots"

@@ -243,3 +243,21 @@ def test_kill_9_mid_run_then_the_next_command_cleans_up(tmp_path, busybox_layout
         tmp_path, "FROM busybox\nCOPY big /big\nRUN echo again > /again\n", {"big": "x" * 100000}))], root=root)
     assert r.returncode == 0
 
+
+
+def test_parallel_stages_with_missing_bases(tmp_path):
+    """Two stages FROM different images not in the store, both COPY --from a third one, run with
+    --jobs 2: every image is resolved and pulled once, before the stages run in parallel
+    (FROM while the graph is built, COPY --from by scheduler.prefetch_images)."""
+    root = tmp_path / "store"
+    lays = [_layout(tmp_path / f"lay{i}", {f"file{i}": f"{i}\n".encode()}) for i in range(3)]
+    ctx = _context(tmp_path, f"FROM oci:{lays[0]}:latest AS a\nCOPY --from=oci:{lays[2]}:latest /file2 /a2\n"
+                             f"FROM oci:{lays[1]}:latest AS b\nCOPY --from=oci:{lays[2]}:latest /file2 /b2\n"
+                             "FROM scratch\nCOPY --from=a / /\nCOPY --from=b / /\n")
+    run_bale(["bud", "-q", "--jobs", "2", "-t", "two", str(ctx)], root=root)
+    images = _check_store(root, tmp_path)
+    assert len(images) == 4 and sum(1 for i in images if not i["names"]) == 3
+    run_bale(["push", "two", f"oci:{tmp_path}/two:latest"], root=root)
+    fs = flatten(read_layout(tmp_path / "two", "latest")[2])
+    assert {p: fs[p].content for p in ("/file0", "/file1", "/a2", "/b2")} == \
+        {"/file0": b"0\n", "/file1": b"1\n", "/a2": b"2\n", "/b2": b"2\n"}
