@@ -56,7 +56,7 @@ def _run(root: str, name: str, key: str, ignore=()) -> bytes:
     buf = io.BytesIO()
     d.diff(key, buf, ignore_if_empty=ignore, source_date_epoch=EPOCH)
     d.unmount(key)
-    return buf.getvalue()
+    return buf.getvalue().hex()  # the namespace wire carries plain data only
 
 
 def _names(data: bytes) -> dict:
@@ -65,8 +65,8 @@ def _names(data: bytes) -> dict:
 
 
 def test_native_and_overlay_give_identical_tars(tmp_path):
-    overlay = call_in_child(_run, str(tmp_path / "s"), "overlay", "c1")
-    native = call_in_child(_run, str(tmp_path / "s"), "native", "c1")
+    overlay = bytes.fromhex(call_in_child(_run, str(tmp_path / "s"), "overlay", "c1"))
+    native = bytes.fromhex(call_in_child(_run, str(tmp_path / "s"), "native", "c1"))
     members = _names(overlay)
     assert ".wh.gone" in members and "tree/.wh..wh..opq" in members and "tree/fresh" in members
     assert members["new/hard"].islnk() and members["new/hard"].linkname == "new/file"
@@ -89,8 +89,8 @@ def test_sandbox_mountpoints_are_dropped(tmp_path):
         (m / "run" / "x").write_text("real")
         buf = io.BytesIO()
         d.diff("c", buf, ignore_if_empty=["/proc", "/etc/hosts", "/run"])
-        return buf.getvalue()
-    names = set(_names(call_in_child(step, str(tmp_path / "s"))))
+        return buf.getvalue().hex()
+    names = set(_names(bytes.fromhex(call_in_child(step, str(tmp_path / "s")))))
     assert names == {"run", "run/x"}
 
 
@@ -124,14 +124,14 @@ def test_ensure_layer_idempotent_and_commit(tmp_path):
         d.diff("c", buf)
         files = sorted(os.listdir(m))
         d.remove("c")
-        return buf.getvalue(), files, (Path(root) / "overlay" / "containers" / "c").exists()
+        return buf.getvalue().hex(), files, (Path(root) / "overlay" / "containers" / "c").exists()
     data, files, exists = call_in_child(flow, str(tmp_path / "s"))
-    assert set(_names(data)) == {"step2"} and "step1" in files and not exists
+    assert set(_names(bytes.fromhex(data))) == {"step2"} and "step1" in files and not exists
 
 
 @pytest.mark.skipif(not shutil.which("fuse-overlayfs") or not os.path.exists("/dev/fuse"),
                     reason="fuse-overlayfs or /dev/fuse missing: the fallback driver cannot mount here")
 def test_fuse_overlayfs_gives_the_same_tar(tmp_path):
-    fuse = call_in_child(_run, str(tmp_path / "s"), "fuse-overlayfs", "c1")
-    native = call_in_child(_run, str(tmp_path / "s"), "native", "c1")
+    fuse = bytes.fromhex(call_in_child(_run, str(tmp_path / "s"), "fuse-overlayfs", "c1"))
+    native = bytes.fromhex(call_in_child(_run, str(tmp_path / "s"), "native", "c1"))
     assert fuse == native
