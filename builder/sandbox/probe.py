@@ -74,7 +74,7 @@ def _try_hostname() -> str | None:
             sc.sethostname("bale-probe")
             os._exit(0)
         except OSError as exc:
-            os.write(w, f"{exc.strerror or exc}".encode()[:200])
+            os.write(w, (os.strerror(exc.errno) if exc.errno else str(exc)).encode()[:200])
             os._exit(1)
         except BaseException:  # noqa: BLE001
             os._exit(1)
@@ -197,6 +197,13 @@ def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tup
     """(isolation, driver, notice): rootless+overlay where possible, else chroot+native with a notice."""
     notice = None
     namespaces_ok = caps.mounts and (caps.userns or caps.is_root)
+    if not namespaces_ok and not caps.is_root and isolation in (None, "chroot"):
+        # a restricted pod (non-root, no user namespaces, no chroot): nothing can isolate a RUN, and
+        # layers cannot keep their owners; refuse before anything starts, in one line
+        raise UsageError(f"cannot build here as uid {os.getuid()}: user namespaces are refused "
+                         f"({caps.userns_error or caps.mounts_error}) and chroot isolation needs root; run bale "
+                         "as root in this container, or allow user namespaces (a seccomp profile permitting "
+                         "unshare, or Unconfined)")
     if isolation is None:
         if namespaces_ok:
             isolation = "rootless"

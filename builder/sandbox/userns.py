@@ -199,7 +199,7 @@ class UserNamespace:
         if not self.use_userns or self.idmap is None or not (self.idmap.full or self.rootful):
             return
         if os.read(ready_r, 1) != b"u":
-            raise SandboxError("the namespace child failed before its id mapping")
+            return  # the child failed before its mapping (unshare refused...): its answer says why
         if self.rootful:  # root writes the maps itself (CAP_SETUID/CAP_SETGID in this namespace)
             for name, maps in (("uid_map", self.idmap.uids), ("gid_map", self.idmap.gids)):
                 try:

@@ -9,7 +9,7 @@ import platform
 import pytest
 
 from builder.errors import UsageError
-from builder.sandbox.probe import Capabilities, choose, probe
+from builder.sandbox.probe import refusals, Capabilities, choose, probe
 from tests.fixtures.images import run_bale
 from tests.fixtures.users import make_traversable
 
@@ -41,6 +41,30 @@ def test_choose_defaults_and_fallbacks():
         choose(unpriv_no_userns, "rootless", None)
     with pytest.raises(UsageError, match="native"):
         choose(caps(is_root=True), "chroot", "overlay")
+
+
+
+def test_choose_the_strongest_isolation_for_any_user():
+    """Issue 9: BUILDAH_ISOLATION=chroot as a non-root user picks what works and says so; a restricted
+    pod is refused before anything runs; bale info's refusals name the call and the fallback."""
+    iso, drv, notice = choose(caps(), "chroot", None)
+    assert (iso, drv) == ("rootless", "overlay") and "strongest isolation that works here" in notice
+    restricted = caps(userns=False, userns_error="unshare: Operation not permitted", mounts=False)
+    for asked in (None, "chroot"):
+        with pytest.raises(UsageError, match=r"^cannot build here as uid \d+: user namespaces are refused "
+                                             r"\(unshare: Operation not permitted\) and chroot isolation needs root"):
+            choose(restricted, asked, None)
+    pod_root = caps(is_root=True, userns=True, root_userns=True, root_error="unshare: Operation not permitted",
+                    hostname_error="Operation not permitted", mapping_error=None, fresh_proc=False)
+    assert choose(pod_root, None, None)[:2] == ("rootless", "overlay")
+    lines = refusals(pod_root)
+    assert lines[0].startswith("mount namespace as root (unshare(CLONE_NEWNS)/mount: unshare: Operation not "
+                               "permitted) -> a user namespace")
+    assert any(l.startswith("fresh /proc") and "minimal read-only /proc" in l for l in lines)
+    assert any(l.startswith("hostname (sethostname: Operation not permitted) -> the outer hostname") for l in lines)
+    nnp = caps(mapping_error="newuidmap failed: newuidmap: write to uid_map failed: Operation not permitted",
+               full_mapping=False)
+    assert "id mapping (newuidmap failed" in refusals(nnp)[0] and "single-id mapping" in refusals(nnp)[0]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the rootful probe result is asserted; tests run as root in CI")
