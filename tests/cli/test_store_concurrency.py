@@ -261,3 +261,17 @@ def test_parallel_stages_with_missing_bases(tmp_path):
     fs = flatten(read_layout(tmp_path / "two", "latest")[2])
     assert {p: fs[p].content for p in ("/file0", "/file1", "/a2", "/b2")} == \
         {"/file0": b"0\n", "/file1": b"1\n", "/a2": b"2\n", "/b2": b"2\n"}
+
+
+def test_four_concurrent_from_give_four_containers(tmp_path, busybox_layout):
+    """Issue 12: two of four concurrent `bale from busybox` got the same name (3 rounds of 5)."""
+    root = tmp_path / "store"
+    load_busybox(root, busybox_layout)
+    for rnd in range(5):
+        procs = [_bale_popen(root, "from", "busybox") for _ in range(4)]
+        outs = [(p.communicate(timeout=120), p.returncode) for p in procs]
+        assert all(rc == 0 for _, rc in outs), outs
+        names = [o.strip() for (o, _), _ in outs]
+        assert len(set(names)) == 4, (rnd, names)
+    listed = json.loads(run_bale(["containers", "--format", "json"], root=root).stdout)
+    assert len(listed) == 20 and len({c["name"] for c in listed}) == 20 and len({c["id"] for c in listed}) == 20
