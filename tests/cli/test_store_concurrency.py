@@ -275,3 +275,20 @@ def test_four_concurrent_from_give_four_containers(tmp_path, busybox_layout):
         assert len(set(names)) == 4, (rnd, names)
     listed = json.loads(run_bale(["containers", "--format", "json"], root=root).stdout)
     assert len(listed) == 20 and len({c["name"] for c in listed}) == 20 and len({c["id"] for c in listed}) == 20
+
+
+def test_twenty_builds_leave_no_temp_files(tmp_path, busybox_layout):
+    """After 20 builds (and the working containers they need), the store holds no temp dir, lease or
+    half-made layer, and $TMPDIR is as before."""
+    root = tmp_path / "store"
+    load_busybox(root, busybox_layout)
+    tmpdir = tmp_path / "TMPDIR"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    for i in range(20):
+        ctx = _context(tmp_path, f"FROM busybox\nRUN echo {i} > /i\nCOPY f /f\n", {"f": f"{i}\n"})
+        run_bale(["bud", "-q", "--layers", "-t", f"b{i % 3}", str(ctx)], root=root, env=env)
+    assert os.listdir(tmpdir) == []
+    assert os.listdir(root / "tmp") == [] and os.listdir(root / "leases") == []
+    assert [p for p in _tree(root) if "/." in "/" + p and ".probe" not in p] == []
+    assert _snapshots(root) == []
