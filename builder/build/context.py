@@ -4,6 +4,7 @@ directory already (with the snapshotter's confined apply, so a hostile tarball
 cannot write outside it)."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import BuildError, UsageError
+from snapshotter.apply import apply_tar
 
 
 @dataclass
@@ -34,7 +36,6 @@ def _is_git(text: str) -> bool:
 
 
 def _extract(stream: object, into: Path) -> None:
-    from snapshotter.apply import apply_tar
     try:
         apply_tar(stream, into, whiteout_format="native")  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
@@ -48,7 +49,6 @@ def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Contex
         temp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="context-"))
         data = sys.stdin.buffer.read()
         if data[257:262] == b"ustar" or data[:2] in (b"\x1f\x8b", b"BZ") or data[:6] == b"\xfd7zXZ\x00":
-            import io
             _extract(io.BytesIO(data), temp)
         else:
             df_text = data.decode("utf-8", "surrogateescape")
