@@ -98,12 +98,14 @@ class FileDigests:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self.reads = 0  # files actually read (for tests and the debug log)
+        self._pending: dict[str, str] = {}  # read, not yet written
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")  # a cache: a lost write only costs a re-read
             db.execute("CREATE TABLE IF NOT EXISTS digests (k TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
             db.execute("CREATE TABLE IF NOT EXISTS trees (k TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
             self._db = db
@@ -113,6 +115,8 @@ class FileDigests:
         """The content digest of the regular file ``path`` whose lstat is ``st``."""
         k = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
         with self._lock:
+            if k in self._pending:
+                return self._pending[k]
             try:
                 row = self._conn().execute("SELECT sha256 FROM digests WHERE k = ?", (k,)).fetchone()
             except sqlite3.Error:
@@ -126,11 +130,23 @@ class FileDigests:
         value = h.hexdigest()
         with self._lock:
             self.reads += 1
-            try:
-                self._conn().execute("INSERT OR REPLACE INTO digests (k, sha256) VALUES (?, ?)", (k, value))
-            except sqlite3.Error:
-                pass  # a cache: a locked or read-only database only costs a re-read next time
+            self._pending[k] = value
+            if len(self._pending) >= 4096:
+                self._flush()
         return value
+
+    def _flush(self) -> None:
+        """Write the pending digests in one transaction (caller holds the lock)."""
+        if not self._pending:
+            return
+        rows, self._pending = list(self._pending.items()), {}
+        try:
+            db = self._conn()
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO digests (k, sha256) VALUES (?, ?)", rows)
+        except sqlite3.Error:
+            pass  # a cache: a locked or read-only database only costs a re-read next time
 
     def tree_get(self, key: str) -> str | None:
         """A remembered subtree digest (``key``: the source chain and the patterns, hashed)."""
@@ -149,7 +165,9 @@ class FileDigests:
                 pass
 
     def close(self) -> None:
+        """Write what is pending and close the database."""
         with self._lock:
+            self._flush()
             if self._db is not None:
                 self._db.close()
                 self._db = None

@@ -58,8 +58,8 @@ def _bind_origin(b: "Builder", m: RunMount) -> "StageState | Path":
 
 
 def mount_digests(b: "Builder", step: RunStep) -> list[str]:
-    """For the cache key: a digest of what each bind mount exposes (context files after
-    .dockerignore, a stage's subtree, an image by its layers); the other kinds count by their
+    """For the cache key: a digest of what each bind mount exposes (the context directory as
+    the bind shows it, a stage's subtree, an image by its layers); the other kinds count by their
     options only (a cache mount's content never enters a key, as in BuildKit)."""
     out = []
     for m in step.mounts:
@@ -70,7 +70,7 @@ def mount_digests(b: "Builder", step: RunStep) -> list[str]:
             src = confined_context_path(b.context.dir, m.source or ".")
             rel = os.path.relpath(src, b.context.dir.resolve())
             s = Source(src, rel, src.is_dir())
-            out.append(context_digest([s], b.ignore if b.ignore else None, None, b.file_digests))
+            out.append(context_digest([s], None, None, b.file_digests))  # the bind shows every file
             continue
         origin = _bind_origin(b, m)
         if isinstance(origin, Path):
