@@ -11,8 +11,9 @@ Workloads (sizes times --scale; 1.0 is the full size):
               34k small files, and a .dockerignore dropping logs/ and *.tmp (which hold
               more files); the layer committed with gzip and with zstd
   multistage  a Debian-like base (10k files), a builder stage making a 20k-file venv,
-              `COPY --from=builder /opt/venv /opt/venv`; then one file changed and rebuilt
-              with --layers
+              `COPY --from=builder /opt/venv /opt/venv`; then one venv file changed and rebuilt
+              with --layers; then a file the builder copies after the venv changed (the final
+              stage's COPY --from should hit the cache)
   layers      41 steps (FROM + 20 RUN + 20 COPY), cold, then a cached rebuild (--layers)
   push        push of the copy workload's image to a local docker-registry on 127.0.0.1
               (Debian's binary, as tests/fixtures/registry.py starts it) and pull into a
@@ -201,8 +202,10 @@ def make_multistage(base_ctx: Path, ctx: Path, scale: float, rng: random.Random)
     make_tree(base_ctx, max(10, int(10000 * scale)), rng, pool, "usr/share/lib")
     (base_ctx / "Dockerfile").write_text("FROM localhost/bench-base\nCOPY usr /usr\n")
     make_tree(ctx, max(10, int(20000 * scale)), rng, pool, "venv")
+    (ctx / "other.txt").write_text("other\n")
     (ctx / "Dockerfile").write_text(
         "FROM localhost/bench-deb AS builder\nCOPY venv /opt/venv\nRUN echo built > /opt/venv/BUILT\n"
+        "COPY other.txt /other.txt\n"
         "FROM localhost/bench-deb\nCOPY --from=builder /opt/venv /opt/venv\n")
 
 
@@ -385,7 +388,17 @@ def main() -> int:
                 target.write_text(f"changed {name} {i}\n")
                 os.lchown(target, t.uid, t.gid)
                 getattr(rebuild, name).append(build(name, f"{name}-store", work / "ctx-multi", "multi", "--layers"))
-        rows += [cold, rebuild]
+        # issue 7: a file the builder stage copies after the venv changes; the venv the final stage
+        # copies is identical, so its COPY --from is a cache hit (keyed on the copied subtree)
+        unrelated = Row("same, unrelated builder file changed, --layers")
+        for i in range(args.runs):
+            for name, _f in tools:
+                target = work / "ctx-multi" / "other.txt"
+                target.write_text(f"other {name} {i}\n")
+                os.lchown(target, t.uid, t.gid)
+                getattr(unrelated, name).append(build(name, f"{name}-store", work / "ctx-multi", "multi",
+                                                      "--layers"))
+        rows += [cold, rebuild, unrelated]
 
     if "layers" in only:
         cold, cached = Row("41 steps, cold"), Row("41 steps, cached rebuild")
