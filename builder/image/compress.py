@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import struct
+import threading
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -217,44 +219,16 @@ class _Reader:
         self.close()
 
 
-class _GzipReader(_Reader):
-    """Streaming gunzip of possibly several members (zlib's C decoder). Output is
-    produced in pieces of at most BLOCK bytes and served by offset, so every
-    byte is copied once on its way out (read) or not at all (readinto)."""
+class _Pieces(_Reader):
+    """Serves a stream that arrives in pieces (bytes objects) by offset: every byte is
+    copied once on its way out (read) or not at all (readinto, or read of a whole piece)."""
 
-    def __init__(self, src: BinaryIO, head: bytes) -> None:
-        self.src, self.d = src, zlib.decompressobj(31)
-        self.pending = head  # compressed bytes read but not yet fed
-        self.started = False  # the current member has begun
-        self.buf, self.pos = b"", 0
-        self.eof = False
+    buf: bytes
+    pos: int
 
     def _fill(self) -> bool:
-        """Make output available in self.buf; False at the end of the stream."""
-        while not self.eof:
-            chunk = self.d.unconsumed_tail or self.pending or self.src.read(_INFLATE_IN)
-            self.pending = b""
-            if not chunk:
-                if self.started:
-                    raise FormatError("gzip stream is truncated")
-                self.eof = True
-                break
-            if not self.started:
-                chunk = chunk.lstrip(b"\x00")  # zero padding between or after members is ignored
-                if not chunk:
-                    continue
-                self.started = True
-            try:
-                out = self.d.decompress(chunk, BLOCK)
-            except zlib.error as exc:
-                raise FormatError(f"corrupt gzip stream: {exc}") from None
-            if self.d.eof:  # member done: what follows may be another one
-                self.pending = self.d.unused_data
-                self.d, self.started = zlib.decompressobj(31), False
-            if out:
-                self.buf, self.pos = out, 0
-                return True
-        return False
+        """Put the next piece in self.buf (self.pos = 0); False at the end of the stream."""
+        raise NotImplementedError
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -295,6 +269,101 @@ class _GzipReader(_Reader):
             return got
 
 
+class _GzipReader(_Pieces):
+    """Streaming gunzip of possibly several members (zlib's C decoder), output in
+    pieces of at most BLOCK bytes."""
+
+    def __init__(self, src: BinaryIO, head: bytes) -> None:
+        self.src, self.d = src, zlib.decompressobj(31)
+        self.pending = head  # compressed bytes read but not yet fed
+        self.started = False  # the current member has begun
+        self.buf, self.pos = b"", 0
+        self.eof = False
+
+    def _fill(self) -> bool:
+        """Make output available in self.buf; False at the end of the stream."""
+        while not self.eof:
+            chunk = self.d.unconsumed_tail or self.pending or self.src.read(_INFLATE_IN)
+            self.pending = b""
+            if not chunk:
+                if self.started:
+                    raise FormatError("gzip stream is truncated")
+                self.eof = True
+                break
+            if not self.started:
+                chunk = chunk.lstrip(b"\x00")  # zero padding between or after members is ignored
+                if not chunk:
+                    continue
+                self.started = True
+            try:
+                out = self.d.decompress(chunk, BLOCK)
+            except zlib.error as exc:
+                raise FormatError(f"corrupt gzip stream: {exc}") from None
+            if self.d.eof:  # member done: what follows may be another one
+                self.pending = self.d.unused_data
+                self.d, self.started = zlib.decompressobj(31), False
+            if out:
+                self.buf, self.pos = out, 0
+                return True
+        return False
+
+
+class _Prefetched(_Pieces):
+    """Reads ``src`` ahead in one thread, at most ``depth`` pieces of BLOCK bytes, so
+    that decompression, hashing and file reads (all outside the GIL) overlap with a
+    consumer that parses the tar and writes files. The thread starts at the first
+    read (never before a fork) and ends at the end of the stream or at close();
+    its exceptions (FormatError, DigestMismatch) are raised by the read that meets them."""
+
+    def __init__(self, inner: "_Pieces | BinaryIO", depth: int = 4) -> None:
+        self.inner = inner
+        self.queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.buf, self.pos, self.done = b"", 0, False
+
+    def _run(self) -> None:
+        src = self.inner
+        try:
+            while not self.stop.is_set():
+                if isinstance(src, _Pieces):  # take its pieces as they come: no joining
+                    piece = src.buf[src.pos:] if src.pos < len(src.buf) or src._fill() else b""
+                    src.pos = len(src.buf)
+                else:
+                    piece = src.read(BLOCK)
+                self.queue.put(piece)
+                if not piece:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.queue.put(exc)
+
+    def _fill(self) -> bool:
+        if self.done:
+            return False
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="bale-layer-read", daemon=True)
+            self.thread.start()
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            self.done = True
+            raise item
+        if not item:
+            self.done = True
+            return False
+        self.buf, self.pos = item, 0
+        return True
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread is not None and self.thread.is_alive():  # unblock a put on a full queue
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(0.01)
+        self.inner.close()
+
+
 class _Peeked(_Reader):
     """``src`` with ``head`` (already read from it) put back in front."""
 
@@ -313,14 +382,16 @@ class _Peeked(_Reader):
 
 def decompress_reader(src: BinaryIO, media_type_or_compression: str | None = None) -> BinaryIO:
     """An uncompressed reader over a layer blob; the format is found by magic bytes
-    (media types lie in the wild), the argument is only a hint. Corrupt or
-    truncated gzip raises FormatError while reading."""
+    (media types lie in the wild), the argument is only a hint. Compressed blobs are
+    decompressed one piece ahead in a thread. Corrupt or truncated gzip raises
+    FormatError while reading."""
     head = src.read(4)
     kind = detect(head)
     if kind == "gzip":
-        return _GzipReader(src, head)  # type: ignore[return-value]
+        return _Prefetched(_GzipReader(src, head))  # type: ignore[return-value]
     peeked = _Peeked(head, src)
     if kind == "zstd":
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(peeked, read_across_frames=True)  # type: ignore[arg-type]
+        reader = zstandard.ZstdDecompressor().stream_reader(peeked, read_across_frames=True)  # type: ignore[arg-type]
+        return _Prefetched(reader)  # type: ignore[return-value]
     return peeked  # type: ignore[return-value]

@@ -214,3 +214,36 @@ def test_gzip_reader_reports_truncation_and_corruption():
     bad = blob[:40] + bytes(b ^ 0xFF for b in blob[40:80]) + blob[80:]
     with pytest.raises(FormatError, match="corrupt"):
         compress.decompress_reader(io.BytesIO(bad)).read()
+
+
+# --- read-ahead ------------------------------------------------------------------------------------
+def test_read_ahead_starts_at_the_first_read_and_ends_at_close():
+    import threading
+    data = _mixed(compress.BLOCK, 6 * compress.BLOCK)
+    for kind in ("gzip", "zstd"):
+        blob = io.BytesIO()
+        compress.compress_layer(io.BytesIO(data), blob, kind)
+        before = threading.active_count()
+        r = compress.decompress_reader(io.BytesIO(blob.getvalue()), kind)
+        assert threading.active_count() == before  # nothing runs before a read (a fork may come first)
+        assert r.read(10) == data[:10]
+        r.close()  # mid-stream, with the read-ahead queue full: must not hang
+        assert threading.active_count() == before
+        with compress.decompress_reader(io.BytesIO(blob.getvalue()), kind) as r:
+            assert r.read() == data
+        assert threading.active_count() == before
+
+
+def test_read_ahead_raises_the_readers_errors_in_the_consumer():
+    from builder.errors import DigestMismatch, FormatError
+    from builder.image.store import VerifiedReader
+    blob = gzip.compress(_payload(3 * compress.BLOCK))
+    r = compress.decompress_reader(io.BytesIO(blob[:-50]))
+    with pytest.raises(FormatError, match="truncated"):
+        while r.read(65536):
+            pass
+    wrong = "sha256:" + "0" * 64
+    r = compress.decompress_reader(VerifiedReader(io.BytesIO(blob), wrong, None, "blob x"))
+    with pytest.raises(DigestMismatch):
+        while r.read(65536):
+            pass
