@@ -3,6 +3,7 @@
 this script generates itself (issue 10). Not part of the test suite; timing goals
 live in the README's "Speed" section, never in tests.
 
+    (. ci/lib.sh && apt_install "${BENCH_PKGS[@]}")
     sudo python3 ci/bench.py [--scale 1.0] [--runs 3] [--only copy,multistage,layers,push]
                              [--no-buildah] [--work DIR] [--keep]
 
@@ -16,15 +17,20 @@ Workloads (sizes times --scale; 1.0 is the full size):
               stage's COPY --from should hit the cache)
   layers      41 steps (FROM + 20 RUN + 20 COPY), cold, then a cached rebuild (--layers)
   push        push of the copy workload's image to a local docker-registry on 127.0.0.1
-              (Debian's binary, as tests/fixtures/registry.py starts it) and pull into a
-              new store, zstd and gzip
+              (Debian's binary, as tests/fixtures/registry.py starts it; a new one for
+              every push, so nothing is mounted from another repository) and pull into a
+              new store, zstd and gzip. bale's layers are compressed when committed and a
+              pull only stores blobs (they are unpacked at first use); buildah compresses
+              when pushing and unpacks when pulling: the rows time each tool's own verb
 For reference the same context goes through `tar -cf - | cat`, `tar | zstd -T0 -3`
 and `cp -a`. Builds run as the unprivileged user `baletest` (tests/fixtures/users.py
 makes it, with a subordinate id range): bale from this checkout, buildah (when
 installed) with overlay storage, `--isolation chroot --network host` (PLATFORM.md:
 rootless buildah's slirp4netns and crun fail here). Runs alternate between the
 tools; the table gives medians, the bale/buildah ratio, MB/s of the context where it
-applies, and the peak RSS of the process tree (ru_maxrss of the waited children).
+applies, the CPU seconds (user + system) and the peak RSS of the process tree (both
+from getrusage of the waited children; CPU seconds are the steadier number on a busy
+machine).
 Everything runs with warm page caches (nothing drops them): read the numbers as
 CPU-bound throughput, and as noisy on a shared machine.
 """
@@ -52,6 +58,7 @@ USER = "baletest"
 class Sample:
     seconds: float
     peak_mb: float
+    cpu: float = 0.0  # user + system seconds of the whole process tree
 
 
 @dataclass
@@ -77,14 +84,15 @@ def run_measured(argv: list[str]) -> Sample:
     wrapper = [sys.executable, "-c",
                "import os,resource,subprocess,sys,time\n"
                "t=time.perf_counter();r=subprocess.run(sys.argv[1:]);d=time.perf_counter()-t\n"
-               "sys.stderr.write('\\nBENCH %f %d\\n'%(d,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+               "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+               "sys.stderr.write('\\nBENCH %f %d %f\\n'%(d,u.ru_maxrss,u.ru_utime+u.ru_stime))\n"
                "sys.exit(r.returncode)", *argv]
     p = subprocess.run(wrapper, capture_output=True)
     tail = p.stderr.decode(errors="replace").rstrip().rsplit("\n", 1)
     if p.returncode != 0 or not tail[-1].startswith("BENCH "):
         raise SystemExit(f"bench: {' '.join(argv[-10:])}: exit {p.returncode}\n{p.stderr.decode(errors='replace')[-2000:]}")
-    _, secs, kb = tail[-1].split()
-    return Sample(float(secs), int(kb) / 1024)
+    _, secs, kb, cpu = tail[-1].split()
+    return Sample(float(secs), int(kb) / 1024, float(cpu))
 
 
 class Tools:
@@ -243,6 +251,10 @@ def median(xs: list[Sample]) -> float | None:
     return statistics.median(s.seconds for s in xs) if xs else None
 
 
+def cpu(xs: list[Sample]) -> float | None:
+    return statistics.median(s.cpu for s in xs) if xs else None
+
+
 def peak(xs: list[Sample]) -> float | None:
     return max(s.peak_mb for s in xs) if xs else None
 
@@ -253,14 +265,16 @@ def print_table(rows: list[Row], refs: list[tuple[str, float]], args: argparse.N
     lines = [f"bench: scale {args.scale}, {args.runs} runs each, medians; {os.cpu_count()} cores; "
              f"load average at the end {os.getloadavg()[0]:.1f}",
              "",
-             "| workload | bale s | buildah s | bale/buildah | bale MB/s | buildah MB/s | bale peak MB | buildah peak MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| workload | bale s | buildah s | bale/buildah | bale MB/s | buildah MB/s | bale CPU s | buildah CPU s "
+             "| bale peak MB | buildah peak MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         b, h = median(r.bale), median(r.buildah)
         ratio = b / h if b and h else None
         lines.append(f"| {r.name} | {f(b, '.2f')} | {f(h, '.2f')} | {f(ratio, '.2f')} | "
                      f"{f(r.bytes / b / 1e6 if b and r.bytes else None, '.0f')} | "
                      f"{f(r.bytes / h / 1e6 if h and r.bytes else None, '.0f')} | "
+                     f"{f(cpu(r.bale), '.1f')} | {f(cpu(r.buildah), '.1f')} | "
                      f"{f(peak(r.bale), '.0f')} | {f(peak(r.buildah), '.0f')} |")
     if refs:
         lines += ["", "| same context through | MB/s |", "|---|---:|"]
@@ -270,7 +284,8 @@ def print_table(rows: list[Row], refs: list[tuple[str, float]], args: argparse.N
     return text
 
 
-def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_registry(work: Path, label: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's docker-registry on 127.0.0.1 (plain http), storing under work/registry-LABEL."""
     sys.path.insert(0, str(REPO))
     from tests.fixtures.registry import free_port
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -278,7 +293,7 @@ def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
         raise SystemExit("bench: docker-registry is not installed (apt-get install docker-registry)")
     host = f"127.0.0.1:{free_port()}"
     cfg = {"version": 0.1, "log": {"level": "error"}, "http": {"addr": host, "secret": "bench"},
-           "storage": {"filesystem": {"rootdirectory": str(work / "registry")}, "delete": {"enabled": True}}}
+           "storage": {"filesystem": {"rootdirectory": str(work / f"registry-{label}")}}}
     (work / "registry.yml").write_text(json.dumps(cfg))
     proc = subprocess.Popen([binary, "serve", str(work / "registry.yml")], stdout=subprocess.DEVNULL,
                             stderr=open(work / "registry.log", "wb"))  # noqa: SIM115
@@ -414,34 +429,36 @@ def main() -> int:
         rows += [cold, cached]
 
     if "push" in only:
-        proc, host = start_registry(work)
-        try:
-            for comp in ("zstd", "gzip"):
-                push, pull = Row(f"push, {comp}", kept), Row(f"pull into a new store, {comp}", kept)
+        # a new registry (storage and port) for every push: otherwise both tools mount the blobs
+        # they remember pushing to another repository instead of uploading them
+        for comp in ("zstd", "gzip"):
+            build("bale", "bale-store", work / "ctx-copy", f"bench/big:{comp}", "--compression", comp)
+            if t.buildah:
+                build("buildah", "buildah-store", work / "ctx-copy", f"bench/big:{comp}")
+        for comp in ("zstd", "gzip"):
+            push, pull = Row(f"push, {comp}", kept), Row(f"pull into a new store, {comp}", kept)
+            for i in range(args.runs):
                 for name, _f in tools:
-                    if name == "bale":
-                        build("bale", "bale-store", work / "ctx-copy", f"{host}/big:{comp}", "--compression", comp)
-                    else:
-                        build("buildah", "buildah-store", work / "ctx-copy", f"{host}/big:{comp}")
-                for i in range(args.runs):
-                    for name, _f in tools:
-                        ref = f"{host}/{name}{i}/big:{comp}"
+                    proc, host = start_registry(work, f"{name}-{comp}-{i}")
+                    try:
+                        ref = f"{host}/bench/big:{comp}"
                         if name == "bale":
-                            run(bale("bale-store", "tag", f"{host}/big:{comp}", ref))
-                            push.bale.append(run_measured(bale("bale-store", "push", "-q", "--tls-verify=false", ref)))
+                            push.bale.append(run_measured(bale("bale-store", "push", "-q", "--tls-verify=false",
+                                                               f"bench/big:{comp}", f"docker://{ref}")))
                             pull.bale.append(run_measured(bale(f"bale-pull-{comp}{i}", "pull", "-q",
-                                                               "--tls-verify=false", ref)))
+                                                               "--tls-verify=false", f"docker://{ref}")))
                         else:
-                            run(bh("buildah-store", "tag", f"{host}/big:{comp}", ref))
                             push.buildah.append(run_measured(bh("buildah-store", "push", "-q", "--tls-verify=false",
-                                                                "--compression-format", comp, ref)))
+                                                                "--compression-format", comp, f"bench/big:{comp}",
+                                                                f"docker://{ref}")))
                             pull.buildah.append(run_measured(bh(f"buildah-pull-{comp}{i}", "pull", "-q",
-                                                                "--tls-verify=false", ref)))
-                        shutil.rmtree(work / f"{name}-pull-{comp}{i}", ignore_errors=True)
-                rows += [push, pull]
-        finally:
-            proc.terminate()
-            proc.wait()
+                                                                "--tls-verify=false", f"docker://{ref}")))
+                    finally:
+                        proc.terminate()
+                        proc.wait()
+                        subprocess.run(["rm", "-rf", str(work / f"{name}-pull-{comp}{i}"),
+                                        str(work / f"{name}-pull-{comp}{i}-run"), str(work / f"registry-{name}-{comp}-{i}")])
+            rows += [push, pull]
 
     text = print_table(rows, refs, args)
     if args.out:
