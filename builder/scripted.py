@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import posixpath
 import shlex
 from pathlib import Path
@@ -241,8 +242,10 @@ def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: 
     from builder.build import copier
     from builder.workspace import snapshots
     warnings: list[str] = rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key,
-                                       plan.dest_dir, None, chown,
+                                       plan.dest_dir, None, chown, plan.mkdir, plan.chmod,
                                        source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
+    for w in warnings:
+        print(f"bale: warning: {w}", file=sys.stderr)
     return warnings
 
 
@@ -315,7 +318,7 @@ def _copy_from(ws: "Workspace", state: ContainerState, rt: "Runtime", source: st
         with reg.locked(state.name):
             target = absolute_dest(state, dest)
             rt.call(snapshots.copy_between, str(rt.snapshots_root), src.driver, src.key, str(rt.snapshots_root),
-                    state.driver, state.key, paths, target, mode, chown)
+                    state.driver, state.key, paths, target, mode, chown, False)
             state.pending_history.append({"created_by": f"/bin/sh -c #(nop) COPY --from={source} {' '.join(paths)}"
                                                         f" in {target}"})
             reg.save(state)

@@ -38,8 +38,8 @@ def lower_copy(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) ->
     dest = words[-1]
     if not (sources or inline):
         raise low.err(inst, "no source files")
-    if len(sources) + len(inline) > 1 and not dest.endswith("/"):
-        raise low.err(inst, "when using more than one source, the destination must be a directory and end with a /")
+    # several sources to a DEST without "/" are accepted: BuildKit copies each to the same path in
+    # order (dockerfile2llb/convert_copy.go:127-291 has no such check; issue 8 class 4)
     trailing = dest.endswith("/")
     if not dest.startswith("/"):
         dest = posixpath.join(ctx.workdir, dest)

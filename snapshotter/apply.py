@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from snapshotter.errors import SnapshotError
-from snapshotter.safepath import clean, secure_join
+from snapshotter.safepath import clean, mkdir_all, secure_join
+from snapshotter.tarlimits import open_stream
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -49,18 +50,11 @@ def _remove(path: Path) -> None:
 
 
 def _mkdirs(target: Path, cpath: str, created: set[str]) -> Path:
-    """mkdir -p a container directory, confined; returns its host path."""
-    cur = "/"
-    host = target
-    for part in [p for p in cpath.split("/") if p]:
-        cur = cur.rstrip("/") + "/" + part
-        host = secure_join(target, cur)
-        if not host.is_dir():
-            if os.path.lexists(host):
-                _remove(host)
-            os.mkdir(host, 0o755)
-            created.add(cur)
-    return host
+    """mkdir -p a container directory, confined (symlinks on the way resolved inside ``target``,
+    every missing level made, a non-directory in the way replaced); returns its host path."""
+    for made in mkdir_all(target, cpath, in_the_way=lambda host, _c: _remove(host)):
+        created.add(made)
+    return secure_join(target, cpath)
 
 
 def _set_xattrs(path: Path, m: tarfile.TarInfo, result: ApplyResult) -> None:
@@ -74,12 +68,22 @@ def _set_xattrs(path: Path, m: tarfile.TarInfo, result: ApplyResult) -> None:
         try:
             os.setxattr(path, name, raw, follow_symlinks=False)
         except OSError as exc:
+            # Docker goes on: BuildKit's copy logs it (solver/llbsolver/file/backend.go:201-204),
+            # go-archive warns of xattrs the filesystem refuses; the caller prints the warning
             result.warnings.append(f"{m.name}: cannot set xattr {name}: {exc.strerror}")
 
 
 def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
-              chown: tuple[int, int] | None = None, ignore_chown_errors: bool = True) -> ApplyResult:
-    """Extract the (uncompressed or compressed) tar stream ``src`` into ``target``."""
+              chown: tuple[int, int] | None = None, ignore_chown_errors: bool = True,
+              strict: bool = False) -> ApplyResult:
+    """Extract the (uncompressed or compressed) tar stream ``src`` into ``target``.
+
+    Headers are bounded as Go's archive/tar bounds them (tarlimits); symlinks met on the way are
+    resolved inside ``target`` as Docker's chrooted extraction does. An owner that cannot be set
+    (outside the user namespace's mapped ids) is refused for set-uid/set-gid entries, which would
+    otherwise become set-uid *root* files, and for every entry when ``strict`` (a COPY/ADD, where
+    BuildKit fails too); else it is a warning. With ``strict`` a device node that cannot be made is
+    an error too. Any failure is a SnapshotError naming the entry."""
     if whiteout_format not in ("native", "overlay"):
         raise ValueError(whiteout_format)
     target = Path(target)
@@ -88,15 +92,20 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
     created: set[str] = set()
     dir_times: list[tuple[Path, float]] = []
     try:
-        tf = tarfile.open(fileobj=src, mode="r|*")  # noqa: SIM115
-    except tarfile.TarError as exc:
+        tf = open_stream(src)
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise SnapshotError(f"cannot read layer: {exc}") from None
+    m: tarfile.TarInfo | None = None
     try:
         for m in tf:
             result.entries += 1
-            _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors, created, dir_times, result)
-    except tarfile.TarError as exc:
+            _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors and not strict, created,
+                          dir_times, result, strict)
+    except (tarfile.TarError, EOFError) as exc:
         raise SnapshotError(f"corrupt layer tar: {exc}") from None
+    except OSError as exc:
+        what = f"layer entry {m.name!r}" if m is not None else "layer"
+        raise SnapshotError(f"{what}: {exc.strerror or exc}") from None
     finally:
         tf.close()
     for path, mtime in reversed(dir_times):
@@ -109,7 +118,7 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
 
 def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: str, chown: tuple[int, int] | None,
                   ignore_chown_errors: bool, created: set[str], dir_times: list[tuple[Path, float]],
-                  result: ApplyResult) -> None:
+                  result: ApplyResult, strict: bool = False) -> None:
     cpath = clean(m.name)
     if cpath == "/":
         if m.isdir():
@@ -174,6 +183,9 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EACCES):
                 raise
+            if strict:  # BuildKit's copy makes device nodes (fsutil copy/copy.go:456-461) or fails
+                raise SnapshotError(f"{m.name}: cannot create device node: {exc.strerror} "
+                                    "(device nodes need real root)") from None
             result.warnings.append(f"{m.name}: device node skipped ({exc.strerror})")
             return
     else:
@@ -188,10 +200,14 @@ def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ign
     try:
         os.lchown(dest, uid, gid)
     except OSError as exc:
+        why = "outside the mapped user namespace range" if exc.errno == errno.EINVAL else exc.strerror
         if not ignore_chown_errors:
-            raise SnapshotError(f"cannot set owner of {m.name} to {uid}:{gid}: {exc.strerror}") from None
+            raise SnapshotError(f"{m.name}: cannot set owner {uid}:{gid}: {why}") from None
+        if m.mode & 0o6000 and not m.issym() and not m.isdir():
+            raise SnapshotError(f"{m.name}: refusing a set-uid/set-gid file whose owner {uid}:{gid} cannot be "
+                                f"set ({why}); it would belong to {os.geteuid()}:{os.getegid()}") from None
         if (uid, gid) != (os.geteuid(), os.getegid()):
-            result.warnings.append(f"{m.name}: cannot set owner {uid}:{gid} ({exc.strerror})")
+            result.warnings.append(f"{m.name}: cannot set owner {uid}:{gid} ({why})")
     _set_xattrs(dest, m, result)
     if not m.issym():
         os.chmod(dest, m.mode & 0o7777)

@@ -213,6 +213,17 @@ class _Base:
         _discard(d)
 
 
+def top_first_unique(layer_ids: list[str]) -> list[str]:
+    """Layer ids (given bottom first) top first, each once: overlayfs refuses one lowerdir given
+    twice (ELOOP), and a layer repeated higher up already decides everything its lower copy would
+    (its files and whiteouts cover the same paths), so the topmost copy is kept. Issue 8 class 10."""
+    out: list[str] = []
+    for lid in reversed(layer_ids):
+        if lid not in out:
+            out.append(lid)
+    return out
+
+
 class OverlayDriver(_Base):
     """Kernel overlayfs (``userxattr`` inside a user namespace); layers are lowerdirs."""
 
@@ -248,7 +259,7 @@ class OverlayDriver(_Base):
         merged = Path(target) if target else d / "merged"
         if os.path.ismount(merged):
             return merged
-        lowers = [str(self.layer_dir(l)) for l in reversed(self.layer_ids(key))] or [str(d / "empty")]
+        lowers = [str(self.layer_dir(l)) for l in top_first_unique(self.layer_ids(key))] or [str(d / "empty")]
         fds: list[int] = []
         try:
             strings = []
@@ -368,7 +379,7 @@ class FuseOverlayDriver(OverlayDriver):
         merged = Path(target) if target else d / "merged"
         if os.path.ismount(merged):
             return merged
-        lowers = ":".join(str(self.layer_dir(l)) for l in reversed(self.layer_ids(key))) or str(d / "empty")
+        lowers = ":".join(str(self.layer_dir(l)) for l in top_first_unique(self.layer_ids(key))) or str(d / "empty")
         opts = f"lowerdir={lowers},upperdir={d / 'upper'},workdir={d / 'work'}"
         r = subprocess.run(["fuse-overlayfs", "-o", opts, str(merged)], capture_output=True, text=True)
         if r.returncode != 0:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from pathlib import Path
+from typing import Callable
+
+from snapshotter.errors import SnapshotError
 
 MAX_LINKS = 255
 
 
-class PathEscape(Exception):
+class PathEscape(SnapshotError):
     """Too many symlinks while resolving a confined path."""
 
 
@@ -51,3 +55,43 @@ def container_path(root: Path | str, host_path: Path | str) -> str:
 def clean(path: str) -> str:
     """An absolute, normalised container path (no trailing slash, no ``..`` above /)."""
     return posixpath.normpath("/" + path).replace("//", "/")
+
+
+def mkdir_all(root: Path | str, path: str, *, mode: int = 0o755, owner: tuple[int, int] | None = None,
+              in_the_way: Callable[[Path, str], None] | None = None) -> list[str]:
+    """mkdir -p of ``path`` inside ``root`` with chroot semantics, as BuildKit does it
+    (continuity's fs.RootPath resolves every existing symlink inside the root, then fsutil's
+    copy.MkdirAll makes every missing level: copy/mkdir.go:12-79). So a path through a symlink
+    whose target is missing (/var/lib/app -> /data/store) makes /data and /data/store. Each new
+    directory gets ``mode`` (chmod'ed, no umask) and ``owner``. Something other than a directory
+    in the way is handed to ``in_the_way(host_path, container_path)`` (which may remove it) or is
+    a SnapshotError. Returns the container paths it created, top first."""
+    root = Path(root)
+    host = secure_join(root, path)
+    rel = os.path.relpath(host, root)
+    created: list[str] = []
+    if rel == ".":
+        return created
+    cur = root
+    cpath = ""
+    for part in rel.split("/"):
+        cur = cur / part
+        cpath += "/" + part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            continue
+        if st is not None:
+            if stat.S_ISLNK(st.st_mode):  # appeared after the resolution: resolve again
+                return created + mkdir_all(root, path, mode=mode, owner=owner, in_the_way=in_the_way)
+            if in_the_way is None:
+                raise SnapshotError(f"cannot create directory {cpath}: a file is in the way")
+            in_the_way(cur, cpath)
+        os.mkdir(cur, 0o700)
+        if owner is not None:
+            os.lchown(cur, *owner)
+        os.chmod(cur, mode)
+        created.append(cpath)
+    return created

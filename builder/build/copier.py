@@ -11,7 +11,6 @@ gzip, bzip2, xz) and fetches URLs (mode 0600, optional ``--checksum``).
 from __future__ import annotations
 
 import fnmatch
-import glob
 import hashlib
 import os
 import posixpath
@@ -22,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from builder.build import gomatch
 from builder.errors import BuildError, UsageError
+from snapshotter.safepath import secure_join
 
 #: (relative path, is_dir) -> excluded?
 Excluder = Callable[[str, bool], bool]
@@ -37,8 +38,13 @@ class Source:
     is_dir: bool
     archive: bool = False  # ADD: extract
     url: str | None = None
-    mode: int | None = None  # forced mode (ADD URL: 0600)
+    mode: int | None = None  # forced mode
     mtime: float | None = None
+    #: where it lands relative to CopyPlan.dest_dir ("" = a directory's contents go right there);
+    #: set by plan_copy, None = the source's base name
+    name: str | None = None
+    #: COPY --from keeps owners (fsutil copy is `cp -a`); the context's files are root's
+    keep_owner: bool = False
 
 
 @dataclass
@@ -54,6 +60,8 @@ class CopyPlan:
     #: COPY --exclude patterns, matched against paths relative to each directory source
     source_excluded: Excluder | None = None
     temp_files: list[Path] = field(default_factory=list)
+    #: the directory made (mkdir -p, every new level owned by the --chown owner) before extraction
+    mkdir: str = ""
 
     def cleanup(self) -> None:
         for p in self.temp_files:
@@ -72,17 +80,60 @@ def parse_chmod(text: str | None) -> int | None:
     return mode
 
 
-def _confined(context: Path, rel: str) -> Path:
-    """The host path for ``rel``, with symlinks resolved but never leaving ``context``."""
-    ctx = context.resolve()
-    cand = (ctx / rel.lstrip("/")).resolve()
-    if cand != ctx and ctx not in cand.parents:
-        raise BuildError(f"copy source {rel}: outside the context directory {context}")
-    return cand
+def _parse_id(text: str) -> int | None:
+    """client/llb/fileop.go parseUID: "root" is 0, else a decimal int32."""
+    if text == "root":
+        return 0
+    try:
+        value = int(text, 10)
+    except ValueError:
+        return None
+    return value if 0 <= value < 1 << 31 else None
+
+
+def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
+    """uid, gid for ``--chown=USER[:GROUP]`` (or the USER of a WORKDIR) as BuildKit computes them
+    (client/llb/fileop.go:231-266 WithUser, solver/llbsolver/ops/user_linux.go:23-119 readUser):
+    a numeric user alone gives that number as gid too; a name gives its uid and primary gid from
+    the image's /etc/passwd; a group (number or /etc/group name) replaces the gid. A name missing
+    from the files leaves 0 (user) or the user's gid (group), as BuildKit does."""
+    from builder.sandbox.users import _read_db
+    user, _, group = spec.partition(":")
+    uid = gid = 0
+    num = _parse_id(user)
+    if num is not None:
+        uid = gid = num
+    elif user:
+        entry = next((p for p in _read_db(rootfs, "passwd") if p[0] == user and len(p) > 3), None)
+        if entry is not None:
+            u, g = _parse_id(entry[2]), _parse_id(entry[3])
+            if u is None or g is None:
+                raise BuildError(f"--chown={spec}: /etc/passwd of the image has a non-numeric id for {user}")
+            uid, gid = u, g
+    if group:
+        num = _parse_id(group)
+        if num is not None:
+            gid = num
+        else:
+            g_entry = next((g for g in _read_db(rootfs, "group") if g[0] == group and len(g) > 2), None)
+            if g_entry is not None:
+                g = _parse_id(g_entry[2])
+                if g is None:
+                    raise BuildError(f"--chown={spec}: /etc/group of the image has a non-numeric id for {group}")
+                gid = g
+    return uid, gid
+
+
+def _kind_error(st: os.stat_result) -> str | None:
+    if stat.S_ISFIFO(st.st_mode):
+        return "is a named pipe (FIFO)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "is a socket"
+    return None
 
 
 def _has_magic(s: str) -> bool:
-    return any(c in s for c in "*?[")
+    return gomatch.has_wildcards(s)
 
 
 def _is_archive(path: Path) -> bool:
@@ -100,67 +151,141 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-def resolve_sources(context: Path, patterns: list[str], *, add: bool = False,
-                    excluded: Excluder | None = None) -> list[Source]:
-    """Expand wildcards inside ``context``; every pattern must match something."""
+def resolve_in_root(root: Path, patterns: list[str], *, add: bool = False, excluded: Excluder | None = None,
+                    where: str = "") -> list[Source]:
+    """Expand each pattern inside ``root`` as BuildKit does (gomatch.resolve_wildcards: Go's
+    filepath.Match, dot-files included; symlinks resolved with ``root`` as /, the final one
+    followed: FollowSymlinks in dockerfile2llb/convert_copy.go:276). Every pattern must match
+    something that is not excluded. A FIFO or socket named as a source is an error (checked with
+    lstat before anything opens it); so is an entry that cannot be read."""
     out: list[Source] = []
-    ctx = context.resolve()
+    where = where or f"in context {root}"
     for pat in patterns:
         if add and is_url(pat):
             out.append(Source(Path(), pat, False, url=pat))
             continue
-        rel = posixpath.normpath("/" + pat).lstrip("/") or "."
-        if _has_magic(rel):
-            hits = sorted(glob.glob(glob.escape(str(ctx)) + "/" + rel))
-            rels = [os.path.relpath(h, ctx) for h in hits]
-            rels = [r for r in rels if not _hidden(excluded, ctx, r)]
-        else:
-            rels = [rel] if os.path.lexists(ctx / rel) and not _hidden(excluded, ctx, rel) else []
-        if not rels:
-            raise BuildError(f"copy source {pat!r}: no such file or directory in context {context}")
-        for r in rels:
-            host = _confined(ctx, r)
-            if not host.exists():
-                raise BuildError(f"copy source {pat!r}: no such file or directory in context {context}")
-            if stat.S_ISSOCK(os.lstat(host).st_mode):
-                raise BuildError(f"copy source {pat!r}: {r} is a socket: only files, directories and "
-                                 "symbolic links can be copied")
-            is_dir = host.is_dir()
-            out.append(Source(host, r, is_dir, archive=add and not is_dir and _is_archive(host)))
+        clean = posixpath.normpath("/" + pat)
+        try:
+            cpaths = gomatch.resolve_wildcards(root, clean)
+        except OSError as exc:
+            raise BuildError(f"copy source {pat!r}: cannot read {exc.filename}: {exc.strerror}") from None
+        hits: list[tuple[str, Path]] = []
+        for cpath in cpaths:
+            rel = cpath.lstrip("/") or "."
+            host = secure_join(root, cpath)
+            if not os.path.lexists(host):
+                continue
+            if excluded and rel != "." and _hidden(excluded, root, rel):
+                continue  # absent from the context BuildKit sends (fsutil filter.go)
+            hits.append((rel, host))
+        if not hits:
+            raise BuildError(f"copy source {pat!r}: no such file or directory {where}")
+        for rel, host in hits:
+            st = os.stat(host)
+            bad = _kind_error(st)
+            if bad:
+                raise BuildError(f"copy source {pat!r}: {rel} {bad}: only files, directories and symbolic links "
+                                 "can be copied")
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if not os.access(host, os.R_OK | (os.X_OK if is_dir else 0)):
+                raise BuildError(f"copy source {rel}: permission denied")
+            out.append(Source(host, rel, is_dir, archive=add and not is_dir and _is_archive(host)))
     return out
+
+
+def resolve_sources(context: Path, patterns: list[str], *, add: bool = False,
+                    excluded: Excluder | None = None) -> list[Source]:
+    """Expand wildcards inside ``context``; every pattern must match something."""
+    return resolve_in_root(context.resolve(), patterns, add=add, excluded=excluded, where=f"in context {context}")
 
 
 def plan_copy(sources: list[Source], dest: str, dest_kind: str | None, *, chmod: int | None = None,
               excluded: Excluder | None = None) -> CopyPlan:
-    """Decide the destination directory and naming. ``dest`` is absolute; ``dest_kind`` is what
-    exists there in the container ("dir", "file" or None)."""
-    as_dir = dest.endswith("/") or dest_kind == "dir" or len(sources) > 1
-    single = sources[0] if len(sources) == 1 else None
-    if single is not None and (single.is_dir or single.archive):
-        as_dir = True
+    """Decide where each source lands. ``dest`` is absolute; ``dest_kind`` is what exists there in
+    the container ("dir", "file" or None).
+
+    BuildKit (fsutil copy/copy.go:146-180, prepareTargetDir, run once per source and per wildcard
+    match, in order): a DEST ending in ``/`` is made first; a file goes *into* DEST when DEST is a
+    directory by then, else it *becomes* DEST (so several files to a new DEST without a slash leave
+    the last one there, issue 8 class 4); a directory's contents go into DEST, which is made if it
+    is missing; a directory onto an existing file fails ("cannot copy to non-directory",
+    copy.go:651). ADD archives unpack into DEST as a directory (solver/llbsolver/file/unpack.go:25-29).
+    """
+    slash = dest.endswith("/")
     dest = posixpath.normpath(dest) if dest not in ("/", "") else "/"
-    if as_dir:
-        return CopyPlan(dest, sources, "", chmod, excluded)
-    return CopyPlan(posixpath.dirname(dest) or "/", sources, posixpath.basename(dest), chmod, excluded)
+    if slash or dest == "/" or dest_kind == "dir":
+        for s in sources:
+            s.name = "" if (s.is_dir or s.archive) else _base(s)
+        return CopyPlan(dest, sources, "", chmod, excluded, mkdir=dest)
+    parent, base = posixpath.split(dest)
+    parent = parent or "/"
+    state = dest_kind
+    for s in sources:
+        if s.is_dir or s.archive:
+            if state == "file":
+                raise BuildError(f"cannot copy directory {s.rel} to non-directory {dest}")
+            state = "dir"
+            s.name = base
+        elif state == "dir":
+            s.name = base + "/" + _base(s)
+        else:
+            s.name, state = base, "file"
+    if state == "dir":  # it began with a directory or archive: DEST is that directory
+        for s in sources:
+            s.name = (s.name or "")[len(base) + 1:]
+        return CopyPlan(dest, sources, "", chmod, excluded, mkdir=dest)
+    plan = CopyPlan(parent, sources, "", chmod, excluded, mkdir=parent)
+    if len(sources) == 1 and not (sources[0].is_dir or sources[0].archive):
+        plan.rename = base
+    return plan
+
+
+def _base(s: Source) -> str:
+    return posixpath.basename(s.rel.rstrip("/")) or s.path.name
+
+
+def url_file_name(url: str) -> str:
+    """The file name ADD gives a URL: Go's path.Base of the URL path, "__unnamed__" when that is
+    "." or "/" (dockerfile2llb/convert_copy.go:194-200)."""
+    import urllib.parse
+    try:
+        upath = urllib.parse.urlsplit(url).path
+    except ValueError:
+        return "__unnamed__"
+    base = _go_path_base(urllib.parse.unquote(upath))
+    return "__unnamed__" if base in (".", "/") else base
+
+
+def _go_path_base(p: str) -> str:
+    """Go's path.Base: "" -> ".", trailing slashes dropped, all slashes -> "/"."""
+    if p == "":
+        return "."
+    p = p.rstrip("/")
+    if p == "":
+        return "/"
+    return p.rsplit("/", 1)[-1]
 
 
 def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
-    """Download ``src.url`` to a temp file (streamed), verify ``checksum``; fills in path/mode/mtime."""
+    """Download ``src.url`` to a temp file (streamed), verify ``checksum``; fills in path/mode/mtime
+    and the name BuildKit gives it (url_file_name). The file is 0600 unless --chmod says otherwise
+    (BuildKit's HTTP source writes 0600; the copy's Mode replaces it, backend.go:217-221)."""
     import email.utils
-    import urllib.parse
     import urllib.request
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="add-url-")
     algo, _, want = (checksum or "sha256:").partition(":")
     if algo not in ("sha256", "sha384", "sha512"):
+        os.close(fd)
+        os.unlink(tmp)
         raise UsageError(f"ADD {src.url}: unsupported checksum algorithm {algo!r}")
     h = hashlib.new(algo)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url, timeout=60) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url or "", timeout=60) as resp:  # noqa: S310
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
             modified = resp.headers.get("Last-Modified")
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         os.unlink(tmp)
         raise BuildError(f"ADD {src.url}: download failed: {getattr(exc, 'reason', exc)}") from None
     if checksum and h.hexdigest() != want:
@@ -168,51 +293,99 @@ def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
         raise BuildError(f"ADD {src.url}: checksum mismatch: expected {checksum}, got {algo}:{h.hexdigest()}")
     src.path, src.mode = Path(tmp), 0o600
     if modified:
-        parsed = email.utils.parsedate_to_datetime(modified)
-        src.mtime = parsed.timestamp()
-    name = posixpath.basename(urllib.parse.urlparse(src.url or "").path) or "index.html"
-    src.rel = name
+        try:
+            src.mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+        except (TypeError, ValueError):
+            pass
+    src.rel = url_file_name(src.url or "")
+
+
+def _xattr_headers(host: Path) -> dict[str, str]:
+    """SCHILY.xattr.* PAX records for the entry's extended attributes (fsutil's stat carries them
+    all and copy.go:469 copies them; overlay's own are never user data)."""
+    out: dict[str, str] = {}
+    try:
+        names = os.listxattr(host, follow_symlinks=False)
+    except OSError:
+        return out
+    for name in sorted(names):
+        if name.startswith(("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "security.selinux")):
+            continue
+        try:
+            value = os.getxattr(host, name, follow_symlinks=False)
+        except OSError:
+            continue
+        out["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+    return out
 
 
 class _TarOut:
-    """Writes host files into a streaming tar with root ownership and optional forced mode."""
+    """Writes host files into a streaming tar: root-owned (or with their owners for COPY --from),
+    xattrs kept, optional forced mode. Unreadable entries are errors naming them."""
 
     def __init__(self, out: BinaryIO, chmod: int | None) -> None:
-        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
+                                encoding="utf-8", errors="surrogateescape")
         self.chmod = chmod
         self.seen_dirs: set[str] = set()
 
-    def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None) -> None:
-        ti = self.tar.gettarinfo(str(host), arcname=name)
-        ti.uid = ti.gid = 0
+    def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
+            keep_owner: bool = False, rel: str = "") -> None:
+        try:
+            ti = self.tar.gettarinfo(str(host), arcname=name)
+        except OSError as exc:
+            raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
+        if ti.type in (tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE) or ti.isreg() or ti.isdir() \
+                or ti.issym() or ti.islnk():
+            pass
+        else:  # sockets: fsutil clears the socket bit and BuildKit cannot read one either
+            return
+        if not keep_owner:
+            ti.uid = ti.gid = 0
         ti.uname = ti.gname = ""
         if mtime is not None:
             ti.mtime = int(mtime)
-        forced = mode if mode is not None else self.chmod
+        forced = self.chmod if self.chmod is not None else mode  # --chmod beats ADD URL's 0600
         if forced is not None and not ti.issym() and not ti.islnk():
             ti.mode = forced
+        xattrs = _xattr_headers(host)
+        if xattrs:
+            ti.pax_headers = {**ti.pax_headers, **xattrs}
         if ti.isreg():
-            with open(host, "rb") as fh:
+            try:
+                fh = open(host, "rb")  # noqa: SIM115
+            except OSError as exc:
+                raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
+            with fh:
                 self.tar.addfile(ti, fh)
-        elif ti.isdir() or ti.issym() or ti.islnk() or ti.isfifo():
+        else:
             self.tar.addfile(ti)
-        # sockets and devices from a context are skipped, as Docker does
 
-    def add_dir_entry(self, host: Path, name: str) -> None:
+    def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "") -> None:
         if name not in self.seen_dirs:
             self.seen_dirs.add(name)
-            self.add(host, name)
+            self.add(host, name, keep_owner=keep_owner, rel=rel)
 
-    def pass_through(self, archive: Path) -> None:
-        """ADD: copy an archive's members (decompressed) into the output as they are."""
+    def pass_through(self, archive: Path, prefix: str) -> None:
+        """ADD: the archive's members (decompressed, sparse files expanded, names under ``prefix``)
+        as plain entries; headers bounded as Go's archive/tar bounds them (archive_limits)."""
+        from snapshotter.tarlimits import open_stream
         try:
-            with tarfile.open(str(archive), mode="r|*") as src:
+            with open(archive, "rb") as raw, open_stream(raw) as src:
                 for m in src:
+                    if prefix:
+                        m.name = prefix + "/" + m.name.lstrip("/")
+                        if m.islnk():
+                            m.linkname = prefix + "/" + m.linkname.lstrip("/")
                     if m.isreg():
-                        self.tar.addfile(m, src.extractfile(m))
+                        data = src.extractfile(m)
+                        m.sparse = None
+                        m.type = tarfile.REGTYPE
+                        m.pax_headers = {k: v for k, v in m.pax_headers.items() if not k.startswith("GNU.sparse.")}
+                        self.tar.addfile(m, data)
                     else:
                         self.tar.addfile(m)
-        except tarfile.TarError as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
             raise BuildError(f"ADD {archive.name}: cannot extract archive: {exc}") from None
 
     def close(self) -> None:
@@ -227,66 +400,80 @@ class _TarOut:
             stream.closed = True
 
 
+def zlib_error() -> type[Exception]:
+    import zlib
+    return zlib.error
+
+
 def write_tar(plan: CopyPlan, out: BinaryIO) -> None:
     """Stream the plan's sources as a tar relative to ``plan.dest_dir``."""
     tw = _TarOut(out, plan.chmod)
     try:
         for src in plan.sources:
+            name = src.name if src.name is not None else (plan.rename or _base(src))
             if src.archive:
-                tw.pass_through(src.path)
+                tw.pass_through(src.path, name)
             elif src.is_dir:
-                _walk_dir(tw, src, plan.excluded, plan.source_excluded)
+                _walk_dir(tw, src, name, plan.excluded, plan.source_excluded)
             else:
-                name = plan.rename or posixpath.basename(src.rel.rstrip("/")) or src.path.name
-                tw.add(src.path, name, mode=src.mode, mtime=src.mtime)
+                tw.add(src.path, name, mode=src.mode, mtime=src.mtime, keep_owner=src.keep_owner, rel=src.rel)
         tw.close()
     except BaseException:
         tw.abandon()
         raise
 
 
-def _walk_dir(tw: _TarOut, src: Source, excluded: Excluder | None, source_excluded: Excluder | None = None) -> None:
-    """Contents of a directory source (not the directory itself), symlinks kept as symlinks."""
+def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
+              source_excluded: Excluder | None = None) -> None:
+    """Contents of a directory source (not the directory itself) under ``name``, symlinks kept as
+    symlinks, in lexical order. A directory that cannot be listed is an error naming it."""
     base = src.path
     prefix = "" if src.rel in (".", "") else src.rel.rstrip("/") + "/"
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, base)
-        rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        keep_dirs = []
-        for d in dirnames:
-            full = Path(dirpath) / d
-            ctx_rel = prefix + rel_dir + d
-            if source_excluded and source_excluded(rel_dir + d, True):
+    out_prefix = name + "/" if name else ""
+
+    def walk(dirpath: Path, rel_dir: str) -> None:
+        try:
+            names = sorted(os.listdir(dirpath))
+        except OSError as exc:
+            where = (prefix + rel_dir).rstrip("/") or src.rel
+            raise BuildError(f"copy source {where}: cannot read directory: {exc.strerror}") from None
+        for n in names:
+            full = dirpath / n
+            ctx_rel = prefix + rel_dir + n
+            try:
+                st = os.lstat(full)
+            except OSError as exc:
+                raise BuildError(f"copy source {ctx_rel}: {exc.strerror}") from None
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if source_excluded and source_excluded(rel_dir + n, is_dir):
                 continue
-            if os.path.islink(full):
-                if not (excluded and excluded(ctx_rel, False)):
-                    tw.add(full, rel_dir + d)
+            if is_dir:
+                hit = bool(excluded and excluded(ctx_rel, True))
+                if hit and not _may_contain_exceptions(excluded, ctx_rel):  # type: ignore[arg-type]
+                    continue
+                if not hit:
+                    tw.add_dir_entry(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
+                walk(full, rel_dir + n + "/")
                 continue
-            if excluded and excluded(ctx_rel, True) and not _may_contain_exceptions(excluded, ctx_rel):
+            if excluded and excluded(ctx_rel, False):
                 continue
-            if not (excluded and excluded(ctx_rel, True)):
-                tw.add_dir_entry(full, rel_dir + d)
-            keep_dirs.append(d)
-        dirnames[:] = keep_dirs
-        for f in sorted(filenames):
-            ctx_rel = prefix + rel_dir + f
-            if excluded and excluded(ctx_rel, False) or source_excluded and source_excluded(rel_dir + f, False):
-                continue
-            full = Path(dirpath) / f
-            st = os.lstat(full)
-            if stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                continue
-            _ensure_parents(tw, base, rel_dir)
-            tw.add(full, rel_dir + f)
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # fsutil's walker drops the socket bit; nothing readable to copy
+            _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
+            tw.add(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
+
+    if name:
+        # the destination directory itself is made by the applier (mkdir with the --chown owner)
+        pass
+    walk(base, "")
 
 
-def _ensure_parents(tw: _TarOut, base: Path, rel_dir: str) -> None:
+def _ensure_parents(tw: _TarOut, base: Path, rel_dir: str, out_prefix: str, keep_owner: bool) -> None:
     """A file kept inside an excluded directory (a ``!`` exception) still needs its parents."""
     parts = [p for p in rel_dir.split("/") if p]
     for i in range(1, len(parts) + 1):
-        name = "/".join(parts[:i])
-        tw.add_dir_entry(base / name, name)
+        rel = "/".join(parts[:i])
+        tw.add_dir_entry(base / rel, out_prefix + rel, keep_owner=keep_owner)
 
 
 def _hidden(excluded: Excluder | None, ctx: Path, rel: str) -> bool:

@@ -51,7 +51,7 @@ def entry_record(rel: str, path: Path, st: os.stat_result, files: FileDigests | 
     elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         parts.append(f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
     parts.extend(f"{k}={v}" for k, v in _xattrs(path))
-    return "\0".join(parts).encode() + b"\n"
+    return os.fsencode("\0".join(parts)) + b"\n"  # names that are not UTF-8 stay bytes
 
 
 def walk_selected(src: Source, excluded: Excluder | None, source_excluded: Excluder | None) -> Iterator[
@@ -95,7 +95,7 @@ def context_digest(sources: Iterable[Source], excluded: Excluder | None, source_
     """sha256 hex over every selected entry of ``sources``, in order."""
     h = hashlib.sha256()
     for s in sources:
-        h.update(f"source\0{s.rel}\0{s.url or ''}\0{int(s.archive)}\0{s.mode}\n".encode())
+        h.update(os.fsencode(f"source\0{s.rel}\0{s.url or ''}\0{int(s.archive)}\0{s.mode}\n"))
         if not s.is_dir:
             h.update(entry_record(s.rel, s.path, os.lstat(s.path), files))
             continue

@@ -98,55 +98,61 @@ def mounted_path_kind(root: str, driver: str, key: str, path: str) -> str | None
 
 
 def resolve_owner(root: str, driver: str, key: str, user: str) -> tuple[int, int]:
-    """uid, gid for a --chown USER[:GROUP] using the container's own passwd and group files."""
-    from builder.sandbox.users import resolve_user
-    merged = _driver(root, driver).mount(key)
-    uid, gid, _groups, _home = resolve_user(merged, user)
-    return uid, gid
+    """uid, gid for a --chown USER[:GROUP] using the container's own passwd and group files
+    (BuildKit's rules: builder.build.copier.resolve_chown)."""
+    from builder.build.copier import resolve_chown
+    return resolve_chown(_driver(root, driver).mount(key), user)
+
+
+def _dir_mode(chmod: int | None) -> int:
+    """Directories a COPY makes get --chmod's mode when given, else 0755 (fsutil copy/copy.go:85-89
+    and 169-173: perm = *ci.Mode)."""
+    return chmod & 0o7777 if chmod is not None else 0o755
 
 
 def apply_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owner: tuple[int, int] | None,
-                  user: str | None) -> list[str]:
-    """Extract the tar read from ``fd`` under ``dest_dir`` of the mounted container (made if absent).
-    The owner comes from ``owner``, or from ``user`` resolved in the container; returns warnings."""
+                  user: str | None, mkdir: str = "", chmod: int | None = None) -> list[str]:
+    """Extract the COPY/ADD tar read from ``fd`` under ``dest_dir`` of the mounted container.
+    ``mkdir`` (default ``dest_dir``) is made first, every missing level owned by the --chown owner
+    (``owner``, or ``user`` resolved in the container); returns warnings."""
+    from builder.build.copier import resolve_chown
     from snapshotter.apply import apply_tar
     from snapshotter.safepath import secure_join
     merged = _driver(root, driver).mount(key)
     if owner is None and user:
-        from builder.sandbox.users import resolve_user
-        uid, gid, _g, _h = resolve_user(merged, user)
-        owner = (uid, gid)
+        owner = resolve_chown(merged, user)
+    _mkdir_all(merged, mkdir or dest_dir, owner, _dir_mode(chmod))
     target = secure_join(merged, dest_dir)
-    _mkdirs(merged, dest_dir)
     with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as src:
-        result = apply_tar(src, target, whiteout_format="native", chown=owner)
-    return list(getattr(result, "warnings", []) or [])
+        result = apply_tar(src, target, whiteout_format="native", chown=owner, strict=True)
+    return list(result.warnings)
 
 
-def _mkdirs(merged: Path, path: str) -> None:
-    """mkdir -p of a container path, each component confined to the rootfs (new dirs 0755 root)."""
-    from snapshotter.safepath import secure_join
-    cur = "/"
-    for part in [p for p in path.split("/") if p]:
-        cur = cur.rstrip("/") + "/" + part
-        p = secure_join(merged, cur)
-        if not p.is_dir():
-            if os.path.lexists(p):
-                from builder.errors import ContainerError
-                raise ContainerError(f"cannot create directory {cur}: a file is in the way")
-            os.mkdir(p, 0o755)
+def _mkdir_all(merged: Path, path: str, owner: tuple[int, int] | None = None, mode: int = 0o755) -> list[str]:
+    """mkdir -p of a container path confined to the rootfs, through symlinks whose targets are
+    missing (issue 8 class 9); new levels get ``mode`` and ``owner``. A file in the way is an error."""
+    from builder.errors import ContainerError
+    from snapshotter.errors import SnapshotError
+    from snapshotter.safepath import mkdir_all
+    try:
+        return mkdir_all(merged, path, mode=mode, owner=owner)
+    except SnapshotError as exc:
+        raise ContainerError(str(exc)) from None
+    except OSError as exc:
+        raise ContainerError(f"cannot create directory {path}: {exc.strerror}") from None
 
 
-def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int] | None = None) -> bool:
-    """mkdir -p inside the container; True if anything was created (WORKDIR needs this)."""
-    from snapshotter.safepath import secure_join
+def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int] | None = None,
+              user: str | None = None) -> bool:
+    """mkdir -p inside the container (WORKDIR); True if anything was created. Every directory it
+    creates gets ``owner``, or the ids of ``user`` (the image's USER, e.g. "1234:5678" or a name)
+    resolved as BuildKit's WORKDIR does (dockerfile2llb/convert.go:1543-1546: Mkdir WithParents
+    WithUser(config.User), mode 0755)."""
+    from builder.build.copier import resolve_chown
     merged = _driver(root, driver).mount(key)
-    existed = secure_join(merged, path).is_dir()
-    if not existed:
-        _mkdirs(merged, path)
-        if owner:
-            os.lchown(secure_join(merged, path), *owner)
-    return not existed
+    if owner is None and user:
+        owner = resolve_chown(merged, user)
+    return bool(_mkdir_all(merged, path, owner))
 
 
 def apply_layer(root: str, driver: str, key: str, opener: Callable[[], BinaryIO]) -> None:
@@ -158,33 +164,23 @@ def apply_layer(root: str, driver: str, key: str, opener: Callable[[], BinaryIO]
 
 
 def _confined_sources(root: Path, patterns: list[str]) -> list[Any]:
-    """COPY --from sources inside another rootfs, wildcards and symlinks resolved within it."""
-    import fnmatch
-    import posixpath
-    from builder.build.copier import Source
-    from builder.errors import BuildError
-    from snapshotter.safepath import secure_join
-    out = []
-    for pat in patterns:
-        clean = posixpath.normpath("/" + pat)
-        parent, base = posixpath.split(clean)
-        if any(c in base for c in "*?["):
-            pdir = secure_join(root, parent)
-            names = sorted(n for n in (os.listdir(pdir) if pdir.is_dir() else []) if fnmatch.fnmatch(n, base))
-            hits = [(posixpath.join(parent, n), secure_join(root, posixpath.join(parent, n))) for n in names]
-        else:
-            host = secure_join(root, clean)
-            hits = [(clean, host)] if os.path.lexists(host) else []
-        if not hits:
-            raise BuildError(f"copy source {pat}: no such file or directory in the source stage or image")
-        for cpath, host in hits:
-            out.append(Source(host, cpath.lstrip("/") or ".", host.is_dir()))
-    return out
+    """COPY --from sources inside another rootfs: wildcards as BuildKit resolves them (Go's
+    filepath.Match, dot-files included), symlinks resolved within it; owners kept."""
+    from builder.build.copier import resolve_in_root
+    sources = resolve_in_root(root, patterns, where="in the source stage or image")
+    for s in sources:
+        s.keep_owner = True
+    return sources
 
 
 def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, dst_driver: str, dst_key: str,
-                 patterns: list[str], dest: str, chmod: int | None, chown: str | None) -> None:
-    """COPY --from: sources from one mounted snapshot into another, in the namespace."""
+                 patterns: list[str], dest: str, chmod: int | None, chown: str | None,
+                 keep_owner: bool = True) -> None:
+    """COPY --from: sources from one mounted snapshot into another, in the namespace. Modes and
+    xattrs are kept, and owners with ``keep_owner`` (a Dockerfile's COPY --from: fsutil copy is
+    ``cp -a``; ``bale copy --from`` gives root's as buildah copy does) unless --chown/--chmod say
+    otherwise; directories it creates belong to the --chown owner. Warnings go to stderr."""
+    import sys
     import tempfile
     from builder.build import copier
     from snapshotter.apply import apply_tar
@@ -192,16 +188,17 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
     src = _driver(src_root, src_driver).mount(src_key)
     dst = _driver(dst_root, dst_driver).mount(dst_key)
     sources = _confined_sources(src, patterns)
+    for s in sources:
+        s.keep_owner = keep_owner
     target = secure_join(dst, dest)
     kind = "dir" if target.is_dir() else ("file" if os.path.lexists(target) else None)
     plan = copier.plan_copy(sources, dest, kind, chmod=chmod)
-    owner = None
-    if chown:
-        from builder.sandbox.users import resolve_user
-        uid, gid, _g, _h = resolve_user(dst, chown)
-        owner = (uid, gid)
-    _mkdirs(dst, plan.dest_dir)
+    owner = copier.resolve_chown(dst, chown) if chown else None
+    _mkdir_all(dst, plan.mkdir or plan.dest_dir, owner, _dir_mode(chmod))
     with tempfile.TemporaryFile() as spool:
         copier.write_tar(plan, spool)
         spool.seek(0)
-        apply_tar(spool, secure_join(dst, plan.dest_dir), whiteout_format="native", chown=owner)
+        result = apply_tar(spool, secure_join(dst, plan.dest_dir), whiteout_format="native", chown=owner,
+                           strict=True)
+    for w in result.warnings:
+        print(f"bale: warning: {w}", file=sys.stderr)

@@ -55,7 +55,7 @@ def test_single_file_to_new_name_or_into_dir(ctx):
 
 def test_wildcards_and_chmod(ctx):
     srcs = copier.resolve_sources(ctx, ["*.txt"])
-    plan = copier.plan_copy(srcs, "/d", None, chmod=0o640)
+    plan = copier.plan_copy(srcs, "/d/", None, chmod=0o640)
     members, _ = _members(plan)
     assert sorted(members) == ["a.txt", "b.txt"]
     assert all(m.mode == 0o640 for m in members.values())
@@ -67,8 +67,12 @@ def test_missing_source_names_pattern_and_context(ctx):
 
 
 def test_sources_never_leave_the_context(ctx):
-    with pytest.raises(BuildError, match="outside the context"):
+    # symlinks resolve with the context as / (continuity fs.RootPath, as BuildKit's copy does)
+    with pytest.raises(BuildError, match="no such file or directory in context"):
         copier.resolve_sources(ctx, ["escape/passwd"])
+    (ctx / "etc").mkdir()
+    (ctx / "etc" / "passwd").write_text("inside")
+    assert copier.resolve_sources(ctx, ["escape/passwd"])[0].path == ctx.resolve() / "etc" / "passwd"
     srcs = copier.resolve_sources(ctx, ["../../a.txt"])  # `..` is clamped at the context root
     assert srcs[0].path == (ctx / "a.txt").resolve()
 

@@ -26,7 +26,7 @@ def test_exact_lines_with_continuations_comments_and_heredocs():
     ("FROM a\nFOO bar\n", "Dockerfile:2: FOO: unknown instruction"),
     ("FROM a\nCOPY --chwon=1 a b\n", "Dockerfile:2: COPY: unknown flag --chwon"),
     ("FROM a\nRUN --network=wifi true\n", "Dockerfile:2: RUN: invalid --network 'wifi'"),
-    ("FROM a\n\nCOPY a b c\n", "Dockerfile:3: COPY: when using more than one source"),
+    ("FROM a\n\nCOPY a\n", "Dockerfile:3: COPY: expected at least one source and a destination"),
     ("FROM a\nSHELL /bin/sh\n", "Dockerfile:2: SHELL: expected a JSON array"),
     ("RUN true\n", "Dockerfile:1: RUN: only ARG may come before the first FROM"),
     ("FROM a\nHEALTHCHECK --interval=5x CMD true\n", "Dockerfile:2: HEALTHCHECK: invalid duration '5x'"),

@@ -18,7 +18,8 @@ def execute(b: "Builder", st: StageState, step: WorkdirStep) -> None:
 
     def mkdir() -> None:
         c = b.container(st)
-        b.rt.call(snapshots.make_dirs, str(b.rt.snapshots_root), c.driver, c.key, step.path)
+        b.rt.call(snapshots.make_dirs, str(b.rt.snapshots_root), c.driver, c.key, step.path, None,
+                  st.cfg.config.get("User") or None)
 
     b.fs_step(st, "WORKDIR", step.text, lambda: {"path": step.path, "user": st.cfg.config.get("User") or ""},
               mkdir)
