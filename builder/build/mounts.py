@@ -19,7 +19,7 @@ from builder.build.digest import context_digest
 from builder.build.state import StageState
 from builder.errors import BuildError
 from builder.sandbox.spec import BindSpec
-from builder.workspace.snapshots import snapshot_root_path
+from builder.workspace.snapshots import make_cache_dir, snapshot_root_path
 from frontend.steps import RunMount, RunStep
 
 if TYPE_CHECKING:
@@ -102,6 +102,13 @@ def build_mounts(b: "Builder", st: StageState, step: RunStep) -> Mounts:
         elif m.type == "cache":
             cdir = b.root / "cache-mounts" / hashlib.sha256((m.id or m.target).encode()).hexdigest()[:24]
             cdir.mkdir(parents=True, exist_ok=True)
+            if m.uid is not None or m.gid is not None or m.mode is not None:
+                # BuildKit mounts /cache of a scratch state made with these ids and mode
+                # (convert_runmount.go:134-136); made once, when the cache is new
+                cdir = cdir / "cache"
+                if not cdir.is_dir():
+                    b.rt.call(make_cache_dir, str(cdir), m.uid or 0, m.gid or 0,
+                              m.mode if m.mode is not None else 0o755)
             out.binds.append(BindSpec(str(cdir), m.target, readonly=False, shared=True))
         elif m.type == "tmpfs":
             out.binds.append(BindSpec("", m.target, type="tmpfs"))

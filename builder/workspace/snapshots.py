@@ -202,3 +202,16 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
                            strict=True)
     for w in result.warnings:
         print(f"bale: warning: {w}", file=sys.stderr)
+
+
+def make_cache_dir(path: str, uid: int, gid: int, mode: int) -> None:
+    """The directory a ``RUN --mount=type=cache,uid=,gid=,mode=`` binds, made once (when the cache
+    is new) with those ids and mode, in the namespace so the ids are the container's
+    (dockerfile2llb/convert_runmount.go:48-62 setCacheUIDGID: Mkdir("/cache", mode 0755 unless
+    given, WithUIDGID(uid 0, gid 0 unless given)), used only for a new cache)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    os.lchown(path, uid, gid)
+    os.chmod(path, mode & 0o7777)

@@ -280,3 +280,18 @@ def test_repeated_identical_layers_then_run(env, driver):
     diff_ids = config["rootfs"]["diff_ids"]
     assert diff_ids[-3] == diff_ids[-2]  # the two COPY layers are byte-identical
     assert flatten(layers)["/read"].content == b"same\n"
+
+
+def test_cache_mount_uid_gid_mode(env):
+    """Issue 8 class 1: a cache mount with uid/gid/mode is a directory made with them (BuildKit:
+    dockerfile2llb/convert_runmount.go:48-62 and 134-136), so a non-root USER can write it;
+    without options it is root's, 0755."""
+    u, bale, ctx, tmp = env
+    dockerfile = ("FROM busybox\nRUN mkdir -m 777 /out\nUSER 1234:5678\n"
+                  "RUN --mount=type=cache,target=/c,uid=1234,gid=5678,mode=0750 "
+                  "touch /c/mine && stat -c '%u:%g:%a' /c > /out/opts\n"
+                  "USER 0\nRUN --mount=type=cache,target=/d stat -c '%u:%g:%a' /d > /out/plain\n")
+    fs, _, _ = _build(env, dockerfile, "cache")
+    assert fs["/out/opts"].content == b"1234:5678:750\n"
+    assert fs["/out/plain"].content == b"0:0:755\n"
+    assert not any(p.startswith(("/c/", "/d/")) for p in fs)
