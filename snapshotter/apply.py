@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from snapshotter.errors import SnapshotError
-from snapshotter.safepath import clean, mkdir_all, secure_join
+from snapshotter.safepath import clean, mkdir_all, secure_join, short_path
 from snapshotter.tarlimits import open_stream
 
 WHITEOUT_PREFIX = ".wh."
@@ -35,18 +35,19 @@ class ApplyResult:
 
 def _remove(path: Path) -> None:
     """rm -rf without following symlinks; makes unreadable dirs writable first (we are root here)."""
+    sp = short_path(path)
     try:
-        st = os.lstat(path)
+        st = os.lstat(sp)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
         def onerror(func, p, exc):  # type: ignore[no-untyped-def]
             os.chmod(os.path.dirname(p), 0o700)
             func(p)
-        os.chmod(path, 0o700)
-        shutil.rmtree(path, onerror=onerror)
+        os.chmod(sp, 0o700)
+        shutil.rmtree(sp, onerror=onerror)
     else:
-        os.unlink(path)
+        os.unlink(sp)
 
 
 def _mkdirs(target: Path, cpath: str, created: set[str]) -> Path:
@@ -66,7 +67,7 @@ def _set_xattrs(path: Path, m: tarfile.TarInfo, result: ApplyResult) -> None:
             continue
         raw = value.encode("utf-8", "surrogateescape")
         try:
-            os.setxattr(path, name, raw, follow_symlinks=False)
+            os.setxattr(short_path(path), name, raw, follow_symlinks=False)
         except OSError as exc:
             # Docker goes on: BuildKit's copy logs it (solver/llbsolver/file/backend.go:201-204),
             # go-archive warns of xattrs the filesystem refuses; the caller prints the warning
@@ -110,7 +111,7 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
         tf.close()
     for path, mtime in reversed(dir_times):
         try:
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
+            os.utime(short_path(path), (mtime, mtime), follow_symlinks=False)
         except OSError:
             pass
     return result
@@ -130,10 +131,10 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         host_dir = _mkdirs(target, parent, created)
         if fmt == "overlay":
             for name in OPAQUE_XATTRS:
-                os.setxattr(host_dir, name, b"y", follow_symlinks=False)
+                os.setxattr(short_path(host_dir), name, b"y", follow_symlinks=False)
         else:
             prefix = parent.rstrip("/") + "/"
-            for child in os.listdir(host_dir):
+            for child in os.listdir(short_path(host_dir)):
                 if prefix + child not in created:
                     _remove(host_dir / child)
         return
@@ -144,42 +145,44 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         host_dir = _mkdirs(target, parent, created)
         victim = host_dir / name
         if fmt == "overlay":
-            if os.path.lexists(victim):
+            if os.path.lexists(short_path(victim)):
                 _remove(victim)
-            os.mknod(victim, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            os.mknod(short_path(victim), stat.S_IFCHR | 0o000, os.makedev(0, 0))
         else:
             _remove(victim)
         return
     host_parent = _mkdirs(target, parent, created)
     dest = host_parent / base
-    existing = os.lstat(dest) if os.path.lexists(dest) else None
+    sdest = short_path(dest)
+    existing = os.lstat(sdest) if os.path.lexists(sdest) else None
     if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
         _remove(dest)
     created.add(cpath)
     if m.isdir():
         if existing is None or not stat.S_ISDIR(existing.st_mode):
-            os.mkdir(dest, 0o700)
+            os.mkdir(sdest, 0o700)
         dir_times.append((dest, m.mtime))
     elif m.isreg():
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(sdest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             data = tf.extractfile(m)
             if data is not None:
                 shutil.copyfileobj(data, out, 1 << 20)
     elif m.issym():
-        os.symlink(m.linkname, dest)
+        os.symlink(m.linkname, sdest)
     elif m.islnk():
         src = secure_join(target, clean(m.linkname), follow_final=False)
-        if not os.path.lexists(src) or os.path.isdir(src) and not os.path.islink(src):
+        ssrc = short_path(src)
+        if not os.path.lexists(ssrc) or os.path.isdir(ssrc) and not os.path.islink(ssrc):
             raise SnapshotError(f"layer entry {m.name}: hard link to missing {m.linkname}")
-        os.link(src, dest, follow_symlinks=False)
+        os.link(ssrc, short_path(dest), follow_symlinks=False)
         return  # a hard link shares the target's metadata
     elif m.isfifo():
-        os.mkfifo(dest, 0o600)
+        os.mkfifo(sdest, 0o600)
     elif m.ischr() or m.isblk():
         kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
         try:
-            os.mknod(dest, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+            os.mknod(sdest, kind | 0o600, os.makedev(m.devmajor, m.devminor))
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EACCES):
                 raise
@@ -198,7 +201,7 @@ def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ign
               result: ApplyResult) -> None:
     uid, gid = chown if chown is not None else (m.uid, m.gid)
     try:
-        os.lchown(dest, uid, gid)
+        os.lchown(short_path(dest), uid, gid)
     except OSError as exc:
         why = "outside the mapped user namespace range" if exc.errno == errno.EINVAL else exc.strerror
         if not ignore_chown_errors:
@@ -210,11 +213,11 @@ def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ign
             result.warnings.append(f"{m.name}: cannot set owner {uid}:{gid} ({why})")
     _set_xattrs(dest, m, result)
     if not m.issym():
-        os.chmod(dest, m.mode & 0o7777)
+        os.chmod(short_path(dest), m.mode & 0o7777)
         if not m.isdir():
-            os.utime(dest, (m.mtime, m.mtime))
+            os.utime(short_path(dest), (m.mtime, m.mtime))
     else:
         try:
-            os.utime(dest, (m.mtime, m.mtime), follow_symlinks=False)
+            os.utime(short_path(dest), (m.mtime, m.mtime), follow_symlinks=False)
         except OSError:
             pass

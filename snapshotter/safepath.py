@@ -33,11 +33,11 @@ def secure_join(root: Path | str, path: str, *, follow_final: bool = True) -> Pa
                 resolved.pop()
             continue
         candidate = root.joinpath(*resolved, part)
-        if (parts or follow_final) and os.path.islink(candidate):
+        if (parts or follow_final) and os.path.islink(short_path(candidate)):
             links += 1
             if links > MAX_LINKS:
                 raise PathEscape(f"{path}: too many levels of symbolic links")
-            target = os.readlink(candidate)
+            target = os.readlink(short_path(candidate))
             if target.startswith("/"):
                 resolved = []
             parts = [p for p in target.split("/") if p and p != "."] + parts
@@ -78,7 +78,7 @@ def mkdir_all(root: Path | str, path: str, *, mode: int = 0o755, owner: tuple[in
         cur = cur / part
         cpath += "/" + part
         try:
-            st = os.lstat(cur)
+            st = os.lstat(short_path(cur))
         except FileNotFoundError:
             st = None
         if st is not None and stat.S_ISDIR(st.st_mode):
@@ -89,9 +89,37 @@ def mkdir_all(root: Path | str, path: str, *, mode: int = 0o755, owner: tuple[in
             if in_the_way is None:
                 raise SnapshotError(f"cannot create directory {cpath}: a file is in the way")
             in_the_way(cur, cpath)
-        os.mkdir(cur, 0o700)
+        os.mkdir(short_path(cur), 0o700)
         if owner is not None:
-            os.lchown(cur, *owner)
-        os.chmod(cur, mode)
+            os.lchown(short_path(cur), *owner)
+        os.chmod(short_path(cur), mode)
         created.append(cpath)
     return created
+
+
+#: paths at least this long (bytes) go through a directory fd: PATH_MAX is 4096 with the NUL
+LONG_PATH = 3584
+_dir_fds: dict[bytes, int] = {}
+
+
+def short_path(path: Path | str) -> str:
+    """``path`` usable by any system call whatever its length: a path longer than LONG_PATH
+    becomes ``/proc/self/fd/N/REST`` with N an O_PATH descriptor of a directory on the way
+    (opened in hops below PATH_MAX and kept in a small cache), so names up to the kernel's
+    limits work however deep the snapshot itself lies. Shorter paths come back as they are."""
+    raw = os.fsencode(path)
+    while len(raw) >= LONG_PATH:
+        cut = raw.rfind(b"/", 0, LONG_PATH)
+        if cut <= 0:
+            raise OSError(36, "File name too long", os.fsdecode(raw[:64]) + "...")
+        prefix, rest = raw[:cut], raw[cut + 1:]
+        fd = _dir_fds.get(prefix)
+        if fd is None:
+            if len(_dir_fds) >= 64:
+                for old in _dir_fds.values():
+                    os.close(old)
+                _dir_fds.clear()
+            fd = os.open(prefix, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            _dir_fds[prefix] = fd
+        raw = b"/proc/self/fd/%d/" % fd + rest
+    return os.fsdecode(raw)

@@ -364,3 +364,42 @@ def test_xattr_that_cannot_be_set_is_named(tmp_path, monkeypatch):
     result = _apply(buf.getvalue(), tmp_path / "r", strict=True)
     assert result.warnings == ["f: cannot set xattr trusted.x: Operation not permitted"]
     assert os.getxattr(tmp_path / "r" / "f", "user.y") == b"2"
+
+
+def test_names_up_to_the_kernel_limits_extract(tmp_path):
+    """Issue 12 item 10: a layer path longer than PATH_MAX once joined to the snapshot's own path
+    (each name at NAME_MAX 255, the whole container path near 4096) extracts through directory
+    fds; read back here hop by hop with openat."""
+    parts = [f"{i:02d}" + "d" * 200 for i in range(19)]  # 19 x 203 bytes: 3,876 in the container
+    names = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    leaf = names[-1] + "/" + "f" * 180
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for n in names:
+            ti = tarfile.TarInfo(n)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(ti)
+        ti = tarfile.TarInfo(leaf)
+        ti.size, ti.mode = 4, 0o640
+        t.addfile(ti, io.BytesIO(b"deep"))
+        ln = tarfile.TarInfo(names[-1] + "/link")
+        ln.type, ln.linkname = tarfile.SYMTYPE, "f" * 180
+        t.addfile(ln)
+        hl = tarfile.TarInfo(names[-1] + "/hard")
+        hl.type, hl.linkname = tarfile.LNKTYPE, leaf
+        t.addfile(hl)
+    root = tmp_path / ("r" * 200) / ("s" * 200)  # the snapshot itself lies deep
+    _apply(buf.getvalue(), root)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for p in parts:
+            nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        f = os.open("f" * 180, os.O_RDONLY, dir_fd=fd)
+        assert os.read(f, 10) == b"deep" and stat.S_IMODE(os.fstat(f).st_mode) == 0o640
+        assert os.fstat(f).st_nlink == 2
+        os.close(f)
+        assert os.readlink("link", dir_fd=fd) == "f" * 180
+    finally:
+        os.close(fd)
