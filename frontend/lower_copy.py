@@ -40,10 +40,11 @@ def lower_copy(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) ->
         raise low.err(inst, "no source files")
     # several sources to a DEST without "/" are accepted: BuildKit copies each to the same path in
     # order (dockerfile2llb/convert_copy.go:127-291 has no such check; issue 8 class 4)
-    trailing = dest.endswith("/")
+    trailing = dest.endswith("/") or dest == "."  # "." is "./" (dockerfile2llb/convert.go:1744-1748)
     if not dest.startswith("/"):
         dest = posixpath.join(ctx.workdir, dest)
-    dest = posixpath.normpath(dest) + ("/" if trailing and dest != "/" else "")
+    dest = posixpath.normpath(dest)
+    dest += "/" if trailing and dest != "/" else ""
     chown = low.expand(inst, flags["chown"][0], env) if "chown" in flags else None
     chmod = None
     if "chmod" in flags:

@@ -3,10 +3,13 @@ then stream them as one tar whose member names are relative to the
 destination directory. The tar is applied in the container by the
 snapshotter's confined ``apply_tar`` (buildah's copier.Get / copier.Put cut).
 
-Rules (Docker's): a directory source copies its contents; a single file goes
-to DEST if DEST is not an existing directory and does not end in ``/``; with
-several sources DEST is a directory. ADD extracts local tar archives (plain,
-gzip, bzip2, xz) and fetches URLs (mode 0600, optional ``--checksum``).
+Rules (BuildKit's, see plan_copy): wildcards are Go's filepath.Match (gomatch);
+a directory source copies its contents; each source and each wildcard match
+goes to DEST in order, into it when it is a directory by then, else becoming
+it. ADD extracts local tar archives (plain, gzip, bzip2, xz; headers bounded
+by snapshotter.tarlimits) and fetches URLs (named as BuildKit names them, mode
+0600 unless --chmod, optional ``--checksum``). Entries carry their xattrs;
+names are bytes (surrogate-escaped) throughout.
 """
 from __future__ import annotations
 
@@ -156,8 +159,10 @@ def resolve_in_root(root: Path, patterns: list[str], *, add: bool = False, exclu
     """Expand each pattern inside ``root`` as BuildKit does (gomatch.resolve_wildcards: Go's
     filepath.Match, dot-files included; symlinks resolved with ``root`` as /, the final one
     followed: FollowSymlinks in dockerfile2llb/convert_copy.go:276). Every pattern must match
-    something that is not excluded. A FIFO or socket named as a source is an error (checked with
-    lstat before anything opens it); so is an entry that cannot be read."""
+    something that is not excluded, except that a wildcard may match nothing (BuildKit's
+    AllowEmptyWildcard; its testEmptyWildcard builds `COPY foo nomatch* /`). A FIFO or socket named
+    as a source is an error (checked with lstat before anything opens it); so is an entry that
+    cannot be read."""
     out: list[Source] = []
     where = where or f"in context {root}"
     for pat in patterns:
@@ -179,6 +184,8 @@ def resolve_in_root(root: Path, patterns: list[str], *, add: bool = False, exclu
                 continue  # absent from the context BuildKit sends (fsutil filter.go)
             hits.append((rel, host))
         if not hits:
+            if gomatch.has_wildcards(clean):
+                continue  # AllowEmptyWildcard (convert_copy.go:283, backend.go:248-251): nothing to copy
             raise BuildError(f"copy source {pat!r}: no such file or directory {where}")
         for rel, host in hits:
             st = os.stat(host)
@@ -211,6 +218,8 @@ def plan_copy(sources: list[Source], dest: str, dest_kind: str | None, *, chmod:
     is missing; a directory onto an existing file fails ("cannot copy to non-directory",
     copy.go:651). ADD archives unpack into DEST as a directory (solver/llbsolver/file/unpack.go:25-29).
     """
+    if not sources:  # only wildcards that matched nothing: BuildKit creates nothing either
+        return CopyPlan("/", [], "", chmod, excluded, mkdir="/")
     slash = dest.endswith("/")
     dest = posixpath.normpath(dest) if dest not in ("/", "") else "/"
     if slash or dest == "/" or dest_kind == "dir":
