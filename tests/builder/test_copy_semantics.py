@@ -184,7 +184,7 @@ def _mount_repeated(root: str, driver: str) -> dict:
         d.ensure_layer(lid, op)
     d.prepare("c", ids, openers)
     merged = d.mount("c")
-    out = {n: (merged / "etc" / n).read_bytes() for n in sorted(os.listdir(merged / "etc"))}
+    out = {n: (merged / "etc" / n).read_text() for n in sorted(os.listdir(merged / "etc"))}  # plain data
     d.unmount("c")
     return out
 
@@ -196,7 +196,7 @@ def test_repeated_layers_mount_in_every_driver(tmp_path, driver):
     from builder.sandbox.userns import call_in_child
     if os.geteuid() != 0:
         pytest.fail("mounting in this test needs root (CI runs as root)")
-    assert call_in_child(_mount_repeated, str(tmp_path / "s"), driver) == {"a": b"A"}
+    assert call_in_child(_mount_repeated, str(tmp_path / "s"), driver) == {"a": "A"}
 
 
 def _apply(tar_bytes, target, **kw):
