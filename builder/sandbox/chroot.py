@@ -122,7 +122,11 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
     if spec.mounts:
         raise SandboxError("RUN mounts need mount namespaces, which chroot isolation does not have")
     dev = root / "dev"
-    before = {n for n in DEVICES if os.path.lexists(dev / n)} if dev.is_dir() and not dev.is_symlink() else set()
+    real_dev = dev.is_dir() and not dev.is_symlink()
+    before = {n for n in DEVICES if os.path.lexists(dev / n)} if real_dev else set()
+    dev_stat = os.stat(dev) if real_dev else None
+    dev_names = set(os.listdir(dev)) if real_dev else set()
+    root_stat = os.stat(root)
     _made, made_dirs = _prepare_dev(root)
     protect = (os.getpid(), -os.getpgrp())
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -159,6 +163,12 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
             untrack(pid)
     finally:
         _clean_dev(root, before)
+        # the nodes came and went: /dev's times as they were, unless the RUN changed what it holds
+        if dev_stat is not None and dev.is_dir() and set(os.listdir(dev)) == dev_names:
+            os.utime(dev, ns=(dev_stat.st_atime_ns, dev_stat.st_mtime_ns))
+        if not real_dev and dev.is_dir() and not dev.is_symlink() and not os.listdir(dev):
+            os.rmdir(dev)  # made for the nodes only: gone again, and / as it was
+            os.utime(root, ns=(root_stat.st_atime_ns, root_stat.st_mtime_ns))
     if err:
         raise ContainerError(err.decode(errors="replace"))
     code = os.waitstatus_to_exitcode(status)
