@@ -158,3 +158,19 @@ def test_restricted_pod_is_refused_in_one_line(tmp_path, busybox_layout):
         "bale: cannot build here as uid 1001: user namespaces are refused (_try_mounts: unshare: Operation not "
         "permitted) and chroot isolation needs root; run bale as root in this container, or allow user namespaces "
         "(a seccomp profile permitting unshare, or Unconfined)"], r.stderr
+
+
+def test_kubernetes_recipes_name_the_settings_tested_here():
+    """examples/kubernetes/: each Job carries the settings its podman set-up above reproduces."""
+    from tests.fixtures.users import REPO
+    k8s = REPO / "examples" / "kubernetes"
+    base, userns, restricted = ((k8s / f"{n}.yaml").read_text() for n in ("baseline", "userns", "restricted"))
+    for text in (base, userns, restricted):
+        assert "seccompProfile: {type: RuntimeDefault}" in text and "emptyDir" in text
+        assert "secretName: registry-credentials" in text and '"bud", "--push"' in text
+    assert "runAsUser: 0" in base and "hostUsers" not in base
+    assert "hostUsers: false" in userns and "runAsUser: 0" in userns
+    assert "runAsUser: 1000" in restricted and 'drop: ["ALL"]' in restricted
+    assert "allowPrivilegeEscalation: false" in restricted
+    assert POD["restricted"]["flags"] == ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user",
+                                          "1001:1001"]
