@@ -17,9 +17,11 @@ rootless ``--output type=local`` does the same; ``bale unshare`` sees them as
 in the image). A chown that fails is an ExportError, never skipped; device
 nodes, which a user namespace may not create, are reported in one warning.
 
-Follows BuildKit's local and tar exporters (exporter/local/export.go: the
-filesystem of the result, not an image layout; names relative, without
-``./``, the root directory not included).
+Follows BuildKit's local and tar exporters (exporter/local: the filesystem
+of the result, not an image layout), whose tar is tonistiigi/fsutil's
+tarwriter.go WriteTar: names relative without ``./`` (directories with a
+trailing slash), the root not included, uid/gid, device numbers and link
+names from each file's stat, xattrs as ``SCHILY.xattr.*`` PAX records.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Rootless `bale bud --output type=tar|local`: the exported filesystem keeps
 owners, setuid modes, xattrs and device numbers exactly as the OCI output of
 the same build holds them (BuildKit's tar and local exporters write the
-result's filesystem as it is: exporter/local/export.go, fsutil's tar writer
-copying uid/gid, mode, xattrs and devices from each stat)."""
+result's filesystem as it is: tonistiigi/fsutil tarwriter.go WriteTar sets
+hdr.Uid/Gid, Devmajor/Devminor and SCHILY.xattr.* records from each stat)."""
 from __future__ import annotations
 
 import gzip
