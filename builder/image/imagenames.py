@@ -3,7 +3,8 @@
 A name committed without a registry lives under ``localhost/`` (buildah
 commit ``myimage`` gives ``localhost/myimage:latest``); a short name given to
 ``from`` or ``push`` is looked up as given, under ``localhost/``, then under
-each unqualified-search registry (``docker.io/library/busybox:latest``).
+the registries.conf alias target, then each unqualified-search registry
+(``docker.io/library/busybox:latest``).
 """
 from __future__ import annotations
 
@@ -57,6 +58,17 @@ def search_registries() -> list[str]:
         return ["docker.io"]
 
 
+def alias_target(short: str) -> str | None:
+    """The registries.conf [aliases] target of a short name, if any (a bad config is left to pull)."""
+    from builder.errors import BaleError
+    try:
+        from builder.image.reference import registries_conf
+        hit = registries_conf().alias(short)
+    except BaleError:
+        return None
+    return hit[0] if hit else None
+
+
 def lookup_candidates(text: str) -> list[str]:
     """Names to try in the store for ``text``, most specific first."""
     text = text.removeprefix("containers-storage:")
@@ -67,6 +79,9 @@ def lookup_candidates(text: str) -> list[str]:
         out.append(repo + suffix)
     else:
         out.append(f"localhost/{repo}{suffix}")
+        target = alias_target(repo)
+        if target:
+            out.append(target + suffix)
         for reg in search_registries():
             path = f"library/{repo}" if reg == "docker.io" and "/" not in repo else repo
             out.append(f"{reg}/{path}{suffix}")

@@ -77,8 +77,9 @@ def test_aliases_and_short_name_mode(registry, busybox_layout, bale, tmp_path):
             f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
     env = conf_env(tmp_path, 'short-name-mode = "enforcing"\n' + base,
                    {"50-alias.conf": f'[aliases]\n"myalias" = "{registry.host}/bale/aliased"\n'})
-    bale("pull", "-q", "myalias:2", env=env)  # an alias is never ambiguous
+    iid = bale("pull", "-q", "myalias:2", env=env).stdout.strip()  # an alias is never ambiguous
     assert json.loads(bale("images", "--format", "json").stdout)[0]["names"] == [f"{registry.host}/bale/aliased:2"]
+    assert bale("inspect", "--format", "{{.Id}}", "myalias:2", env=env).stdout.strip().endswith(iid)  # local lookup
     r = bale("pull", "bale/aliased:2", env=env, check=False)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"bale: short name 'bale/aliased:2' is ambiguous (127.0.0.1:1/bale/aliased:2, {registry.host}/bale/aliased:2): "
