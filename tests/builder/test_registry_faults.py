@@ -136,3 +136,15 @@ def test_retry_count_and_fixed_delay(registry, flaky_proxy):
         c.get_manifest("bale/none", "v1")
     assert time.monotonic() - t0 >= 0.3
     assert len([e for e in flaky_proxy.log if "/manifests/" in e["path"]]) == 2
+
+
+def test_pull_restarts_blob_when_range_is_refused_with_416(registry, flaky_proxy):
+    data, desc = _blob(1 << 20)
+    RegistryClient(registry.host, RegistryOptions(tls_verify=False)).push_blob(
+        "bale/r416", desc, lambda off: io.BytesIO(data[off:]))
+    flaky_proxy.add(method="GET", path=f"/blobs/{desc.digest}", times=1, cut_response_after=300 * 1024)
+    flaky_proxy.add(method="GET", path=f"/blobs/{desc.digest}", times=1, status=416)
+    sink = io.BytesIO()
+    RegistryClient(flaky_proxy.host, RegistryOptions(tls_verify=False)).fetch_blob("bale/r416", desc, sink)
+    assert sink.getvalue() == data
+    assert [e["status"] for e in flaky_proxy.log if desc.digest in e["path"]] == [200, 416, 200]

@@ -282,10 +282,15 @@ class RegistryClient:
         got = 0
         stalled = 0
         self.progress.start(desc.digest, desc.digest[7:19], desc.size or None)
+        use_range = True
         for attempt in range(MAX_RESUMES + 1):
-            headers = {"Range": f"bytes={got}-"} if got else {}
+            headers = {"Range": f"bytes={got}-"} if got and use_range else {}
             resp = self._call("GET", f"/v2/{repo}/blobs/{desc.digest}", repo=repo, what=what, stream=True,
                               headers=headers)
+            if resp.status_code == 416 and headers:  # Range refused outright: ask for the whole blob
+                resp.close()
+                use_range = False
+                resp = self._call("GET", f"/v2/{repo}/blobs/{desc.digest}", repo=repo, what=what, stream=True)
             skip = 0
             if resp.status_code == 200 and got:
                 log.info("%s: the registry ignored Range; reading the blob again from byte 0", what)
