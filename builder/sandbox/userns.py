@@ -144,14 +144,21 @@ class UserNamespace:
     """Forks into new namespaces as root over the mapped id range (or real root without a userns)."""
 
     def __init__(self, idmap: IDMap | None = None) -> None:
-        global _warned
         self.rootful = os.geteuid() == 0
         self.idmap = idmap or (None if self.rootful else default_idmap())
         self.map_error: str | None = None
+
+    def _warn_single(self) -> None:
+        """Once a single-id namespace worked (not before: where user namespaces are refused, the
+        refusal is the one line to print)."""
+        global _warned
         if self.idmap is not None and not self.idmap.full and not _warned:
             _warned = True
             import pwd
-            user = pwd.getpwuid(os.getuid()).pw_name
+            try:
+                user = pwd.getpwuid(os.getuid()).pw_name
+            except KeyError:  # a pod's uid without a passwd entry
+                user = f"uid {os.getuid()}"
             log.warning("no subuid range for %s: single-id mapping, steps that change file ownership will fail",
                         user)
 
@@ -270,7 +277,9 @@ class UserNamespace:
             untrack(pid)
             for fd in (res_r, ready_r, go_w):
                 os.close(fd)
-        return wire.decode(data, what)
+        result = wire.decode(data, what)
+        self._warn_single()
+        return result
 
     def call(self, fn: Callable[..., Any], *args: Any, _close: tuple[tuple[int, int], ...] = ()) -> Any:
         """``fn(*args)`` in a child with new user and mount namespaces. Its result must be plain

@@ -1,24 +1,31 @@
-"""bale inside containers made by rootful podman with runc, to the settings of
-the Kubernetes recipes in examples/kubernetes/ (runtime-default-like.json holds
-what RuntimeDefault refuses a container without CAP_SYS_ADMIN; PLATFORM.md §7):
+"""bale inside containers made by rootful podman with runc, to the security settings of the
+Kubernetes Jobs in examples/kubernetes/ (read from the YAML, so recipes and tests cannot drift):
 
-* baseline: root, Docker/containerd's default capabilities, RuntimeDefault;
-* user-namespaced (hostUsers: false): the same, as root of a user namespace
-  mapping 0..65535 onto 300000..;
-* restricted: uid 1001, every capability dropped, no_new_privs, RuntimeDefault.
+* baseline.yaml: root, containerd's default capabilities, RuntimeDefault;
+* userns.yaml (hostUsers: false): the same, as root of a user namespace mapping 0..65535 onto 300000..;
+* restricted.yaml: uid 1000, every capability dropped, no_new_privs (allowPrivilegeEscalation: false),
+  RuntimeDefault.
 
-Baseline and user-namespaced build a Dockerfile whose RUN steps chown, write
-and delete, with the digest of the same build on the host (same
-SOURCE_DATE_EPOCH), and hold the hostile RUN suite; restricted is refused
-before any step, in one line. crun fails on this host's hybrid cgroups, and
-root lacks CAP_SYS_RESOURCE, hence runc and the ulimits (PLATFORM.md)."""
+RuntimeDefault is containerd's profile, generated from containerd's source into
+testdata/seccomp/containerd-default.json (tests/sandbox/gen_containerd_seccomp.py); podman evaluates its
+capability-conditional rules against the container's capabilities as containerd does. The capabilities
+of a Job that drops none are containerd's defaults (pkg/oci/spec.go defaultUnixCaps). GitHub/GitLab
+job containers (Docker, root, default capabilities and Docker's profile, which refuses the same calls)
+are the baseline set-up.
+
+Baseline and user-namespaced build a Dockerfile whose RUN steps chown, write and delete into an OCI
+layout, with the manifest digest of the same build on the host (same SOURCE_DATE_EPOCH), and hold the
+hostile RUN suite; restricted is refused before any step, in one line. crun fails on this host's hybrid
+cgroups, and root lacks CAP_SYS_RESOURCE, hence runc and the ulimits (PLATFORM.md)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,23 +33,54 @@ from tests.sandbox.test_hostile_run import _check, _needle, _setup
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman (CI runs as root)")]
 HERE = Path(__file__).parent
-PROFILE = HERE / "testdata" / "runtime-default-like.json"
+REPO_ROOT = HERE.parent.parent
+PROFILE = REPO_ROOT / "testdata" / "seccomp" / "containerd-default.json"
+RECIPES = REPO_ROOT / "examples" / "kubernetes"
 EPOCH = "1700000000"
 DOCKERFILE = """FROM busybox
 RUN echo data > /data && chown 42:43 /data && mkdir -p /d/e && echo f > /d/e/f && chown -R 7:8 /d
 RUN rm -rf /home && rm /data && echo again > /data2 && chmod 4755 /data2 && ln -s data2 /link
 """
 USERNS_BASE = 300000
+#: containerd's capabilities for a container that asks for none (pkg/oci/spec.go defaultUnixCaps)
+CONTAINERD_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+                   "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
 
-POD = {
-    "baseline": {"user": None, "userns": False,
-                 "flags": ["--cap-add", "MKNOD,NET_RAW,AUDIT_WRITE"]},
-    "userns": {"user": None, "userns": True,
-               "flags": ["--cap-add", "MKNOD,NET_RAW,AUDIT_WRITE",
-                         "--uidmap", f"0:{USERNS_BASE}:65536", "--gidmap", f"0:{USERNS_BASE}:65536"]},
-    "restricted": {"user": "1001:1001", "userns": False,
-                   "flags": ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user", "1001:1001"]},
-}
+
+def recipe(name: str) -> dict[str, Any]:
+    """The security settings of examples/kubernetes/NAME.yaml's Job: the pod's securityContext
+    overlaid with the container's (as the kubelet does), plus hostUsers. PyYAML of Debian's python3
+    reads the file (bale's venv carries no YAML parser)."""
+    code = ("import json, sys, yaml; job = yaml.safe_load(open(sys.argv[1])); pod = job['spec']['template']['spec']; "
+            "c = pod['containers'][0]; ctx = dict(pod.get('securityContext') or {}); "
+            "ctx.update(c.get('securityContext') or {}); ctx['hostUsers'] = pod.get('hostUsers', True); "
+            "ctx['args'] = c.get('args'); ctx['volumes'] = pod.get('volumes'); print(json.dumps(ctx))")
+    out = subprocess.run(["/usr/bin/python3", "-c", code, str(RECIPES / f"{name}.yaml")], check=True,
+                         capture_output=True, text=True)
+    return dict(json.loads(out.stdout))
+
+
+def podman_flags(ctx: dict[str, Any]) -> list[str]:
+    """What containerd would give a container with securityContext ``ctx``, as podman flags."""
+    seccomp = (ctx.get("seccompProfile") or {}).get("type", "Unconfined")
+    flags = ["--security-opt", f"seccomp={PROFILE}" if seccomp == "RuntimeDefault" else "seccomp=unconfined"]
+    caps = ctx.get("capabilities") or {}
+    drop = [c.upper().removeprefix("CAP_") for c in caps.get("drop", [])]
+    add = [c.upper().removeprefix("CAP_") for c in caps.get("add", [])]
+    kept = [] if "ALL" in drop else [c for c in CONTAINERD_CAPS if c not in drop]
+    flags += ["--cap-drop", "ALL"] + (["--cap-add", ",".join(kept + add)] if kept + add else [])
+    if ctx.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    uid, gid = ctx.get("runAsUser", 0), ctx.get("runAsGroup", 0)
+    if uid or gid:
+        flags += ["--user", f"{uid}:{gid}"]
+    if ctx.get("hostUsers") is False:
+        flags += ["--uidmap", f"0:{USERNS_BASE}:65536", "--gidmap", f"0:{USERNS_BASE}:65536"]
+    return flags
+
+
+POD = {name: {"userns": recipe(name)["hostUsers"] is False, "flags": podman_flags(recipe(name))}
+       for name in ("baseline", "userns", "restricted")}
 
 
 def _rootfs(base: Path, owner: int) -> Path:
@@ -67,7 +105,7 @@ def _podman(pod: str, base: Path, argv: list[str]) -> subprocess.CompletedProces
     venv = Path("/opt/bale/venv") if Path("/opt/bale/venv").is_dir() else Path(sys.prefix)
     cmd = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none",
            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
-           "--security-opt", f"seccomp={PROFILE}", *spec["flags"],
+           *spec["flags"],
            "-v", "/usr:/usr:ro", "-v", "/etc:/etc:ro", "-v", f"{venv}:{venv}:ro", "-v", f"{REPO}:{REPO}:ro",
            "-v", f"{base}:{base}", "-e", f"PYTHONPATH={REPO}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
            "-e", "HOME=/tmp", "--workdir", "/tmp", "--rootfs", str(root), *argv]
@@ -94,9 +132,16 @@ def host_digest(tmp_path_factory, busybox_layout) -> str:
                               timeout=600, cwd="/tmp")
     image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
     assert bale("tag", image, "busybox").returncode == 0
-    r = bale("bud", "--digestfile", str(base / "digest"), "-t", "t", str(ctx))
+    r = bale("bud", "-t", f"oci:{base}/out:t", str(ctx))
     assert r.returncode == 0, r.stderr
-    return (base / "digest").read_text().strip()
+    return _layout_digest(base / "out")
+
+
+def _layout_digest(layout: Path) -> str:
+    """The manifest digest an OCI layout's index.json names (one image)."""
+    manifests = json.loads((layout / "index.json").read_text())["manifests"]
+    assert len(manifests) == 1, manifests
+    return str(manifests[0]["digest"])
 
 
 def _open_tree(base: Path, owner: int) -> None:
@@ -126,13 +171,13 @@ def test_pod_builds_with_the_host_digest_and_holds_hostile_runs(pod, tmp_path, b
         " ".join(_bale_argv(store, "pull", "-q", f"oci:{lay}:latest")) + f" > {base}/id",
         " ".join(_bale_argv(store, "tag")) + f" $(cat {base}/id) busybox",
         " ".join(_bale_argv(store, "info")) + f" > {base}/info",
-        " ".join(_bale_argv(store, "bud", "--digestfile", str(base / "digest"), "-t", "t", str(ctx))),
+        " ".join(_bale_argv(store, "bud", "-t", f"oci:{base}/out:t", str(ctx))),
     ])
     r = _podman(pod, base, ["sh", "-c", script])
     assert r.returncode == 0, r.stdout + r.stderr
     info = (base / "info").read_text()
     assert "isolation:       chroot" in info, info
-    assert (base / "digest").read_text().strip() == host_digest
+    assert _layout_digest(base / "out") == host_digest
     r = _podman(pod, base, ["env", f"BALE_TEST_TOKEN={token}",
                             *_bale_argv(store, "bud", "--isolation", "chroot", "-t", "hostile", str(hctx))])
     _check(r, outside, _needle(outside), token, expect_held=12)
@@ -155,22 +200,49 @@ def test_restricted_pod_is_refused_in_one_line(tmp_path, busybox_layout):
     r = _podman("restricted", base, _bale_argv(base / "store", "bud", "-t", "t", str(ctx)))
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [
-        "bale: cannot build here as uid 1001: user namespaces are refused (_try_mounts: unshare: Operation not "
+        "bale: cannot build here as uid 1000: user namespaces are refused (_try_mounts: unshare: Operation not "
         "permitted) and chroot isolation needs root; run bale as root in this container, or allow user namespaces "
         "(a seccomp profile permitting unshare, or Unconfined)"], r.stderr
 
 
-def test_kubernetes_recipes_name_the_settings_tested_here():
-    """examples/kubernetes/: each Job carries the settings its podman set-up above reproduces."""
-    from tests.fixtures.users import REPO
-    k8s = REPO / "examples" / "kubernetes"
-    base, userns, restricted = ((k8s / f"{n}.yaml").read_text() for n in ("baseline", "userns", "restricted"))
-    for text in (base, userns, restricted):
-        assert "seccompProfile: {type: RuntimeDefault}" in text and "emptyDir" in text
-        assert "secretName: registry-credentials" in text and '"bud", "--push"' in text
-    assert "runAsUser: 0" in base and "hostUsers" not in base
-    assert "hostUsers: false" in userns and "runAsUser: 0" in userns
-    assert "runAsUser: 1000" in restricted and 'drop: ["ALL"]' in restricted
-    assert "allowPrivilegeEscalation: false" in restricted
-    assert POD["restricted"]["flags"] == ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user",
-                                          "1001:1001"]
+def test_kubernetes_recipes_are_the_podman_set_ups():
+    """examples/kubernetes/: each Job's securityContext becomes the podman flags above (RuntimeDefault
+    -> containerd's profile), and each pushes with registry credentials from a Secret to an emptyDir store."""
+    profile = ["--security-opt", f"seccomp={PROFILE}"]
+    default_caps = ["--cap-drop", "ALL", "--cap-add", ",".join(CONTAINERD_CAPS)]
+    assert POD["baseline"]["flags"] == profile + default_caps
+    assert POD["userns"]["flags"] == profile + default_caps + [
+        "--uidmap", f"0:{USERNS_BASE}:65536", "--gidmap", f"0:{USERNS_BASE}:65536"]
+    assert POD["restricted"]["flags"] == profile + ["--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                                                    "--user", "1000:1000"]
+    for name in ("baseline", "userns", "restricted"):
+        ctx = recipe(name)
+        assert ctx["args"][:3] == ["--root", "/store", "bud"] and "--push" in ctx["args"], ctx["args"]
+        volumes = {v["name"]: v for v in ctx["volumes"]}
+        assert volumes["store"] == {"name": "store", "emptyDir": {}}
+        assert volumes["auth"]["secret"]["secretName"] == "registry-credentials"
+
+
+def test_containerd_profile_is_containerd_s_rules():
+    """testdata/seccomp/containerd-default.json: what DefaultProfile gives amd64 (containerd
+    contrib/seccomp/seccomp_default.go): default EPERM, namespaces and mounts only with CAP_SYS_ADMIN,
+    clone without namespace flags otherwise, clone3 ENOSYS, chroot only with CAP_SYS_CHROOT."""
+    prof = json.loads(PROFILE.read_text())
+    assert "containerd/containerd contrib/seccomp/seccomp_default.go at commit " in prof["comment"]
+    assert prof["defaultAction"] == "SCMP_ACT_ERRNO" and prof["defaultErrnoRet"] == 1
+    assert prof["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    rules = prof["syscalls"]
+    allowed = set(rules[0]["names"])
+    assert {"read", "chown", "fchownat", "setresuid", "arch_prctl"} - allowed == {"arch_prctl"}
+    assert not {"unshare", "mount", "setns", "chroot", "clone", "clone3", "ptrace", "sethostname"} & allowed
+    by = {(tuple(r["names"]), json.dumps(r.get("includes") or r.get("excludes"))): r for r in rules}
+    admin = next(r for r in rules if r.get("includes") == {"caps": ["CAP_SYS_ADMIN"]})
+    assert {"unshare", "mount", "setns", "fsopen", "sethostname", "clone", "clone3"} <= set(admin["names"])
+    assert by[(("chroot",), json.dumps({"caps": ["CAP_SYS_CHROOT"]}))]["action"] == "SCMP_ACT_ALLOW"
+    clone = by[(("clone",), json.dumps({"caps": ["CAP_SYS_ADMIN"]}))]
+    assert clone["excludes"] == {"caps": ["CAP_SYS_ADMIN"]}
+    assert clone["args"] == [{"index": 0, "value": 0x7E020000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    clone3 = by[(("clone3",), json.dumps({"caps": ["CAP_SYS_ADMIN"]}))]
+    assert (clone3["action"], clone3["errnoRet"]) == ("SCMP_ACT_ERRNO", 38)
+    ptrace = by[(("process_vm_readv", "process_vm_writev", "ptrace"), json.dumps({"minKernel": "4.8"}))]
+    assert ptrace["action"] == "SCMP_ACT_ALLOW"
