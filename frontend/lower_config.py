@@ -112,7 +112,8 @@ def lower_shell(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -
 
 def lower_stopsignal(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -> ConfigStep:
     sig = low.expand(inst, inst.args, ctx.expansion_env())
-    if not re.fullmatch(r"\d+|(SIG)?[A-Z0-9+-]+", sig.upper() if sig else ""):
+    if not re.fullmatch(r"\d+|(SIG)?[A-Z0-9+-]+", sig.upper() if sig else "") or \
+            (sig.isdigit() and not 0 < int(sig) < 256):  # moby/sys/signal ParseSignal: ParseUint(s, 10, 8), not 0
         raise low.err(inst, f"invalid signal {sig!r}")
     sig = sig.upper() if sig.isdigit() or sig.upper().startswith("SIG") else "SIG" + sig.upper()
     return _step(low, inst, f"STOPSIGNAL {sig}", SetStopSignal(sig))
@@ -150,8 +151,8 @@ def lower_healthcheck(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruct
     if "retries" in flags:
         try:
             retries = int(flags["retries"][0])
-            if retries < 0:
-                raise ValueError
+            if retries < 0 or retries >= 2**31 or not re.fullmatch(r"[+-]?[0-9]+", flags["retries"][0]):
+                raise ValueError  # parse.go:663 strconv.ParseInt(v, 10, 32), not negative
         except ValueError:
             raise low.err(inst, f"invalid --retries {flags['retries'][0]!r}") from None
     op = SetHealthcheck(tuple(test), durations.get("interval"), durations.get("timeout"),

@@ -110,7 +110,10 @@ def parse_mount(low: Lowering, st: Stage, inst: RawInstruction, text: str, env: 
         if key not in fields:
             return None
         try:
-            return int(fields[key], base)
+            v = int(fields[key], base)
+            if not (fields[key].isascii() and fields[key].isdigit()) or v >= 2**32:
+                raise ValueError  # commands_runmount.go:241-253 strconv.ParseUint(v, base, 32)
+            return v
         except ValueError:
             raise low.err(inst, f"invalid {key}={fields[key]!r}") from None
     sharing = fields.get("sharing", "shared")

@@ -310,3 +310,21 @@ def test_onbuild_trigger_keeps_its_heredoc():  # instructions/parse.go:452-462
     child = build_graph("FROM parent\nRUN true\n",
                         resolve_base=lambda r, p: BaseInfo(onbuild=["RUN <<EOF\necho hi\nEOF"]))
     assert list(child.stages[0].steps[0].args) == ["/bin/sh", "-c", "echo hi\n"]
+
+
+@pytest.mark.parametrize("line,message", [
+    # commands_runmount.go:241-253: strconv.ParseUint(v, 10|8, 32)
+    ("RUN --mount=type=cache,target=/c,uid=99999999999999999999 true", "invalid uid"),
+    ("RUN --mount=type=cache,target=/c,gid=-1 true", "invalid gid"),
+    ("RUN --mount=type=cache,target=/c,mode=0o7 true", "invalid mode"),
+    ("STOPSIGNAL 256", "invalid signal"),  # moby/sys/signal ParseSignal: ParseUint(s, 10, 8), 0 refused
+    ("STOPSIGNAL 0", "invalid signal"),
+    ("HEALTHCHECK --retries=2147483648 CMD x", "invalid --retries"),  # parse.go:663 ParseInt(v, 10, 32)
+    ("HEALTHCHECK --interval=" + "9" * 400 + "s CMD x", "invalid duration"),  # time.ParseDuration: int64 ns
+])
+def test_numbers_as_go_parses_them(line, message):
+    with pytest.raises(FrontendError, match=message):
+        build_graph(f"FROM a\n{line}\n", resolve_base=lambda r, p: BaseInfo())
+    ok = build_graph("FROM a\nRUN --mount=type=cache,target=/c,uid=4294967295,mode=0750 true\nSTOPSIGNAL 9\n"
+                     "HEALTHCHECK --retries=3 CMD x\n", resolve_base=lambda r, p: BaseInfo())
+    assert ok.stages[0].steps[0].mounts[0].uid == 4294967295
