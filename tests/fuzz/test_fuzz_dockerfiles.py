@@ -5,7 +5,8 @@ inserted unicode, NUL bytes, huge numbers, nested brackets and ``${``, heredoc m
 continuations. Most are lowered in-process through ``build_graph`` (any exception but
 FrontendError, or a message on more than one line, fails); a smaller number go through
 ``bale bud`` end to end on busybox as the unprivileged user (exit 0, 1 or 2; stderr without
-"internal error" or a traceback). Each mutant is bounded in time.
+"internal error" or a traceback). Mutated .dockerignore files (Matcher) and --build-arg-file
+files (parse_build_args) are checked the same way in-process. Each mutant is bounded in time.
 
 BALE_FUZZ_N sets the number of in-process mutants (default 300; BALE_FUZZ_N=2000 is the long
 mode), the end-to-end ones are a twenty-fifth of it (at least 8); BALE_FUZZ_SEED shifts the
@@ -229,3 +230,25 @@ def test_fuzz_bud_end_to_end(k: int, fuzz_env) -> None:  # type: ignore[no-untyp
     if r.returncode:
         last = r.stderr.strip().split("\n")[-1]
         assert last.startswith("bale: ") and last == one_line(last), (r.stderr[-3000:], data[:2000])
+
+
+def test_fuzz_build_arg_files(tmp_path: Path) -> None:
+    """--build-arg-file mutants: parsed, or one UsageError line naming the file."""
+    from builder.build.options import parse_build_args
+    from builder.errors import UsageError
+    seeds = sorted(CORPUS.glob("*/args.txt"))
+    for k in range(max(N // 10, 20)):
+        rng = random.Random(SEED * 104729 + k)
+        data = mutate(seeds[rng.randrange(len(seeds))].read_bytes(), rng)
+        path = tmp_path / "args.txt"
+        path.write_bytes(data)
+
+        def check() -> None:
+            try:
+                parse_build_args([], [str(path)])
+            except UsageError as exc:
+                assert str(exc) == one_line(str(exc)) and str(path) in str(exc), str(exc)
+        try:
+            _bounded(check)
+        except BaseException as exc:  # noqa: BLE001
+            pytest.fail(f"build-arg-file mutant {k}: {type(exc).__name__}: {exc}\n{data[:2000]!r}", pytrace=False)
