@@ -25,7 +25,8 @@ import posixpath
 from pathlib import Path
 
 from frontend.errors import FrontendError
-from frontend.patterns import Pattern, PatternError, compile_pattern, go_clean
+from frontend.goregexp import PatternError
+from frontend.patterns import Pattern, compile_pattern, go_clean
 
 _PATTERN_CHARS = "*[]?^\\"  # fsutil filter.go:98-101
 _SPACE = " \t\n\r\v\f\x85\xa0"

@@ -9,7 +9,8 @@ import pytest
 
 from frontend.dockerignore import Matcher, ignore_file_for, load_ignore, read_patterns
 from frontend.errors import FrontendError
-from frontend.patterns import PatternError, compile_pattern, go_regex
+from frontend.goregexp import PatternError
+from frontend.patterns import compile_pattern, go_regex
 
 CASES = [
     # patterns, path, excluded (bale's earlier table, re-checked against patternmatcher)
