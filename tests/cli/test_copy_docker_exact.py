@@ -351,3 +351,78 @@ def test_buildah_builds_the_same_files(env):
     paths = [p for p in fs_bh if p.startswith(("/f-uid", "/o", "/w/", "/testdir", "/sparse/", "/enc/", "/cap-ctx"))]
     assert len(paths) >= 15 and "/w/.hidden.txt" in paths
     assert {p: entry(fs_bale, p) for p in paths if p in fs_bale} == {p: entry(fs_bh, p) for p in paths}
+
+
+def _layout_plus(base, dst, extra):
+    """A copy of the OCI layout ``base`` whose image gets the layers ``extra`` (uncompressed tars,
+    or "repeat" for the base's first layer once more) on top."""
+    import gzip
+    import hashlib
+    import shutil
+    shutil.copytree(base, dst)
+    blobs = dst / "blobs" / "sha256"
+
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        (blobs / d).write_bytes(data)
+        return {"digest": "sha256:" + d, "size": len(data)}
+    index = json.loads((dst / "index.json").read_text())
+    desc = index["manifests"][0]
+    manifest = json.loads((blobs / desc["digest"][7:]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    for layer in extra:
+        if layer == "repeat":
+            manifest["layers"].append(manifest["layers"][0])
+            config["rootfs"]["diff_ids"].append(config["rootfs"]["diff_ids"][0])
+            continue
+        manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                   **put(gzip.compress(layer, mtime=0))})
+        config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(layer).hexdigest())
+    manifest["config"] = {**manifest["config"], **put(json.dumps(config).encode())}
+    desc.update(put(json.dumps(manifest).encode()))
+    (dst / "index.json").write_text(json.dumps(index))
+
+
+def _layer(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for ti, data in members:
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _ti(name, **kw):
+    ti = tarfile.TarInfo(name)
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti
+
+
+def test_base_image_layers_extract_safely(env, busybox_layout):
+    """Base layers as Docker extracts them (chrooted): a symlink then entries through it land in the
+    root (issue 12 item 10); one layer listed twice mounts (issue 8 class 10); a set-uid entry whose
+    owner is outside the mapped range, and a 256 MiB PAX record, are refused with one line (issue
+    12 items 3 and 4), never a set-uid file of the building user."""
+    u, bale, ctx, tmp = env
+    good = _layer([(_ti("etc2", type=tarfile.SYMTYPE, linkname="/../etc"), None),
+                   (_ti("etc2/fromlayer", size=3, mode=0o644), b"ok\n")])
+    evil = _layer([(_ti("bin/su2", size=2, mode=0o4755, uid=70000), b"su")])
+    huge = bytearray(_ti("././@PaxHeader", type=tarfile.XHDTYPE, size=256 << 20).tobuf(format=tarfile.USTAR_FORMAT))
+    huge += b"30 path=" + b"x" * 21 + b"\n" + bytes(16384)
+    cases = {"good": [good, "repeat"], "evil": [evil], "huge": [bytes(huge)]}
+    for name, layers in cases.items():
+        lay = tmp / f"{name}-layout"
+        _layout_plus(busybox_layout, lay, layers)
+        _own(u, lay)
+        image_id = bale("pull", "-q", f"oci:{lay}:latest").stdout.strip()
+        bale("tag", image_id, name)
+    (ctx / "Dockerfile").write_text("FROM good\nRUN cat /etc/fromlayer > /seen\n")
+    fs, _, config = _build(env, (ctx / "Dockerfile").read_text(), "from-good")
+    assert fs["/seen"].content == b"ok\n"  # the base layer itself goes out as it came (etc2/fromlayer)
+    for name, message in [("evil", "bin/su2: refusing a set-uid/set-gid file whose owner 70000:0 cannot be set"),
+                          ("huge", "PAX header of 268435456 bytes is larger than the 1 MiB")]:
+        t0 = time.monotonic()
+        r = _build(env, f"FROM {name}\nRUN true\n", f"from-{name}", check=False)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+        assert len([l for l in r.stderr.splitlines() if message in l]) == 1, r.stderr
+        assert time.monotonic() - t0 < 60
