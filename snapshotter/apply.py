@@ -205,7 +205,7 @@ def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ign
     except OSError as exc:
         why = "outside the mapped user namespace range" if exc.errno == errno.EINVAL else exc.strerror
         if not ignore_chown_errors:
-            raise SnapshotError(f"{m.name}: cannot set owner {uid}:{gid}: {why}") from None
+            raise SnapshotError(f"cannot set owner of {m.name} to {uid}:{gid}: {why}") from None
         if m.mode & 0o6000 and not m.issym() and not m.isdir():
             raise SnapshotError(f"{m.name}: refusing a set-uid/set-gid file whose owner {uid}:{gid} cannot be "
                                 f"set ({why}); it would belong to {os.geteuid()}:{os.getegid()}") from None

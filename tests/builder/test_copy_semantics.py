@@ -341,7 +341,7 @@ def test_setuid_entry_whose_owner_cannot_be_set_is_refused(tmp_path, monkeypatch
         t.addfile(f, io.BytesIO(b"x"))
     with pytest.raises(SnapshotError, match=r"^bin/su: refusing a set-uid/set-gid file whose owner 70000:0"):
         _apply(buf.getvalue(), tmp_path / "layer")
-    with pytest.raises(SnapshotError, match=r"^plain: cannot set owner 70000:0: outside the mapped"):
+    with pytest.raises(SnapshotError, match=r"^cannot set owner of plain to 70000:0: outside the mapped"):
         _apply(buf.getvalue(), tmp_path / "copy", strict=True)
 
 

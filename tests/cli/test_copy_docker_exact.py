@@ -223,7 +223,7 @@ def _huge_pax(path):
 
 # issue 12 item 3 and 4: each input is refused within seconds, with one line naming it
 REFUSED = [
-    ("ADD evil.tar /x/", "Dockerfile:2: ADD: bin/su: cannot set owner 70000:0: outside the mapped user namespace"),
+    ("ADD evil.tar /x/", "Dockerfile:2: ADD: cannot set owner of bin/su to 70000:0: outside the mapped user namespace"),
     ("ADD fifo /x", "copy source 'fifo': fifo is a named pipe"),
     ("COPY sock /x", "copy source 'sock': sock is a socket"),
     ("COPY locked /x/", "Dockerfile:2: COPY: copy source locked/inner: cannot read directory: Permission denied"),
