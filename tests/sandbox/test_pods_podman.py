@@ -91,7 +91,9 @@ ISOLATION = {"baseline": ("chroot", "chroot"), "userns": ("chroot", "chroot"), "
 
 
 def _rootfs(base: Path, owner: int) -> Path:
-    """A minimal rootfs whose /usr, /etc, the venv and the checkout are bound read-only from the host."""
+    """A minimal rootfs whose /usr, /etc, the venv and the checkout are bound read-only from the host
+    (Debian's python, uidmap and busybox-static come with /usr). podman runs it as ``DIR:O``: an overlay,
+    as a pod's root filesystem is; the store is a bind of a host directory, as an emptyDir is."""
     root = base / "rootfs"
     if root.exists():  # a second container of the same test
         return root
@@ -115,7 +117,7 @@ def _podman(pod: str, base: Path, argv: list[str]) -> subprocess.CompletedProces
            *spec["flags"],
            "-v", "/usr:/usr:ro", "-v", "/etc:/etc:ro", "-v", f"{venv}:{venv}:ro", "-v", f"{REPO}:{REPO}:ro",
            "-v", f"{base}:{base}", "-e", f"PYTHONPATH={REPO}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
-           "-e", "HOME=/tmp", "--workdir", "/tmp", "--rootfs", str(root), *argv]
+           "-e", "HOME=/tmp", "--workdir", "/tmp", "--rootfs", f"{root}:O", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
