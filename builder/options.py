@@ -84,6 +84,10 @@ class CopyOptions:
     add: bool = False
     checksum: str | None = None
     quiet: bool = True
+    #: --exclude patterns (Dockerfile COPY --exclude: file names, and paths inside directory sources)
+    excludes: tuple[str, ...] = ()
+    #: --parents: each source keeps its directory path (relative to the context) under DEST
+    parents: bool = False
 
 
 @dataclass(frozen=True)

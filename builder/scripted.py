@@ -51,19 +51,36 @@ def find_local_image(ws: "Workspace", image: str) -> "ImageRecord | None":
 
 
 def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry: "RegistryOptions | None" = None,
-                 platform: str | None = None, quiet: bool = True) -> "ImageRecord":
-    """The image in the store, pulled first as the pull policy says."""
+                 platform: str | None = None, quiet: bool = True, progress: "Any" = None) -> "ImageRecord":
+    """The image in the store, pulled first as the pull policy says (``progress``: a
+    builder.progress.Progress for the pull)."""
     from builder.errors import ImageNotFound
     policy = {"true": "always", "false": "missing"}.get(pull.lower(), pull.lower())
     if policy not in ("always", "missing", "never", "newer", "ifmissing", "ifnewer"):
         raise UsageError(f"invalid pull policy {pull!r}: expected always, missing, never or newer")
     rec = None if policy == "always" else find_local_image(ws, image)
+    other = None
+    if rec is not None and platform and not _is_platform(ws, rec, platform):
+        other, rec = rec, None  # a store image of another platform: pull the one asked for
     if rec is not None:
         return rec
     if policy == "never":
+        if other is not None:
+            raise ImageNotFound(f"image {image}: the local store has it for another platform than {platform} "
+                                "and --pull=never")
         raise ImageNotFound(f"image {image}: not in the local store and --pull=never")
     from builder.image.pull import pull_image
-    return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet)
+    if progress is not None:
+        progress.log(f"Pulling {image}" + (f" for {platform}" if platform else ""))
+    return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet, progress=progress)
+
+
+def _is_platform(ws: "Workspace", rec: "ImageRecord", platform: str) -> bool:
+    """Whether the store image ``rec`` is for ``platform`` (OS/ARCH[/VARIANT])."""
+    from builder.image.oci import Platform, parse_config
+    _, man = ws.store.manifest_of(rec)
+    cfg = parse_config(ws.store.read_blob(man.config.digest))
+    return Platform.parse(platform).matches(Platform(cfg.os or "linux", cfg.architecture, cfg.variant))
 
 
 def base_layers(ws: "Workspace", rec: "ImageRecord") -> tuple[ImageConfig, list[BaseLayer]]:
@@ -165,13 +182,20 @@ def run_process(ws: "Workspace", state: ContainerState, spec: Any, rt: "Runtime 
                 extra: list[tuple[str, str]] = ()) -> int:  # type: ignore[assignment]
     """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints.
     ``extra``: (driver, key) of other snapshots to mount first (RUN --mount=from=)."""
+    from builder.emulation import check_can_run
     from builder.workspace.snapshots import SnapshotRootfs
+    check_can_run(str(state.config.get("architecture") or ""), str(state.config.get("variant") or ""))
     rt = rt or _runtime_of(ws, state)
     result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
     created = list(getattr(result, "created_paths", []) or [])
     if created:
         state.created_paths = sorted(set(state.created_paths) | set(created))
     return int(getattr(result, "status", result))
+
+
+def parse_volume(text: str) -> Any:
+    """``SRC:DST[:ro|rw,...]`` (buildah's -v) as a BindSpec; a bad value is a UsageError."""
+    return _parse_volume(text)
 
 
 def _parse_volume(text: str) -> Any:
@@ -293,12 +317,27 @@ def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | N
             if src.url:
                 copier.fetch_url(src, ws.store.tmp_dir, checksum)
         target = absolute_dest(state, dest)
-        plan = copier.plan_copy(resolved, target, container_path_kind(rt, state, target), chmod=mode)
-        plan.temp_files = [s.path for s in resolved if s.url]
+        source_excluded = None
+        if opts.excludes:  # COPY --exclude: files matching by name, and paths inside directory sources
+            from frontend.dockerignore import Matcher
+            source_excluded = Matcher(list(opts.excludes))
+            resolved = [s for s in resolved if s.is_dir or not source_excluded(os.path.basename(s.rel))]
+        if opts.parents:  # COPY --parents: each source keeps its path relative to the context
+            plans = []
+            for src in resolved:
+                sub = os.path.dirname(src.rel) if not src.is_dir else src.rel
+                d = target.rstrip("/") + "/" + sub if sub not in ("", ".") else target
+                plans.append(copier.plan_copy([src], d.rstrip("/") + "/", "dir", chmod=mode))
+        else:
+            plans = [copier.plan_copy(resolved, target, container_path_kind(rt, state, target), chmod=mode)]
+        plans[-1].temp_files = [s.path for s in resolved if s.url]
         try:
-            copy_plan_into(ws, rt, state, plan, chown)
+            for plan in plans:
+                plan.source_excluded = source_excluded
+                copy_plan_into(ws, rt, state, plan, chown)
         finally:
-            plan.cleanup()
+            for plan in plans:
+                plan.cleanup()
         verb = "ADD" if add else "COPY"
         state.pending_history.append({"created_by": f"/bin/sh -c #(nop) {verb} {' '.join(sources)} in {target}"})
         reg.save(state)

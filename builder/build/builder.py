@@ -43,6 +43,7 @@ from frontend.steps import BaseInfo, Stage, StepGraph
 
 if TYPE_CHECKING:
     from builder.image.store import ImageRecord
+    from builder.progress import Progress
     from builder.workspace.runtime import Runtime
     from builder.workspace.workspace import Workspace
 
@@ -71,8 +72,9 @@ class _Log:
 
 
 class Builder:
-    def __init__(self, ws: "Workspace", opts: BuildOptions) -> None:
+    def __init__(self, ws: "Workspace", opts: BuildOptions, progress: "Progress | None" = None) -> None:
         self.ws, self.opts = ws, opts
+        self.progress = progress  # pull progress of base images (None: none shown)
         self.store = ws.store
         self.root = Path(ws.root)
         self.rt: "Runtime" = ws.runtime(opts.isolation)
@@ -99,7 +101,7 @@ class Builder:
             ref = named[len("docker-image://"):]
         if ref not in self._bases:
             self._bases[ref] = ensure_image(self.ws, ref, pull=self.opts.pull, registry=self.opts.registry,
-                                            platform=self.opts.platform, quiet=True)
+                                            platform=self.opts.platform, quiet=True, progress=self.progress)
         return self._bases[ref]
 
     def resolve_base(self, ref: str, platform: str | None) -> BaseInfo:
@@ -228,6 +230,10 @@ class Builder:
         cfg = st.cfg
         if opts.labels:
             cfg.config["Labels"] = {**(cfg.config.get("Labels") or {}), **opts.labels}
+        if opts.env or opts.unsetenv:  # buildah bud --env / --unsetenv: the final image's Env
+            env = {k: v for k, _, v in (e.partition("=") for e in cfg.config.get("Env") or [])}
+            env.update(opts.env)
+            cfg.config["Env"] = [f"{k}={v}" for k, v in env.items() if k not in opts.unsetenv]
         layers = st.layers
         if opts.squash:
             layers = self.squash(st, graph)
@@ -298,8 +304,9 @@ class Builder:
         return len(layers)
 
 
-def build(ws: "Workspace", opts: BuildOptions) -> BuildResult:
-    b = Builder(ws, opts)
+def build(ws: "Workspace", opts: BuildOptions, progress: "Progress | None" = None) -> BuildResult:
+    """Build ``opts`` in ``ws``; ``progress`` reports base-image pulls (builder.progress.Progress)."""
+    b = Builder(ws, opts, progress)
     return b.build()
 
 

@@ -75,6 +75,13 @@ class BuildOptions:
     remove_intermediate: bool = True
     jobs: int = 2
     ignorefile: str | None = None  # --ignorefile: instead of .containerignore / .dockerignore
+    #: -v/--volume SRC:DST[:ro] bound into every RUN (not part of the cache key, as in buildah)
+    volumes: tuple[str, ...] = ()
+    #: --add-host HOST:IP lines added to every RUN's /etc/hosts
+    add_hosts: tuple[str, ...] = ()
+    #: --env K=V set and --unsetenv K removed in the final image's Env
+    env: dict[str, str] = field(default_factory=dict)
+    unsetenv: tuple[str, ...] = ()
 
 
 def _kv_fields(text: str, what: str) -> dict[str, str]:

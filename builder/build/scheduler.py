@@ -77,6 +77,10 @@ def run_stage(b: "Builder", graph: StepGraph, index: int, counter: list[int], to
         raise StepError(stage.span.file, stage.span.line, "FROM", cause, exit_code=code) from exc
     with b.lock:
         b.states[index] = st
+        counter[0] += 1
+        n = counter[0]
+    base = stage.base_image or (f"stage {stage.base_stage}" if stage.base_stage is not None else "scratch")
+    b.say(f"[{stage.label}] STEP {n}/{total}: FROM {base}")  # buildah's FROM step line
     for step in stage.steps:
         with b.lock:
             counter[0] += 1
@@ -112,7 +116,7 @@ def run_graph(b: "Builder", graph: StepGraph) -> None:
     """Every stage the target needs, each after the stages it reads."""
     prefetch_images(b, graph)
     order = graph.order()
-    total = sum(len(graph.stages[i].steps) for i in order)
+    total = sum(len(graph.stages[i].steps) + 1 for i in order)  # each stage's FROM is a step, as buildah counts
     counter = [0]
     jobs = max(1, b.opts.jobs)
     done: set[int] = set()

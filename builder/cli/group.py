@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib
 
+import logging
+
 import click
 
 from builder import __version__
+from builder.cli.gobool import GoBoolGroup
 from builder.cli.main import COMMANDS
 
 
-class LazyGroup(click.Group):
+class LazyGroup(GoBoolGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -32,14 +35,27 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="bale", message="%(prog)s version %(version)s")
 @click.option("--root", envvar="BALE_ROOT", type=click.Path(file_okay=False), default=None,
               help="Store location (default $XDG_DATA_HOME/bale, or /var/lib/bale for root).")
-@click.option("--storage-driver", envvar="BALE_STORAGE_DRIVER",
-              type=click.Choice(["overlay", "fuse-overlayfs", "native"]), default=None,
-              help="Snapshot driver (default: probed).")
+@click.option("--storage-driver", envvar=["BALE_STORAGE_DRIVER", "STORAGE_DRIVER"],
+              type=click.Choice(["overlay", "fuse-overlayfs", "native", "vfs"]), default=None,
+              help="Snapshot driver (default: probed; vfs is bale's copy-based native driver). Env: STORAGE_DRIVER.")
+@click.option("--runroot", default=None, type=click.Path(file_okay=False),
+              help="Accepted for buildah compatibility; bale keeps no run-time state outside --root.")
+@click.option("--storage-opt", "storage_opts", multiple=True, metavar="KEY=VALUE",
+              help="Accepted for buildah compatibility; bale's drivers take no options.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error"]), default="warn",
-              show_default=True)
+@click.option("--log-level", type=click.Choice(["trace", "debug", "info", "warn", "warning", "error", "fatal",
+                                                "panic"]), default="warn", show_default=True)
 @click.pass_context
-def cli(ctx: click.Context, root: str | None, storage_driver: str | None, debug: bool, log_level: str) -> None:
+def cli(ctx: click.Context, root: str | None, storage_driver: str | None, runroot: str | None,
+        storage_opts: tuple[str, ...], debug: bool, log_level: str) -> None:
     """bale: build OCI images without a daemon and without root."""
     from builder.cli.context import AppContext
-    ctx.obj = AppContext.create(root, storage_driver, debug, log_level)
+    level = {"trace": "debug", "warning": "warn", "fatal": "error", "panic": "error"}.get(log_level, log_level)
+    log = logging.getLogger("bale")
+    if storage_driver == "vfs":  # buildah's name of the copy-based driver (Tekton: STORAGE_DRIVER=vfs)
+        storage_driver = "native"
+    ctx.obj = AppContext.create(root, storage_driver, debug, level)
+    if runroot:
+        log.info("--runroot %s: ignored (bale keeps no run-time state outside --root)", runroot)
+    for opt in storage_opts:
+        log.info("--storage-opt %s: ignored (bale's snapshot drivers take no options)", opt)

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logout": ("auth", "logout", "Log out of a registry."),
     "info": ("system", "info", "Show what isolation and storage bale will use."),
     "unshare": ("system", "unshare", "Run a command in bale's user namespace."),
+    "version": ("system", "version", "Show bale's version."),
+    "manifest": ("manifest", "manifest", "Create, change, inspect and push manifest lists (OCI indexes)."),
     "from": ("containers", "from_", "Create a working container from an image."),
     "run": ("containers", "run", "Run a command in a working container."),
     "copy": ("containers", "copy", "Copy files into a working container."),

@@ -77,13 +77,24 @@ def output_options(f: F | None = None, *, short_format: bool = True) -> Any:
     ``bale bud`` keeps -f for the Dockerfile, as buildah does (``short_format=False``)."""
     def deco(f: F) -> F:
         f = click.option("--compression-level", type=int, default=None, help="Compression level.")(f)
-        f = click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default=None,
-                         help="Layer compression (default gzip).")(f)
+        f = click.option("--compression", "--compression-format", "compression",
+                         type=click.Choice(["gzip", "zstd", "zstd:chunked", "none"]), default=None,
+                         callback=_compression, help="Layer compression (default gzip; zstd:chunked is "
+                         "written as plain zstd).")(f)
         names = ("--format", "-f") if short_format else ("--format",)
         f = click.option(*names, "image_format", type=click.Choice(["oci", "docker"]), default=None,
                          envvar="BUILDAH_FORMAT", help="Manifest and media-type family (default oci).")(f)
         return f
     return deco(f) if f is not None else deco
+
+
+def _compression(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value == "zstd:chunked":
+        import logging
+        logging.getLogger("bale").info("--compression-format zstd:chunked: written as zstd (bale writes no "
+                                       "chunked TOC)")
+        return "zstd"
+    return value
 
 
 def progress_options(f: F) -> F:

@@ -71,9 +71,23 @@ class TqdmProgress:
         self._tqdm.write(message, file=sys.stderr)
 
 
+def terminal_columns(fd: int = 2) -> int:
+    """Columns of the terminal on ``fd``; 0 when it is no terminal or reports no size (a
+    pseudo-terminal nobody sized, as CI runners allocate: tqdm would draw blank lines)."""
+    import os
+    try:
+        if not os.isatty(fd):
+            return 0
+        return os.get_terminal_size(fd).columns
+    except OSError:
+        return 0
+
+
 def make_progress(quiet: bool, style: str = "auto") -> Progress:
+    """--quiet: nothing; --progress=plain, no terminal, or a terminal of zero columns: plain
+    lines; otherwise (or --progress=tty on a sized terminal) tqdm bars."""
     if quiet:
         return NullProgress()
-    if style == "tty" or (style == "auto" and sys.stderr.isatty()):
+    if style != "plain" and terminal_columns() > 0 and (style == "tty" or sys.stderr.isatty()):
         return TqdmProgress()
     return PlainProgress()

@@ -424,6 +424,8 @@ class Store:
             for info in read_leases(self.root / "leases", own=current_lease_id(self.root)):
                 if info.live:
                     live |= info.get("blob")
+            from builder.image.manifestlist import live_digests
+            live |= live_digests(self)  # manifest lists keep their index and every instance's blobs
             for r in self.images():
                 live.add(r.manifest_digest)
                 if r.index_digest:

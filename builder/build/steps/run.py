@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Mapping
 from builder.build.mounts import build_mounts, mount_digests
 from builder.build.state import StageState
 from builder.errors import BuildError
-from builder.scripted import process_spec, run_process
+from builder.scripted import parse_volume, process_spec, run_process
 from frontend.lower_run import mount_key
 from frontend.steps import RunStep
 
@@ -44,7 +44,9 @@ def execute(b: "Builder", st: StageState, step: RunStep) -> None:
         mounts = build_mounts(b, st, step)
         env = [f"{k}={v}" for k, v in step.build_env.items()] + mounts.env
         spec = process_spec(c, list(step.args), env=env, network=step.network or b.opts.network,
-                            mounts=mounts.binds, stdin_data=step.stdin if step.stdin is not None else b"")
+                            mounts=mounts.binds + [parse_volume(v) for v in b.opts.volumes],
+                            stdin_data=step.stdin if step.stdin is not None else b"")
+        spec.extra_hosts = list(b.opts.add_hosts)
         t0 = time.monotonic()
         status = run_process(b.ws, c, spec, b.rt, mounts.extra)
         if status != 0:

@@ -77,6 +77,10 @@ def run(ctx: click.Context, container: str, command: tuple[str, ...], env: tuple
 
 
 def _copy_options(f: Any) -> Any:
+    f = click.option("--link", is_flag=True, help="Accepted (the copy becomes part of the next commit's layer "
+                     "either way).")(f)
+    f = click.option("--parents", is_flag=True, help="Keep each source's directories under DEST.")(f)
+    f = click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="Leave out matching paths.")(f)
     f = click.option("--quiet", "-q", is_flag=True)(f)
     f = click.option("--contextdir", default=None, type=click.Path(file_okay=False),
                      help="Directory that sources must lie in (default: the current directory).")(f)
@@ -100,13 +104,21 @@ def _split_sources(paths: tuple[str, ...]) -> tuple[list[str], str | None]:
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_context
 def copy(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
-         from_: str | None, contextdir: str | None, quiet: bool) -> None:
+         from_: str | None, contextdir: str | None, quiet: bool, excludes: tuple[str, ...], parents: bool,
+         link: bool) -> None:
     """Copy SRC... to DEST in CONTAINER (DEST defaults to the working directory)."""
     from builder import scripted as api
     from builder.options import CopyOptions
     sources, dest = _split_sources(paths)
+    _no_from_with(from_, excludes, parents)
     api.copy_into(_app(ctx), container, sources, dest, CopyOptions(
-        chown=chown, chmod=chmod, copy_from=from_, contextdir=contextdir, add=False, quiet=quiet))
+        chown=chown, chmod=chmod, copy_from=from_, contextdir=contextdir, add=False, quiet=quiet,
+        excludes=excludes, parents=parents))
+
+
+def _no_from_with(from_: str | None, excludes: tuple[str, ...], parents: bool) -> None:
+    if from_ and (excludes or parents):
+        raise click.UsageError("--exclude and --parents apply to sources from the context, not --from")
 
 
 @click.command("add")
@@ -116,14 +128,16 @@ def copy(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str 
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_context
 def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
-        from_: str | None, contextdir: str | None, quiet: bool, checksum: str | None) -> None:
+        from_: str | None, contextdir: str | None, quiet: bool, checksum: str | None, excludes: tuple[str, ...],
+        parents: bool, link: bool) -> None:
     """Like copy, but local archives are extracted and URLs are fetched."""
     from builder import scripted as api
     from builder.options import CopyOptions
     sources, dest = _split_sources(paths)
+    _no_from_with(from_, excludes, parents)
     api.copy_into(_app(ctx), container, sources, dest, CopyOptions(
         chown=chown, chmod=chmod, copy_from=from_, contextdir=contextdir, add=True, quiet=quiet,
-        checksum=checksum))
+        checksum=checksum, excludes=excludes, parents=parents))
 
 
 @click.command("config")

@@ -36,6 +36,9 @@ def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: 
 
 @click.command("push")
 @click.option("--digestfile", default=None, help="Write the pushed manifest's digest here.")
+@click.option("--iidfile", default=None, help="Write the pushed image's id here.")
+@click.option("--all", "all_", is_flag=True, help="IMAGE is a manifest list: push its images too (the default "
+              "for a list).")
 @click.option("--remove-signatures", is_flag=True, hidden=True)
 @output_options
 @progress_options
@@ -44,20 +47,35 @@ def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: 
 @click.argument("image")
 @click.argument("destination", required=False)
 @click.pass_context
-def push(ctx: click.Context, image: str, destination: str | None, digestfile: str | None, quiet: bool,
-         progress: str, image_format: str | None, compression: str | None, compression_level: int | None,
-         remove_signatures: bool, **kw: Any) -> None:
-    """Copy IMAGE from the store to DESTINATION (default: docker://IMAGE)."""
+def push(ctx: click.Context, image: str, destination: str | None, digestfile: str | None, iidfile: str | None,
+         all_: bool, quiet: bool, progress: str, image_format: str | None, compression: str | None,
+         compression_level: int | None, remove_signatures: bool, **kw: Any) -> None:
+    """Copy IMAGE from the store to DESTINATION (default: docker://IMAGE). A manifest list
+    goes with its images, as ``bale manifest push --all``."""
     from builder.cli.progress import make_progress
+    from builder.image import manifestlist as ml
     from builder.image.pull import push as push_op
     from builder.options import PushOptions
-    opts = PushOptions(registry=registry_options_from(kw), image_format=image_format, quiet=quiet)
-    result = push_op(_app(ctx), image, destination, opts, progress=make_progress(quiet, progress))
+    from builder.scripted import find_local_image
+    app = _app(ctx)
+    lst = ml.find_list(app.store, image)
+    if lst is not None and (all_ or find_local_image(app, image) is None):
+        digest = ml.push_list(app, lst, destination or image, all_images=True, image_format=image_format,
+                              registry=registry_options_from(kw), progress=make_progress(quiet, progress))
+        image_id = lst.digest
+    else:
+        opts = PushOptions(registry=registry_options_from(kw), image_format=image_format, quiet=quiet)
+        result = push_op(app, image, destination, opts, progress=make_progress(quiet, progress))
+        digest = result.manifest_digest
+        image_id = "sha256:" + __import__("hashlib").sha256(result.config).hexdigest()
     if digestfile:
         with open(digestfile, "w") as fh:
-            fh.write(result.manifest_digest)
+            fh.write(digest)
+    if iidfile:
+        with open(iidfile, "w") as fh:
+            fh.write(image_id)
     if not quiet:
-        click.echo(result.manifest_digest)
+        click.echo(digest)
 
 
 def _human_size(n: int) -> str:
@@ -77,28 +95,91 @@ def _ago(ts: float) -> str:
     return "Less than a minute ago" if d > 1 else "Now"
 
 
+def _image_filter(text: str) -> Any:
+    """One ``--filter KEY=VALUE`` of buildah images (dangling, label, reference, before,
+    since/after, id, digest, readonly) as a predicate over (record, store)."""
+    import fnmatch
+    from builder.errors import UsageError
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise UsageError(f"invalid --filter {text!r}: expected KEY=VALUE")
+    if key == "dangling":
+        want = value.lower() in ("true", "1")
+        return lambda r, store: (not r.names) == want
+    if key == "readonly":
+        want = value.lower() in ("true", "1")
+        return lambda r, store: not want  # nothing in bale's store is read-only
+    if key == "reference":
+        pat = value if ":" in value.rsplit("/", 1)[-1] or "*" in value else value + "*"
+        return lambda r, store: any(fnmatch.fnmatchcase(n, pat) or fnmatch.fnmatchcase(n.split("/", 1)[-1], pat)
+                                    or fnmatch.fnmatchcase(n.rsplit("/", 1)[-1], pat) for n in r.names)
+    if key == "id":
+        return lambda r, store: r.id.split(":", 1)[1].startswith(value.removeprefix("sha256:"))
+    if key == "digest":
+        return lambda r, store: r.manifest_digest == value or r.manifest_digest.startswith(value)
+    if key == "label":
+        lk, has_v, lv = value.partition("=")
+
+        def label(r: Any, store: Any) -> bool:
+            _, man = store.manifest_of(r)
+            labels = (json.loads(store.read_blob(man.config.digest)).get("config") or {}).get("Labels") or {}
+            return bool(lk in labels and (not has_v or labels[lk] == lv))
+        return label
+    if key in ("before", "since", "after"):
+        seen: list[float] = []
+
+        def when(r: Any, store: Any) -> bool:
+            if not seen:
+                ref = store.find_image(value)
+                if ref is None:
+                    from builder.errors import ImageNotFound
+                    raise ImageNotFound(f"--filter {text}: image {value} not known in the local store")
+                seen.append(float(ref.created))
+            return bool(r.created < seen[0] if key == "before" else r.created > seen[0])
+        return when
+    raise UsageError(f"invalid --filter {text!r}: unknown filter {key!r} (dangling, label, reference, before, "
+                     "since, id, digest, readonly)")
+
+
 @click.command("images")
-@click.option("--format", "fmt", default=None, help="json, or a template with {{.Repository}} {{.Tag}} {{.ID}}.")
+@click.option("--format", "fmt", default=None, help="json, or a Go template with {{.Repository}} {{.Tag}} {{.ID}}.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="dangling=BOOL, label=K[=V], reference=PATTERN, before=IMAGE, since=IMAGE, id=ID, digest=D.")
 @click.option("--quiet", "-q", is_flag=True, help="Only image ids.")
 @click.option("--noheading", "-n", is_flag=True)
 @click.option("--digests", is_flag=True, help="Show manifest digests.")
 @click.option("--all", "-a", "all_", is_flag=True)
-@click.option("--no-trunc", is_flag=True)
+@click.option("--no-trunc", "--notruncate", "no_trunc", is_flag=True)
+@click.argument("image", required=False)
 @click.pass_context
-def images(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, digests: bool, all_: bool,
-           no_trunc: bool) -> None:
-    """List images in the local store."""
+def images(ctx: click.Context, image: str | None, fmt: str | None, as_json: bool, filters: tuple[str, ...],
+           quiet: bool, noheading: bool, digests: bool, all_: bool, no_trunc: bool) -> None:
+    """List images in the local store (only IMAGE's, when given)."""
+    from builder.cli.gotemplate import render
     from builder.image.imagenames import split_tag
     store = _app(ctx).store
+    preds = [_image_filter(f) for f in filters]
+    records = store.images()
+    if image:
+        from builder.scripted import find_local_image
+        found = find_local_image(_app(ctx), image)
+        if found is None:
+            from builder.errors import ImageNotFound
+            raise ImageNotFound(f"image {image}: not known in the local store")
+        records = [r for r in records if r.manifest_digest == found.manifest_digest]
     rows = []
-    for rec in store.images():
+    for rec in records:
+        if not all(p(rec, store) for p in preds):
+            continue
         _, man = store.manifest_of(rec)
         size = man.config.size + sum(l.size for l in man.layers)
         rows.append((rec, size))
-    if fmt == "json":
+    if fmt == "json" or as_json:
         click.echo(json.dumps([{"id": r.id.split(":", 1)[1], "names": r.names, "digest": r.manifest_digest,
-                                "created": r.created, "size": size, "readonly": False} for r, size in rows],
-                              indent=2))
+                                "created": r.created, "createdat": time.strftime(
+                                    "%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(r.created)),
+                                "size": size, "readonly": False} for r, size in rows], indent=2))
         return
     if quiet:
         for r, _ in rows:
@@ -110,13 +191,12 @@ def images(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, di
             repo, tag, _ = split_tag(name) if name != "<none>:<none>" else ("<none>", "<none>", None)
             lines.append({"Repository": repo, "Tag": tag or "latest", "ID": r.id.split(":", 1)[1] if no_trunc
                           else r.short_id, "Digest": r.manifest_digest, "Created": _ago(r.created),
-                          "Size": _human_size(size)})
+                          "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(r.created)),
+                          "Size": _human_size(size), "Names": r.names, "ReadOnly": False, "Name": name})
     if fmt:
+        fmt = fmt.removeprefix("table ").replace("\\t", "\t")
         for l in lines:
-            out = fmt
-            for k, v in l.items():
-                out = out.replace("{{." + k + "}}", str(v))
-            click.echo(out)
+            click.echo(render(fmt, l))
         return
     if not noheading:
         click.echo(f"{'REPOSITORY':<40} {'TAG':<12} " + (f"{'DIGEST':<72} " if digests else "") +
@@ -126,28 +206,70 @@ def images(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, di
                    f"{l['ID']:<14} {l['Created']:<20} {l['Size']}")
 
 
+def _docker_config(oci: dict[str, Any]) -> dict[str, Any]:
+    """The Docker schema2 form of an OCI config (buildah inspect's ``Docker`` field): the same
+    keys, plus ``container_config`` as buildah fills it."""
+    out = dict(oci)
+    out.setdefault("config", {})
+    out["container_config"] = dict(out.get("config") or {})
+    return out
+
+
+def inspect_data(name: str, digest: str, index_digest: str | None, mt: str, manifest: bytes, config: Any,
+                 names: list[str]) -> dict[str, Any]:
+    """What ``bale inspect`` prints for an image: buildah's BuilderInfo fields (Type, FromImage,
+    FromImageID, FromImageDigest, OCIv1, Docker, ImageAnnotations, History; Config and Manifest
+    are the parsed documents, where buildah has them as JSON strings) plus bale's own (Id, Digest,
+    IndexDigest, Names, MediaType, Architecture, Os, Created, Labels, Layers)."""
+    cfg_json = config.to_json()
+    man = json.loads(manifest)
+    image_id = (man.get("config") or {}).get("digest", "")
+    return {
+        "Type": "buildah 0.0.1", "FromImage": names[0] if names else name, "FromImageID": image_id.split(":")[-1],
+        "FromImageDigest": digest, "Config": cfg_json, "Manifest": man,
+        "OCIv1": cfg_json, "Docker": _docker_config(cfg_json), "ImageAnnotations": man.get("annotations") or {},
+        "ImageCreatedBy": "", "History": cfg_json.get("history") or [],
+        "Id": image_id.split(":")[-1], "Digest": digest, "IndexDigest": index_digest, "Names": names,
+        "MediaType": mt, "Architecture": config.architecture, "Os": config.os, "Created": config.created,
+        "Labels": (cfg_json.get("config") or {}).get("Labels") or {},
+        "Layers": [l["digest"] for l in man.get("layers") or []],
+    }
+
+
 @click.command("inspect")
 @click.option("--type", "-t", "kind", type=click.Choice(["image", "manifest", "container"]), default="image")
-@click.option("--format", "-f", "fmt", default=None, help="A template such as {{.Digest}}.")
+@click.option("--format", "-f", "fmt", default=None,
+              help="A Go template: {{.Digest}}, {{.OCIv1.Architecture}}, {{json .Docker.config}}, "
+                   "{{index .Labels \"k\"}} ...")
 @platform_option
 @registry_options
 @click.argument("name")
 @click.pass_context
 def inspect(ctx: click.Context, name: str, kind: str, fmt: str | None, platform: str | None, **kw: Any) -> None:
     """Show the configuration (or manifest) of an image in any location, without pulling it."""
+    from builder.cli.gotemplate import render
     from builder.image.imagecopy import closing
     from builder.image.oci import Platform, parse_config, parse_manifest
     from builder.image.transports import open_source, parse_location
     app = _app(ctx)
     if kind == "container":
         from builder.workspace.container import ContainerRegistry
-        click.echo(json.dumps(ContainerRegistry(app.root).get(name).to_json(), indent=2))
+        data = ContainerRegistry(app.root).get(name).to_json()
+        click.echo(render(fmt, data) if fmt else json.dumps(data, indent=2))
         return
+    if kind == "manifest" and parse_location(name).kind == "store":
+        from builder.image import manifestlist
+        lst = manifestlist.find_list(app.store, name)
+        if lst is not None:
+            doc = json.loads(app.store.read_blob(lst.digest))
+            click.echo(render(fmt, doc) if fmt else json.dumps(doc, indent=4))
+            return
     loc = parse_location(name)
     with closing(open_source(loc, store=app.store, registry=registry_options_from(kw))) as src:
         data, mt, digest, index_digest = src.manifest(Platform.parse(platform) if platform else None)
         if kind == "manifest":
-            click.echo(json.dumps(json.loads(data), indent=2))
+            doc = json.loads(data)
+            click.echo(render(fmt, doc) if fmt else json.dumps(doc, indent=2))
             return
         man = parse_manifest(data, f"manifest of {name}")
         import io
@@ -155,14 +277,9 @@ def inspect(ctx: click.Context, name: str, kind: str, fmt: str | None, platform:
         src.write_blob(man.config, buf)
         cfg = parse_config(buf.getvalue(), f"config of {name}")
         names = list(getattr(getattr(src, "rec", None), "names", []) or [])
-    out = {"Id": man.config.digest.split(":", 1)[1], "Digest": digest, "IndexDigest": index_digest,
-           "Names": names, "MediaType": mt, "Config": cfg.to_json(), "Manifest": json.loads(data),
-           "Architecture": cfg.architecture, "Os": cfg.os, "Created": cfg.created,
-           "Layers": [l.digest for l in man.layers]}
+    out = inspect_data(name, digest, index_digest, mt, data, cfg, names)
     if fmt:
-        for k, v in out.items():
-            fmt = fmt.replace("{{." + k + "}}", v if isinstance(v, str) else json.dumps(v))
-        click.echo(fmt)
+        click.echo(render(fmt, out))
         return
     click.echo(json.dumps(out, indent=2))
 

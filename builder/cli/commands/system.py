@@ -91,3 +91,19 @@ def unshare(ctx: click.Context, mounts: tuple[str, ...], command: tuple[str, ...
             env[var] = str(SnapshotRootfs(str(app.root / "snapshots"), state.driver, state.key).setup())
         return _exec_in_ns(argv, env)
     sys.exit(UserNamespace().call(body))
+
+
+@click.command("version")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def version(as_json: bool) -> None:
+    """Show bale's version and the specifications it writes (as `buildah version`)."""
+    from builder import __version__
+    from builder.image.oci import Platform
+    data = {"version": __version__, "pythonVersion": platform.python_version(), "imageSpec": "1.1.0",
+            "runtimeSpec": "1.0.2", "osArch": str(Platform.host()), "buildPlatform": str(Platform.host())}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for label, key in (("Version", "version"), ("Python Version", "pythonVersion"), ("Image Spec", "imageSpec"),
+                       ("Runtime Spec", "runtimeSpec"), ("OS/Arch", "osArch"), ("BuildPlatform", "buildPlatform")):
+        click.echo(f"{label + ':':<17}{data[key]}")
