@@ -406,6 +406,11 @@ def main() -> int:
         # issue 7: a file the builder stage copies after the venv changes; the venv the final stage
         # copies is identical, so its COPY --from is a cache hit (keyed on the copied subtree)
         unrelated = Row("same, unrelated builder file changed, --layers")
+        venv_file = work / "ctx-multi" / "venv" / "pkg000" / "sub0" / "f0.py"
+        venv_file.write_text("settled\n")  # the same venv for every tool from here on
+        os.lchown(venv_file, t.uid, t.gid)
+        for name, _f in tools:
+            build(name, f"{name}-store", work / "ctx-multi", "multi", "--layers")  # prime with it
         for i in range(args.runs):
             for name, _f in tools:
                 target = work / "ctx-multi" / "other.txt"
