@@ -47,3 +47,20 @@ def test_no_executor_formats_a_location():
     for path in [*root.glob("steps/*.py"), root / "mounts.py", root / "builder.py"]:
         text = path.read_text()
         assert "filename}:" not in text and "step.line}" not in text, path
+
+
+def test_every_step_kind_and_config_op_has_a_case():
+    """The match in scheduler.execute and in steps/config.apply names every member of the
+    closed unions (mypy's assert_never makes a missing one a type error; this keeps it visible
+    without running mypy)."""
+    import ast
+    import inspect
+    import typing
+
+    from builder.build.steps import config
+    from frontend.steps import ConfigOp, Step
+    for fn, union in ((scheduler.execute, Step), (config.apply, ConfigOp)):
+        tree = ast.parse(inspect.getsource(fn))
+        cases = {c.pattern.cls.id for c in ast.walk(tree) if isinstance(c, ast.match_case)
+                 and isinstance(c.pattern, ast.MatchClass) and isinstance(c.pattern.cls, ast.Name)}
+        assert cases == {t.__name__ for t in typing.get_args(union)}, fn.__name__
