@@ -82,14 +82,28 @@ _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL"
          "CAP_NET_RAW"]
 
 
-def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str) -> RunResult:
+def _die_with_parent() -> None:
+    from builder.sandbox import kernel
+    kernel.set_pdeathsig()
+
+
+def _runc_pid1() -> None:
+    """In runc's process before exec: PID 1 of a new pid namespace, given a /proc of it."""
+    _die_with_parent()
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str, tmp_root: str | None = None,
+               own_pidns: bool = False) -> RunResult:
     from builder.sandbox.binds import Stage, materialize
     from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point, _resolv_conf
     from builder.sandbox.users import resolve_user
     from snapshotter.drivers import in_initial_userns
     root = Path(rootfs.setup())
     created: list[str] = []
-    bundle = Path(tempfile.mkdtemp(prefix="bale-bundle-"))
+    bundle = Path(tempfile.mkdtemp(prefix="bale-bundle-", dir=tmp_root))
     mem = bundle / "mem"
     mem.mkdir()
     stage = None
@@ -117,9 +131,14 @@ def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str)
         state.mkdir()
         stdin = subprocess.DEVNULL if spec.stdin_data == b"" else None
         name = "bale-" + os.urandom(6).hex()
+        if own_pidns:
+            # runc becomes PID 1 of a pid namespace of its own (with its own /proc): when it dies (with
+            # us, by its parent-death signal) every process of the container dies with it
+            sc.unshare(sc.CLONE_NEWPID)
         proc = subprocess.run([runtime, "--root", str(state), "run", "--bundle", str(bundle), name],
                               stdin=stdin if spec.stdin_data in (b"", None) else subprocess.PIPE,
-                              input=spec.stdin_data if spec.stdin_data else None)
+                              input=spec.stdin_data if spec.stdin_data else None,
+                              preexec_fn=_runc_pid1 if own_pidns else _die_with_parent)
         code = proc.returncode
     finally:
         if os.path.ismount(mem):  # detaches the stage's overlays and tmpfs with it
@@ -128,15 +147,21 @@ def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str)
     return RunResult(128 - code if code < 0 else code, created)
 
 
-def _run_in_ns_plain(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str) -> dict[str, object]:
-    return _run_in_ns(spec, rootfs, full_mapping, runtime).to_plain()
+def _run_in_ns_plain(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str,
+                     tmp_root: str | None, own_pidns: bool) -> dict[str, object]:
+    return _run_in_ns(spec, rootfs, full_mapping, runtime, tmp_root, own_pidns).to_plain()
 
 
-def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None, runtime: str | None = None) -> RunResult:
-    """Run ``spec`` with the OCI runtime ``runtime`` (see find_runtime) in ``userns``."""
+def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None, runtime: str | None = None,
+            tmp_root: str | None = None, own_pidns: bool = False) -> RunResult:
+    """Run ``spec`` with the OCI runtime ``runtime`` (see find_runtime) in ``userns``; the bundle is
+    made under ``tmp_root`` (the store's per-process temp dir, swept after a kill), else $TMPDIR.
+    ``own_pidns`` (where a fresh /proc can be mounted): runc runs as PID 1 of its own pid namespace,
+    so a killed bale takes the container with it."""
     from builder.sandbox import kernel
     from builder.sandbox.userns import UserNamespace
     path = find_runtime(runtime)
     ns = userns or UserNamespace()
     with kernel.undumpable():
-        return RunResult.from_plain(ns.call(_run_in_ns_plain, spec, rootfs, ns.full_mapping, path))
+        return RunResult.from_plain(ns.call(_run_in_ns_plain, spec, rootfs, ns.full_mapping, path, tmp_root,
+                                            own_pidns))

@@ -83,7 +83,11 @@ class Runtime:
                 return run_chroot(spec, provider)
         if self.isolation == "oci":
             from builder.sandbox.runtime import run_oci
-            return run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime)
+            from builder.image.lease import lease_for
+            tmp_root = self.store_root / "tmp" / lease_for(self.store_root).id
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            return run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime, tmp_root=str(tmp_root),
+                           own_pidns=self.caps.fresh_proc)
         return self.userns().run(spec, provider)
 
     def stream_from(self, fn: Callable[..., Any], *args: Any, sink: Callable[[IO[bytes]], T]) -> T:

@@ -201,18 +201,31 @@ def _start_bud(u, store: Path, ctx: Path, tmpdir: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_killing_bale_kills_a_run_as_another_user(env):
-    """setresuid clears the parent-death signal: the sandbox sets it again after the switch."""
+@pytest.mark.parametrize("isolation", ["rootless", "oci"])
+def test_killing_bale_kills_a_run_as_another_user(env, isolation):
+    """setresuid clears the parent-death signal: the sandbox sets it again after the switch. The
+    secret the RUN has mounted was only ever in memory: after kill -9 it is nowhere on disk."""
     u, bale, tmp, tmpdir = env
-    ctx = _ctx(u, tmp, "ctx", "FROM busybox\nUSER 1000:1000\nRUN sleep 4646\n")
-    proc = _start_bud(u, tmp / "store", ctx, tmpdir)
+    secret = b"KILLED-" + os.urandom(8).hex().encode()
+    src = tmp / "secret.txt"
+    src.write_bytes(secret)
+    os.chown(src, u.uid, u.gid)
+    marker = {"rootless": 4646, "oci": 4647}[isolation]  # the cases may run at once
+    ctx = _ctx(u, tmp, "ctx", f"FROM busybox\nUSER 1000:1000\nRUN --mount=type=secret,id=k,uid=1000 sleep {marker}\n")
+    argv = ["runuser", "-u", u.name, "--", "env", "-i",
+            *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
+            u.python, "-m", "builder.cli.main", "--root", str(tmp / "store"), "bud", "--isolation", isolation,
+            "--secret", f"id=k,src={src}", "-t", "never", str(ctx)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _bale_pid(proc.pid)
-    _started(proc, "^sleep 4646")
+    _started(proc, f"^sleep {marker}")
+    assert _scan_for(secret, tmpdir, tmp / "store") == []
     os.kill(pid, signal.SIGKILL)
     proc.wait(20)
-    assert _wait_gone("^sleep 4646"), "the RUN outlived bale"
+    assert _wait_gone(f"^sleep {marker}"), "the RUN outlived bale"
     with open("/proc/self/mountinfo") as fh:
         assert str(tmp / "store") not in fh.read()
+    assert _scan_for(secret, tmpdir, tmp / "store") == [] and list(tmpdir.iterdir()) == []
 
 
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP"),
