@@ -85,6 +85,11 @@ class Lease:
             return
         raise StoreError(f"cannot take a lease in {leases_dir}: its files keep disappearing")
 
+    @property
+    def read_only(self) -> bool:
+        """True on a store this process cannot write (it records nothing there)."""
+        return self._fd < 0 and self.id.startswith("ro-")
+
     def _read_only(self, leases_dir: Path) -> None:
         self.id, self.path, self._fd = f"ro-{os.getpid()}", leases_dir / "none", -1
         self._recorded = set()

@@ -209,13 +209,15 @@ class Store:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store at {self.root}: {exc.strerror}") from None
-        self._lock = lock_for(self.root / "lock")
+        self._lock, self._lock_pid = lock_for(self.root / "lock"), os.getpid()
 
     # --- locking and leases ---
     def lock(self, exclusive: bool = True) -> contextlib.AbstractContextManager[None]:
         """The store's lock: exclusive (one holder in all threads and processes) or shared.
         Re-entrant per thread; an exclusive holder may take it shared; a shared holder may not
         take it exclusive (StoreError). See builder.image.storelock."""
+        if self._lock_pid != os.getpid():  # a forked child has its own locks (storelock module doc)
+            self._lock, self._lock_pid = lock_for(self.root / "lock"), os.getpid()
         return self._lock(exclusive)
 
     @property

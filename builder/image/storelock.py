@@ -13,6 +13,7 @@ open file description), so it waits for the parent's exclusive lock like any oth
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import threading
@@ -92,15 +93,29 @@ class StoreLock:
 
     def _flock(self, op: int) -> None:
         if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as exc:
-                raise StoreError(f"cannot open the store lock {self.path}: {exc.strerror}") from None
-        fcntl.flock(self._fd, op)
+            self._fd = _open_lock_file(self.path)
+        if self._fd >= 0:
+            fcntl.flock(self._fd, op)
 
     def _unflock(self) -> None:
-        if self._fd is not None:
+        if self._fd is not None and self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file's fd; read-only where this process may not write the store (flock works on
+    any fd), -1 where the file is missing and cannot be made (a store nobody has written to)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise StoreError(f"cannot open the store lock {path}: {exc.strerror}") from None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1
+    except OSError as exc:
+        raise StoreError(f"cannot open the store lock {path}: {exc.strerror}") from None
 
 
 _locks: dict[str, StoreLock] = {}

@@ -178,6 +178,21 @@ def _has_work_dirs(root: Path) -> bool:
     return False
 
 
+def _unlocked(path: Path) -> bool:
+    """Whether nobody holds the lease file's flock (its process is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _in_namespace(rt: "Runtime | None", fn: Any, *args: Any) -> Any:
     return fn(*args) if rt is None else rt.call(fn, *args)
 
@@ -222,11 +237,11 @@ def recover(store: "Store", rt: "Runtime | None") -> Freed:
     leases_dir = root / "leases"
     names = os.listdir(leases_dir) if leases_dir.is_dir() else []
     own = current_lease_id(root)
-    maybe_stale = [n for n in names if n != f"{own}.lease"]
+    stale = [n for n in names if n != f"{own}.lease" and (n.startswith(".") or _unlocked(leases_dir / n))]
     tmp_names = [n for n in os.listdir(root / "tmp")] if (root / "tmp").is_dir() else []
     orphan_tmp = [n for n in tmp_names if f"{n}.lease" not in names and not n.startswith(".")]
-    if not maybe_stale and not orphan_tmp and not _has_work_dirs(root):
-        return freed
+    if not stale and not orphan_tmp and not _has_work_dirs(root):
+        return freed  # the common case: no lock taken, nothing forked
     staged = _Staged()
     with store.lock():
         leases = read_leases(leases_dir)
@@ -372,7 +387,8 @@ def recover_once(rt: "Runtime") -> None:
     _recovered.add(key)
     try:
         store = Store(rt.store_root)
-        lease_for(store.root)
+        if lease_for(store.root).read_only:
+            return  # nothing this process could remove
         recover(store, rt)
     except (OSError, BaleError) as exc:
         log.warning("could not clean up after killed bale processes: %s", exc)
