@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Collection, Iterable
 
 from snapshotter.apply import DROPPED_XATTR_PREFIXES, OPAQUE, WHITEOUT_PREFIX
+from snapshotter.safepath import short_path
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def filter_sandbox_paths(changes: list[Change], root: Path, ignore_if_empty: Col
     dropped = set()
     for c in changes:
         if c.kind == "content" and c.path in ignore and before(c.path) is None:
-            host = root / c.path.lstrip("/")
+            host = short_path(root / c.path.lstrip("/"))
             try:
                 st = os.lstat(host)
             except FileNotFoundError:
@@ -72,7 +73,7 @@ def filter_sandbox_paths(changes: list[Change], root: Path, ignore_if_empty: Col
             continue
         if any(k.path.startswith(c.path + "/") for k in kept if k.path not in dropped):
             continue
-        host = root / c.path.lstrip("/")
+        host = short_path(root / c.path.lstrip("/"))
         try:
             st = os.lstat(host)
         except FileNotFoundError:
@@ -96,7 +97,7 @@ def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_da
         for path in sorted(entries, key=lambda p: p.split("/")):
             c = entries[path]
             name = path.lstrip("/")
-            host = str(root / name)
+            host = short_path(root / name)  # names up to the kernel's limits: through a dir fd
             if c.kind == "whiteout":
                 parent, base = os.path.split(name)
                 ti = tarfile.TarInfo(os.path.join(parent, WHITEOUT_PREFIX + base))

@@ -28,6 +28,7 @@ from snapshotter import syscalls
 from snapshotter.apply import OPAQUE_XATTRS, _remove, apply_tar
 from snapshotter.diff import Change, filter_sandbox_paths, write_tar
 from snapshotter.errors import SnapshotError
+from snapshotter.safepath import short_path, walk
 
 MAX_LOWERS = 500
 Opener = Callable[[], BinaryIO]
@@ -293,7 +294,7 @@ class OverlayDriver(_Base):
 
         def before(path: str) -> tuple[int, int, int] | None:
             for low in reversed(lowers):
-                p = low / path.lstrip("/")
+                p = short_path(low / path.lstrip("/"))
                 if os.path.lexists(p):
                     st = os.lstat(p)
                     if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
@@ -310,11 +311,11 @@ class OverlayDriver(_Base):
         upper = self._cdir(key) / "upper"
         before = self._before(key)
         out: dict[str, Change] = {}
-        for dirpath, dirnames, filenames in os.walk(upper):
+        for dirpath, dirnames, filenames in walk(upper):  # fd-based: trees deeper than PATH_MAX
             rel = os.path.relpath(dirpath, upper)
             base = "" if rel == "." else "/" + rel
             for name in dirnames + filenames:
-                host = os.path.join(dirpath, name)
+                host = short_path(os.path.join(dirpath, name))
                 st = os.lstat(host)
                 cpath = f"{base}/{name}"
                 if name in (".wh..wh..opq", ".wh..opq"):  # fuse-overlayfs' opaque markers
@@ -474,11 +475,11 @@ def _scan(rootfs: Path) -> dict[str, list[Any]]:
     generation: ext4 hands a deleted directory's inode number to the next mkdir, so the
     number alone cannot tell "replaced" from "modified"; the handle can."""
     out: dict[str, list[Any]] = {}
-    for dirpath, dirnames, filenames in os.walk(rootfs):
+    for dirpath, dirnames, filenames in walk(rootfs):  # fd-based: trees deeper than PATH_MAX
         rel = os.path.relpath(dirpath, rootfs)
         base = "" if rel == "." else "/" + rel
         for name in dirnames + filenames:
-            host = os.path.join(dirpath, name)
+            host = short_path(os.path.join(dirpath, name))
             st = os.lstat(host)
             link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
             handle = syscalls.file_handle(host) if stat.S_ISDIR(st.st_mode) else None

@@ -7,7 +7,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from snapshotter.errors import SnapshotError
 
@@ -114,6 +114,15 @@ def short_path(path: Path | str) -> str:
             raise OSError(36, "File name too long", os.fsdecode(raw[:64]) + "...")
         prefix, rest = raw[:cut], raw[cut + 1:]
         fd = _dir_fds.get(prefix)
+        if fd is not None:  # still that directory? (the open fd pins its inode number)
+            try:
+                now, held = os.stat(prefix, follow_symlinks=False), os.fstat(fd)
+                same = (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+            except OSError:
+                same = False
+            if not same:
+                os.close(_dir_fds.pop(prefix))
+                fd = None
         if fd is None:
             if len(_dir_fds) >= 64:
                 for old in _dir_fds.values():
@@ -123,3 +132,11 @@ def short_path(path: Path | str) -> str:
             _dir_fds[prefix] = fd
         raw = b"/proc/self/fd/%d/" % fd + rest
     return os.fsdecode(raw)
+
+
+def walk(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk for trees deeper than PATH_MAX: listed through directory fds (os.fwalk), same
+    (dirpath, dirnames, filenames) shape, top-down, symlinks not followed, dirnames prunable.
+    Use short_path() on the joined paths it gives."""
+    for dirpath, dirnames, filenames, _fd in os.fwalk(top):
+        yield dirpath, dirnames, filenames

@@ -403,3 +403,44 @@ def test_names_up_to_the_kernel_limits_extract(tmp_path):
         assert os.readlink("link", dir_fd=fd) == "f" * 180
     finally:
         os.close(fd)
+
+
+def _diff_deep(root: str, driver: str) -> list:
+    from pathlib import Path
+    from snapshotter.api import get_driver
+    d = get_driver(driver, Path(root))
+    base = io.BytesIO()
+    with tarfile.open(fileobj=base, mode="w") as t:
+        ti = tarfile.TarInfo("etc")
+        ti.type = tarfile.DIRTYPE
+        t.addfile(ti)
+    data = base.getvalue()
+    d.ensure_layer("b", lambda: io.BytesIO(data))
+    d.prepare("c", ["b"], [lambda: io.BytesIO(data)])
+    fd = os.open(d.mount("c"), os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(19):  # made hop by hop as a RUN would: 3,857 bytes of directories
+        name = f"{i:02d}" + "d" * 200
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    f = os.open("leaf" + "l" * 190, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"x")
+    os.close(f)
+    os.close(fd)
+    out = io.BytesIO()
+    d.diff("c", out)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as t:
+        return [(m.name.count("/"), m.size) for m in t.getmembers() if "/leaf" in m.name]
+
+
+@pytest.mark.parametrize("driver", ["overlay", "native"])
+def test_diff_of_names_up_to_the_kernel_limits(tmp_path, driver):
+    """Issue 12 item 10: what a step writes at a container path near PATH_MAX reaches the layer
+    although the snapshot's host path makes it longer than PATH_MAX (fd-based walk and access)."""
+    from builder.sandbox.userns import call_in_child
+    if os.geteuid() != 0:
+        pytest.fail("mounting in this test needs root (CI runs as root)")
+    root = tmp_path / ("r" * 150)
+    assert call_in_child(_diff_deep, str(root), driver) == [[19, 1]]
