@@ -103,12 +103,12 @@ def test_a_build_arg_used_by_copy_chown_invalidates_the_copy(env):
     assert f.info.uid == 2000  # (the gid a bare uid gets is issue 8, class 1)
 
 
-@pytest.mark.parametrize("dockerfile,message", [
-    ("FROM busybox\n\nRUN exit 3\n", "Dockerfile:3: RUN: exit 3: exited with status 3"),
-    ("FROM busybox\nCOPY locked.txt /x\n", "Dockerfile:2: COPY: Permission denied: "),
-    ("FROM busybox\nCOPY missing.txt /x\n", "Dockerfile:2: COPY: "),
+@pytest.mark.parametrize("dockerfile,message,cause", [
+    ("FROM busybox\n\nRUN exit 3\n", "Dockerfile:3: RUN: ", "exit 3: exited with status 3"),
+    ("FROM busybox\nCOPY locked.txt /x\n", "Dockerfile:2: COPY: ", "permission denied"),
+    ("FROM busybox\nCOPY missing.txt /x\n", "Dockerfile:2: COPY: ", "missing.txt"),
 ])
-def test_a_failing_step_names_file_line_and_instruction(env, dockerfile, message):
+def test_a_failing_step_names_file_line_and_instruction(env, dockerfile, message, cause):
     u, bale, ctx, tmp, chown = env
     (ctx / "Dockerfile").write_text(dockerfile)
     (ctx / "locked.txt").write_text("secret\n")
@@ -117,5 +117,5 @@ def test_a_failing_step_names_file_line_and_instruction(env, dockerfile, message
     r = bale("bud", "-t", "fails", str(ctx), check=False)
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("bale: " + message), r.stderr
+    assert last.startswith("bale: " + message) and cause in last.lower(), r.stderr
     assert "Traceback" not in r.stderr
