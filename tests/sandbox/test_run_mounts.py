@@ -253,3 +253,25 @@ def test_signals_stop_the_run_and_exit_with_one_line(env, sig, code, word):
     assert list(tmpdir.iterdir()) == []
     with open("/proc/self/mountinfo") as fh:
         assert str(tmp / "store") not in fh.read()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot isolation is root's (CI runs as root)")
+def test_killing_bale_kills_a_chroot_run_as_another_user(tmp_path, busybox_layout):
+    """chroot isolation: the RUN's parent-death signal is set again after setresuid too."""
+    import sys
+    from tests.fixtures.users import REPO
+    store = tmp_path / "store"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nUSER 1000:1000\nRUN sleep 4649\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    base = [sys.executable, "-m", "builder.cli.main", "--root", str(store)]
+    image = subprocess.run([*base, "pull", "-q", f"oci:{busybox_layout}:latest"], capture_output=True, text=True,
+                           env=env, check=True).stdout.strip()
+    subprocess.run([*base, "tag", image, "busybox"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([*base, "bud", "--isolation", "chroot", "-t", "never", str(ctx)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _started(proc, "^sleep 4649")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(20)
+    assert _wait_gone("^sleep 4649"), "the RUN outlived bale"

@@ -51,7 +51,8 @@ def info(ctx: click.Context, fmt: str, reprobe: bool) -> None:
     click.echo(f"overlay:         {'yes' if caps.overlay else 'no'}"
                + (f" ({caps.overlay_error})" if caps.overlay_error and caps.mounts else ""))
     click.echo(f"fuse-overlayfs:  {'yes' if caps.fuse_overlayfs else 'no'}")
-    click.echo(f"fresh /proc:     {'yes' if caps.fresh_proc else 'no (RUN gets a minimal /proc)'}")
+    proc = "yes" if caps.fresh_proc else ("no (RUN gets a minimal /proc)" if caps.mounts else "no (chroot: none)")
+    click.echo(f"fresh /proc:     {proc}")
     click.echo(f"isolation:       {isolation}")
     click.echo(f"storage driver:  {driver}")
     click.echo(f"store:           {app.root}")
