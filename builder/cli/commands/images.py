@@ -300,6 +300,16 @@ def tag(ctx: click.Context, image: str, names: tuple[str, ...]) -> None:
     app.store.add_image(rec.manifest_digest, [store_name(n) for n in names])
 
 
+def _runtime_or_none(app: Any) -> Any:
+    """The runtime to remove layer files in (owned by subordinate ids); None where this host gives
+    no isolation at all: images and blobs still go, files bale cannot remove stay for later."""
+    from builder.errors import BaleError
+    try:
+        return app.runtime()
+    except BaleError:
+        return None
+
+
 @click.command("rmi")
 @click.option("--force", "-f", is_flag=True, help="Also remove images used by working containers.")
 @click.option("--all", "-a", "all_", is_flag=True, help="Remove every image.")
@@ -316,7 +326,7 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
     store = app.store
     if not names and not all_ and not prune:
         raise UsageError("rmi: name an image, or use --all or --prune")
-    rt = app.runtime()
+    rt = _runtime_or_none(app)
     with store.lock():
         used = {c.image_id: c.name for c in ContainerRegistry(app.root).all() if c.image_id}
         targets = list(store.images()) if all_ else [r for r in store.images() if not r.names] if prune else []
@@ -351,7 +361,7 @@ def prune(ctx: click.Context, all_: bool, force: bool) -> None:
     from builder.workspace.gc import Freed, collect
     app = _app(ctx)
     store = app.store
-    rt = app.runtime()
+    rt = _runtime_or_none(app)
     freed = Freed()
     with store.lock():
         used = {c.image_id for c in ContainerRegistry(app.root).all() if c.image_id}
