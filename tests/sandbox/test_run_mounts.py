@@ -275,3 +275,26 @@ def test_killing_bale_kills_a_chroot_run_as_another_user(tmp_path, busybox_layou
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(20)
     assert _wait_gone("^sleep 4649"), "the RUN outlived bale"
+
+
+def test_bale_is_not_dumpable_while_a_run_runs(env):
+    """Even a process with bale's uid that could see bale's processes (a RUN where the outer /proc
+    leaked, or anything else of the user's) can neither read their environment nor open their fds."""
+    u, bale, tmp, tmpdir = env
+    ctx = _ctx(u, tmp, "ctx", "FROM busybox\nRUN sleep 4650\n")
+    proc = _start_bud(u, tmp / "store", ctx, tmpdir)
+    main = _bale_pid(proc.pid)
+    try:
+        _started(proc, "^sleep 4650")
+        helpers = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True).stdout.split()
+        assert helpers, "no namespace child"
+        for pid in [main, *map(int, helpers)]:
+            for what in (f"/proc/{pid}/environ", f"/proc/{pid}/fd/0", f"/proc/{pid}/mem"):
+                r = u.run(["cat", what], check=False, timeout=10)
+                assert r.returncode != 0 and "Permission denied" in r.stderr, (what, r.stdout[:100], r.stderr)
+            r = u.run(["ls", f"/proc/{pid}/fd"], check=False, timeout=10)
+            assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+    finally:
+        os.kill(main, signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert _wait_gone("^sleep 4650")
