@@ -292,3 +292,26 @@ def test_twenty_builds_leave_no_temp_files(tmp_path, busybox_layout):
     assert os.listdir(root / "tmp") == [] and os.listdir(root / "leases") == []
     assert [p for p in _tree(root) if "/." in "/" + p and ".probe" not in p] == []
     assert _snapshots(root) == []
+
+
+def test_rootless_gc_removes_layers_owned_by_subordinate_ids(unprivileged_user, user_tmp, busybox_layout):
+    """As an unprivileged user, layers and snapshots hold files of subordinate ids that the user
+    cannot remove directly: rmi/prune remove them inside the user namespace."""
+    u = unprivileged_user
+    root = u.busybox_store(user_tmp, busybox_layout)
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN mkdir -m 700 /owned && echo s > /owned/s && "
+                                    "chown -R 1234:4321 /owned\n")
+    os.chown(ctx, u.uid, u.gid)
+    os.chown(ctx / "Dockerfile", u.uid, u.gid)
+    u.bale("bud", "-q", "--layers", "-t", "owned", str(ctx), root=root)
+    assert u.bale("from", "owned", root=root).stdout.strip()
+    owned = [p for p in root.glob("snapshots/*/layers/*/diff/owned")]
+    assert owned and all(p.stat().st_uid != u.uid for p in owned)
+    u.bale("rmi", "--all", "--force", root=root)
+    u.bale("rm", "--all", root=root)
+    line = u.bale("prune", "-a", root=root).stdout.strip().splitlines()[-1]
+    assert line.startswith("freed ") and "0 unpacked layers" not in line, line
+    assert list(root.glob("snapshots/*/layers/*")) == [] and list(root.glob("snapshots/*/containers/*")) == []
+    assert list((root / "blobs" / "sha256").iterdir()) == [] and os.listdir(root / "tmp") == []
