@@ -268,9 +268,7 @@ def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: 
     warnings: list[str] = rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key,
                                        plan.dest_dir, None, chown, plan.mkdir, plan.chmod,
                                        source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
-    for w in warnings:
-        print(f"bale: warning: {w}", file=sys.stderr)
-    return warnings
+    return warnings  # already logged where they happened (snapshotter.apply)
 
 
 def absolute_dest(state: ContainerState, dest: str | None) -> str:

@@ -9,6 +9,7 @@ written outside ``target``: parents are resolved with chroot semantics
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import stat
@@ -114,7 +115,21 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
             os.utime(short_path(path), (mtime, mtime), follow_symlinks=False)
         except OSError:
             pass
+    _report(result)
     return result
+
+
+def _report(result: ApplyResult, shown: int = 5) -> None:
+    """What extraction could not keep (an xattr, an owner, a device node) is said, never dropped
+    silently: Docker logs the same and goes on (backend.go:201-204; go-archive's xattr warning)."""
+    # xattrs only: owners are lost only in the single-id fallback, which says so once, and device
+    # nodes in a layer are skipped in a user namespace as go-archive does (at debug level)
+    said = [w for w in result.warnings if ": cannot set xattr " in w]
+    log = logging.getLogger("bale")
+    for w in said[:shown]:
+        log.warning("%s", w)
+    if len(said) > shown:
+        log.warning("... and %d more entries like these", len(said) - shown)
 
 
 def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: str, chown: tuple[int, int] | None,

@@ -179,8 +179,7 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
     """COPY --from: sources from one mounted snapshot into another, in the namespace. Modes and
     xattrs are kept, and owners with ``keep_owner`` (a Dockerfile's COPY --from: fsutil copy is
     ``cp -a``; ``bale copy --from`` gives root's as buildah copy does) unless --chown/--chmod say
-    otherwise; directories it creates belong to the --chown owner. Warnings go to stderr."""
-    import sys
+    otherwise; directories it creates belong to the --chown owner. Warnings are logged."""
     import tempfile
     from builder.build import copier
     from snapshotter.apply import apply_tar
@@ -198,10 +197,7 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
     with tempfile.TemporaryFile() as spool:
         copier.write_tar(plan, spool)
         spool.seek(0)
-        result = apply_tar(spool, secure_join(dst, plan.dest_dir), whiteout_format="native", chown=owner,
-                           strict=True)
-    for w in result.warnings:
-        print(f"bale: warning: {w}", file=sys.stderr)
+        apply_tar(spool, secure_join(dst, plan.dest_dir), whiteout_format="native", chown=owner, strict=True)
 
 
 def make_cache_dir(path: str, uid: int, gid: int, mode: int) -> None:

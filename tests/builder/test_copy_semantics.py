@@ -345,7 +345,7 @@ def test_setuid_entry_whose_owner_cannot_be_set_is_refused(tmp_path, monkeypatch
         _apply(buf.getvalue(), tmp_path / "copy", strict=True)
 
 
-def test_xattr_that_cannot_be_set_is_named(tmp_path, monkeypatch):
+def test_xattr_that_cannot_be_set_is_named(tmp_path, monkeypatch, caplog):
     """Issue 12 item 3: Docker's result (BuildKit's copy logs the xattr error and goes on,
     solver/llbsolver/file/backend.go:201-204), never a silent drop: a warning naming entry and key."""
     import errno as _errno
@@ -361,8 +361,10 @@ def test_xattr_that_cannot_be_set_is_named(tmp_path, monkeypatch):
         f = tarfile.TarInfo("f")
         f.pax_headers = {"SCHILY.xattr.trusted.x": "1", "SCHILY.xattr.user.y": "2"}
         t.addfile(f)
-    result = _apply(buf.getvalue(), tmp_path / "r", strict=True)
+    with caplog.at_level("WARNING", logger="bale"):
+        result = _apply(buf.getvalue(), tmp_path / "r", strict=True)
     assert result.warnings == ["f: cannot set xattr trusted.x: Operation not permitted"]
+    assert [r.getMessage() for r in caplog.records] == result.warnings  # said, as Docker logs it
     assert os.getxattr(tmp_path / "r" / "f", "user.y") == b"2"
 
 
