@@ -158,13 +158,16 @@ def _unlink(p: Path) -> int:
         return 0
 
 
-def _sweep_drivers(snapshots_root: str) -> int:
-    """Work directories of killed snapshot writers (see snapshotter.drivers.sweep_dir)."""
+def sweep_all(store_root: str) -> int:
+    """Work directories of killed writers (see snapshotter.drivers.sweep_dir) under the store's
+    tmp/, cache-mounts/ and every driver's layers/ and containers/ (run it in the namespace)."""
     from snapshotter.api import get_driver
-    n = 0
+    from snapshotter.drivers import sweep_dir
+    root = Path(store_root)
+    n = sweep_dir(root / "tmp") + sweep_dir(root / "cache-mounts")
     for name in DRIVER_NAMES:
-        if (Path(snapshots_root) / name).is_dir():
-            n += get_driver(name, Path(snapshots_root)).sweep()
+        if (root / "snapshots" / name).is_dir():
+            n += get_driver(name, root / "snapshots").sweep()
     return n
 
 
@@ -248,11 +251,7 @@ def recover(store: "Store", rt: "Runtime | None") -> Freed:
         keep = {c.key for c in ContainerRegistry(root).all()}
         _stale_leftovers(store, leases, keep, staged, freed)
     freed.bytes += staged.remove(rt)
-    from snapshotter.drivers import sweep_dir
-    for d in (root / "tmp", root / "cache-mounts"):
-        sweep_dir(d)
-    if (root / "snapshots").is_dir():
-        _in_namespace(rt, _sweep_drivers, str(root / "snapshots"))
+    _in_namespace(rt, sweep_all, str(root))
     if freed.snapshots or freed.temp:
         log.info("removed what killed bale processes left: %d snapshots, %d temp dirs", freed.snapshots, freed.temp)
     return freed
@@ -365,11 +364,7 @@ def collect(store: "Store", rt: "Runtime | None", *, build_cache: bool = False, 
                 if not name.startswith(".") and staged.add(mounts_dir / name):
                     freed.cache_mounts += 1
     freed.bytes += staged.remove(rt)
-    from snapshotter.drivers import sweep_dir
-    for d in (root / "tmp", root / "cache-mounts"):
-        sweep_dir(d)
-    if drivers_root.is_dir():
-        _in_namespace(rt, _sweep_drivers, str(drivers_root))
+    _in_namespace(rt, sweep_all, str(root))
     return freed
 
 
