@@ -85,7 +85,10 @@ class Builder:
         self.containers: list[ContainerState] = []
         self.lock = threading.Lock()
         self._bases: dict[str, "ImageRecord"] = {}
-        self.cache = LayerCache(self.store, self.root, layers=opts.layers, no_cache=opts.no_cache)
+        from builder.image.remotecache import RemoteCache
+        remote = RemoteCache.from_flags(self.store, list(opts.cache_from), opts.cache_to, opts.registry,
+                                        str(self.platform)) if opts.layers else None
+        self.cache = LayerCache(self.store, self.root, layers=opts.layers, no_cache=opts.no_cache, remote=remote)
         self.file_digests = FileDigests(self.root / DIGESTS_DB)
         self._trees: dict[tuple[str, tuple[str, ...]], str] = {}
         self.filename = "Dockerfile"

@@ -23,11 +23,14 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from builder.image.commit import Layer
 from builder.image.oci import Descriptor
 from builder.image.store import Store
+
+if TYPE_CHECKING:
+    from builder.image.remotecache import RemoteCache
 
 #: the file in <root> that holds the stat-keyed content digests and subtree digests
 DIGESTS_DB = "digests.db"
@@ -57,9 +60,12 @@ class LayerCache:
     """Lookups and records of step results; ``enabled`` is False without --layers or with
     --no-cache, and then executors compute no key (no file is hashed)."""
 
-    def __init__(self, store: Store, root: Path, *, layers: bool, no_cache: bool) -> None:
+    def __init__(self, store: Store, root: Path, *, layers: bool, no_cache: bool,
+                 remote: "RemoteCache | None" = None) -> None:
         self.store, self.dir = store, Path(root) / "cache"
         self.enabled = layers and not no_cache
+        #: --cache-from/--cache-to (builder.image.remotecache): asked after a local miss, told every put
+        self.remote = remote
 
     def get(self, key: str) -> tuple[Layer | None] | None:
         """``(layer,)`` (``(None,)`` for a step that changed nothing) on a hit, None on a miss."""
@@ -68,7 +74,12 @@ class LayerCache:
         try:
             entry = json.loads((self.dir / key).read_text())
         except (OSError, ValueError):
-            return None
+            entry = None
+        if entry is None or (entry.get("layer") and not self.store.has_blob(entry["layer"]["digest"])):
+            hit = self.remote.lookup(key) if self.remote is not None else None
+            if hit is not None:
+                self._write(key, hit[0])
+            return hit
         if not entry.get("layer"):
             return (None,)
         desc = Descriptor.from_json(entry["layer"])
@@ -79,6 +90,11 @@ class LayerCache:
     def put(self, key: str, layer: Layer | None) -> None:
         if not self.enabled:
             return
+        self._write(key, layer)
+        if self.remote is not None:
+            self.remote.record(key, layer)
+
+    def _write(self, key: str, layer: Layer | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         data = {"layer": layer.descriptor.to_json() if layer else None, "diff_id": layer.diff_id if layer else None}
         tmp = self.dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"

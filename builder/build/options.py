@@ -82,6 +82,9 @@ class BuildOptions:
     #: --env K=V set and --unsetenv K removed in the final image's Env
     env: dict[str, str] = field(default_factory=dict)
     unsetenv: tuple[str, ...] = ()
+    #: --cache-from REPO (repeatable) and --cache-to REPO: the remote layer cache (with layers=True)
+    cache_from: tuple[str, ...] = ()
+    cache_to: str | None = None
 
 
 def _kv_fields(text: str, what: str) -> dict[str, str]:

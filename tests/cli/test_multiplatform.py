@@ -140,3 +140,16 @@ def test_manifest_verbs_and_push_all(bale, registry, multi_base, tmp_path):
     assert len(json.loads(bale("manifest", "inspect", "mylist").stdout)["manifests"]) == 1
     bale("manifest", "rm", "mylist")
     assert bale("manifest", "inspect", "mylist", check=False).returncode != 0
+
+
+def test_all_platforms_builds_what_every_base_has(bale, registry, multi_base, tmp_path):
+    ctx = _ctx(tmp_path, f"FROM {multi_base} AS b\nCOPY f /f\nFROM b\nLABEL x=y\n")
+    out = tmp_path / "layout"
+    bale("bud", "--tls-verify=false", "--all-platforms", "-t", "allp", "--output", f"type=oci,dest={out}",
+         str(ctx), env=registry.env)
+    raw = _skopeo_raw(f"oci:{out}:latest")
+    assert sorted(m["platform"]["architecture"] for m in raw["manifests"]) == \
+        sorted([HOST.split("/")[1], "s390x"])
+    assert json.loads(bale("manifest", "inspect", "allp").stdout)["manifests"] == raw["manifests"]
+    bale("rmi", "allp")  # rmi takes a manifest list as buildah's does
+    assert bale("manifest", "exists", "allp", check=False).returncode == 1

@@ -27,8 +27,6 @@ NOT_HONOURED: dict[str, tuple[str, str]] = {
     "ssh": ("warning", "--ssh: ignored (bale cannot forward an SSH agent; RUN --mount=type=ssh gets no socket)"),
     "sign_by": ("warning", "--sign-by: ignored (no GPG signing; use --sign-by-sigstore-private-key)"),
     "from_image": ("warning", "--from: ignored (bale builds the FROM the Dockerfile names)"),
-    "cache_from": ("warning", "--cache-from: ignored (bale has no remote layer cache yet)"),
-    "cache_to": ("warning", "--cache-to: ignored (bale has no remote layer cache yet)"),
     "cache_ttl": ("warning", "--cache-ttl: ignored (cached layers do not expire)"),
     "decryption_key": ("warning", "--decryption-key: ignored (bale cannot decrypt layers)"),
     "device": ("warning", "--device: ignored (RUN gets bale's fixed /dev)"),
@@ -73,7 +71,7 @@ NOT_HONOURED: dict[str, tuple[str, str]] = {
 
 def _ignored_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The buildah flags of NOT_HONOURED (accepted, each logs its one line when given)."""
-    multi = {"cap_add", "cap_drop", "security_opt", "ssh", "cache_from", "cache_to", "decryption_key", "device",
+    multi = {"cap_add", "cap_drop", "security_opt", "ssh", "decryption_key", "device",
              "hooks_dir", "runtime_flag", "os_feature", "cpp_flag", "dns_option", "dns_search", "ulimit",
              "userns_uid_map", "userns_gid_map"}
     flags = {"no_hosts", "stdin", "compress", "disable_content_trust", "omit_history", "skip_unused_stages",
@@ -120,6 +118,10 @@ def _layers_default() -> bool:
 @click.option("--target", default=None, help="Build this stage (default: the last).")
 @click.option("--layers/--no-layers", default=_layers_default, help="Cache intermediate layers (env BUILDAH_LAYERS).")
 @click.option("--no-cache", is_flag=True, help="Do not use cached layers.")
+@click.option("--cache-from", "cache_from", multiple=True, metavar="REPO",
+              help="Look cached steps up in this registry repository (with --layers; repeatable).")
+@click.option("--cache-to", "cache_to", multiple=True, metavar="REPO",
+              help="Push each cached step to this registry repository (with --layers).")
 @click.option("--pull", "pull", default=None, metavar="POLICY", is_flag=False, flag_value="always",
               help="always|missing|never|newer (bare --pull = always).")
 @click.option("--pull-always", is_flag=True, hidden=True)
@@ -201,6 +203,11 @@ def bud(ctx: click.Context, context: str, **kw: Any) -> None:
             raise UsageError(f"invalid --env {item!r}: expected KEY=VALUE")
         if sep or k in os.environ:
             env[k] = v if sep else os.environ[k]
+    import logging
+    if (kw["cache_from"] or kw["cache_to"]) and not kw["layers"]:
+        logging.getLogger("bale").warning("--cache-from/--cache-to: ignored without --layers (as buildah)")
+    if len(kw["cache_to"]) > 1:
+        raise UsageError("--cache-to: name one repository")
     tags = list(kw["tags"])
     outputs = [bo.parse_output(o) for o in kw["outputs"]]
     opts = bo.BuildOptions(
@@ -217,7 +224,8 @@ def bud(ctx: click.Context, context: str, **kw: Any) -> None:
         progress=kw["progress"], registry=regopts, isolation=kw["isolation"],
         remove_intermediate=kw["remove_intermediate"] or kw["force_rm"], jobs=max(1, kw["jobs"]),
         ignorefile=kw["ignorefile"], volumes=tuple(kw["volumes"]), add_hosts=tuple(kw["add_hosts"]),
-        env=env, unsetenv=tuple(kw["unsetenv"]))
+        env=env, unsetenv=tuple(kw["unsetenv"]), cache_from=tuple(kw["cache_from"]),
+        cache_to=kw["cache_to"][0] if kw["cache_to"] else None)
     ws = workspace(ctx, oci_runtime=kw["runtime"])
     _build(ws, opts, kw)
 

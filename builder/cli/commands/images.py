@@ -333,6 +333,10 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
         for n in names:
             rec = find_local_image(app, n)
             if rec is None:
+                from builder.image import manifestlist as ml
+                if ml.find_list(store, n) is not None:  # buildah rmi removes manifest lists too
+                    click.echo(ml.remove(store, n).digest.split(":", 1)[1])
+                    continue
                 raise ImageNotFound(f"image {n}: not known in the local store")
             given = next((c for c in lookup_candidates(n) if c in rec.names), None)
             if given and len(rec.names) > 1 and not force:
