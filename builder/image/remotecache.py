@@ -34,15 +34,27 @@ log = logging.getLogger("bale")
 KEY_LABEL = "io.bale.cache.key"
 
 
+def split_cache_spec(text: str) -> tuple[str, bool]:
+    """(repository, mounts) of ``REPO[,mounts=true]`` or BuildKit's ``type=registry,ref=REPO[,mounts=true]``."""
+    from builder.errors import UsageError
+    first, *rest = text.split(",")
+    fields = dict(kv.partition("=")[::2] for kv in rest)
+    if "=" in first:
+        fields.update([first.partition("=")[::2]])
+        first = fields.pop("ref", "")
+        if fields.pop("type", "registry") != "registry":
+            raise UsageError(f"cache {text!r}: only type=registry is supported")
+    mounts = fields.pop("mounts", "false").lower() in ("1", "t", "true")
+    if fields or not first:
+        raise UsageError(f"cache {text!r}: expected REPO[,mounts=true] or type=registry,ref=REPO[,mounts=true]")
+    return first, mounts
+
+
 def parse_cache_repo(text: str) -> "ImageReference":
     """``REGISTRY/REPO`` (a tag or digest is refused: entries are tagged by key)."""
     from builder.errors import UsageError
     from builder.image.reference import parse_reference
-    if "ref=" in text:  # BuildKit's spelling: type=registry,ref=REPO
-        fields = dict(kv.partition("=")[::2] for kv in text.split(","))
-        if fields.get("type", "registry") != "registry":
-            raise UsageError(f"cache {text!r}: only type=registry is supported")
-        text = fields["ref"]
+    text = split_cache_spec(text)[0]
     ref = parse_reference(text.removeprefix("docker://"))
     if ref.digest or (ref.tag and ref.tag != "latest") or text.rstrip().endswith(":latest"):
         raise UsageError(f"cache repository {text!r}: name a repository without a tag (entries are tagged by "
@@ -58,6 +70,9 @@ class RemoteCache:
     target: "ImageReference | None"
     options: "RegistryOptions"
     platform: str = "linux/amd64"
+    #: ``,mounts=true``: RUN cache mounts are imported from the sources / exported to the target
+    mounts_from: bool = False
+    mounts_to: bool = False
     _clients: dict[str, "RegistryClient"] = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +81,8 @@ class RemoteCache:
         if not cache_from and not cache_to:
             return None
         return cls(store, [parse_cache_repo(r) for r in cache_from], parse_cache_repo(cache_to) if cache_to else None,
-                   options, platform)
+                   options, platform, mounts_from=any(split_cache_spec(r)[1] for r in cache_from),
+                   mounts_to=bool(cache_to) and split_cache_spec(cache_to or "")[1])
 
     def _client(self, registry: str) -> "RegistryClient":
         from builder.image.registry.client import RegistryClient

@@ -53,3 +53,27 @@ def test_two_stores_share_steps_through_the_registry(bale, registry, busybox_lay
              "--cache-from", "127.0.0.1:9/bale/down", "--retry", "0", "-t", "c", str(ctx),
              root=tmp_path / "store-c", env=registry.env)
     assert [hit for _, hit in _step_log(c.stderr)] == [False, False, False]
+
+
+def test_run_cache_mounts_travel_with_mounts_true(bale, registry, busybox_layout, tmp_path):
+    """``--cache-to REPO,mounts=true`` exports the store's RUN cache mounts (owners kept) and
+    ``--cache-from REPO,mounts=true`` seeds an empty store with them before the build."""
+    base = push_busybox(registry, busybox_layout, "bale/rcm-base")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base}\nARG N\nRUN --mount=type=cache,target=/c,uid=123 ls -ln /c > /seen && "
+        "echo $N > /c/from-$N && chown 123 /c/from-$N\n")
+    repo = f"{registry.host}/bale/rcm-cache"
+    bale("bud", "--layers", "--tls-verify=false", "--cache-to", f"{repo},mounts=true", "--build-arg", "N=a",
+         "-t", "a", str(ctx), root=tmp_path / "sa", env=registry.env)
+    tags = json.loads(subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{repo}"],
+                                     check=True, capture_output=True, text=True).stdout)["Tags"]
+    assert [t for t in tags if t.startswith("mount-")]
+    out = tmp_path / "b.tar"
+    bale("bud", "--layers", "--no-cache", "--tls-verify=false", "--cache-from", f"type=registry,ref={repo},mounts=true",
+         "--build-arg", "N=b", "--output", f"type=tar,dest={out}", str(ctx), root=tmp_path / "sb", env=registry.env)
+    import tarfile
+    with tarfile.open(out) as tf:
+        seen = tf.extractfile("seen").read().decode()
+    assert "from-a" in seen and " 123 " in seen  # the first store's file, with the owner RUN gave it

@@ -231,10 +231,9 @@ def bud(ctx: click.Context, context: str, **kw: Any) -> None:
 
 
 def _build(ws: Any, opts: Any, kw: dict[str, Any]) -> None:
-    """One build, or one per platform and a manifest list (builder.multiplatform)."""
-    from dataclasses import replace
+    """One build, or one per platform and a manifest list (builder.multiplatform); RUN cache
+    mounts imported before and exported after when the remote cache says ``mounts=true``."""
     from builder import multiplatform as mp
-    from builder.build.builder import build
     from builder.cli.progress import make_progress
     progress = make_progress(opts.quiet, opts.progress)
     plats = mp.platforms_from(kw["platform"], kw["arch"], kw["os_"], kw["variant"])
@@ -245,6 +244,29 @@ def _build(ws: Any, opts: Any, kw: dict[str, Any]) -> None:
             plats = mp.base_platforms(ws, c.dockerfile_text or "", opts.registry)
         finally:
             c.cleanup()
+    remote = _mount_cache(ws, opts)
+    if remote is not None and remote.mounts_from:
+        from builder.image.mountcache import import_mounts
+        import_mounts(remote, ws.runtime(opts.isolation), ws.root)
+    _build_all(ws, opts, kw, plats, progress)
+    if remote is not None and remote.mounts_to:
+        from builder.image.mountcache import export_mounts
+        export_mounts(remote, ws.runtime(opts.isolation), ws.root)
+
+
+def _mount_cache(ws: Any, opts: Any) -> Any:
+    """The RemoteCache when RUN cache mounts go through it (``,mounts=true``), else None."""
+    if not opts.layers or not (opts.cache_from or opts.cache_to):
+        return None
+    from builder.image.remotecache import RemoteCache
+    rc = RemoteCache.from_flags(ws.store, list(opts.cache_from), opts.cache_to, opts.registry, "linux/amd64")
+    return rc if rc is not None and (rc.mounts_from or rc.mounts_to) else None
+
+
+def _build_all(ws: Any, opts: Any, kw: dict[str, Any], plats: list[Any], progress: Any) -> None:
+    from dataclasses import replace
+    from builder import multiplatform as mp
+    from builder.build.builder import build
     if len(plats) > 1 or kw["manifest"]:
         res = mp.build_platforms(ws, opts, plats or [__import__("builder.image.oci", fromlist=["Platform"])
                                                      .Platform.host()], manifest=kw["manifest"],
