@@ -37,17 +37,32 @@ def _bool_options(cmd: click.Command) -> dict[str, tuple[click.Option, bool]]:
     return out
 
 
+def _bool_valued(cmd: click.Command) -> set[str]:
+    """Long names of options that take a true/false value (``--tls-verify``): bare, they mean true."""
+    out: set[str] = set()
+    for p in cmd.params:
+        func = getattr(p.type, "func", None)
+        if isinstance(p, click.Option) and not p.is_flag and getattr(func, "__name__", "") == "_bool_flag":
+            out.update(n for n in p.opts if n.startswith("--"))
+    return out
+
+
 def rewrite_bool_args(cmd: click.Command, args: list[str]) -> list[str]:
     """``args`` with every ``--flag=VALUE`` of a boolean flag of ``cmd`` turned into click's
-    spelling; everything after ``--`` is left alone."""
+    spelling, and a bare ``--tls-verify`` (an option taking true/false) made ``--tls-verify=true``;
+    everything after ``--`` is left alone."""
     flags = _bool_options(cmd)
-    if not flags:
+    valued = _bool_valued(cmd)
+    if not flags and not valued:
         return list(args)
     out: list[str] = []
     for i, arg in enumerate(args):
         if arg == "--":
             out.extend(args[i:])
             break
+        if arg in valued:
+            out.append(arg + "=true")
+            continue
         name, eq, value = arg.partition("=")
         if not eq or name not in flags:
             out.append(arg)

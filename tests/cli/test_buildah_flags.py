@@ -65,6 +65,10 @@ def test_go_bool_rejects_other_words_and_leaves_what_follows_double_dash():
     cmd = importlib.import_module("builder.cli.commands.containers").run
     assert rewrite_bool_args(cmd, ["--terminal=false", "c", "--", "sh", "--terminal=true"]) == \
         ["c", "--", "sh", "--terminal=true"]
+    bud = importlib.import_module("builder.cli.commands.bud").bud  # pflag: a bare bool-valued flag is true
+    assert rewrite_bool_args(bud, ["--tls-verify", "ctx"]) == ["--tls-verify=true", "ctx"]
+    ctx = bud.make_context("bud", rewrite_bool_args(bud, ["--tls-verify", "."]), resilient_parsing=True)
+    assert ctx.params["tls_verify"] is True
 
 
 def test_go_template_subset():
