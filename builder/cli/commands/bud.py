@@ -96,7 +96,7 @@ def _report_ignored(kw: dict[str, Any]) -> None:
     for dest, (level, line) in NOT_HONOURED.items():
         value = kw.pop(dest, None)
         if dest in ("identity_label", "http_proxy"):
-            value = None if value else value is False
+            value = None  # default true in buildah; bale adds neither the label nor the host's proxies
         if value:
             getattr(log, level)("%s", line)
 
