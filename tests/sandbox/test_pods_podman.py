@@ -126,17 +126,15 @@ def _bale_argv(store: Path, *args: str) -> list[str]:
     return [python, "-m", "builder.cli.main", "--root", str(store), *args]
 
 
-@pytest.fixture(scope="module")
-def host_digest(tmp_path_factory, busybox_layout) -> str:
-    """The test Dockerfile built on the host by root, as the reference."""
+def _host_build(base: Path, busybox_layout: Path, dockerfile: str) -> str:
+    """``dockerfile`` built on the host by root into an OCI layout: its manifest digest, the reference."""
     from tests.fixtures.users import REPO
-    base = tmp_path_factory.mktemp("host")
     ctx = base / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
 
-    def bale(*args: str) -> subprocess.CompletedProcess:
+    def bale(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(_bale_argv(base / "store", *args), capture_output=True, text=True, env=env,
                               timeout=600, cwd="/tmp")
     image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
@@ -144,6 +142,12 @@ def host_digest(tmp_path_factory, busybox_layout) -> str:
     r = bale("bud", "-t", f"oci:{base}/out:t", str(ctx))
     assert r.returncode == 0, r.stderr
     return _layout_digest(base / "out")
+
+
+@pytest.fixture(scope="module")
+def host_digest(tmp_path_factory, busybox_layout) -> str:
+    """The test Dockerfile built on the host by root, as the reference."""
+    return _host_build(tmp_path_factory.mktemp("host"), busybox_layout, DOCKERFILE)
 
 
 def _layout_digest(layout: Path) -> str:
@@ -223,6 +227,47 @@ def test_restricted_pod_is_refused_in_one_line(tmp_path, busybox_layout):
         "bale: cannot build here as uid 1000: user namespaces are refused (_try_mounts: unshare: Operation not "
         "permitted) and chroot isolation needs root; run bale as root in this container, or allow user namespaces "
         "(a seccomp profile permitting unshare, or Unconfined)"], r.stderr
+
+
+#: the restricted Job's settings under a profile permitting unshare (CRI-O's RuntimeDefault, as
+#: examples/kubernetes/restricted.yaml suggests): newuidmap is refused (no_new_privs), a single-id mapping
+POD["restricted-crio"] = {"userns": False, "flags": ["--security-opt", f"seccomp={CRIO_PROFILE}",
+                                                     *POD["restricted"]["flags"][2:]]}
+NO_CHOWN = """FROM busybox
+RUN echo data > /data && mkdir -p /d/e && echo f > /d/e/f
+RUN rm -rf /home && rm /data && echo again > /data2 && chmod 4755 /data2 && ln -s data2 /link
+"""
+
+
+def test_restricted_job_under_a_profile_allowing_unshare(tmp_path, busybox_layout):
+    """What restricted.yaml's comment promises: with unshare permitted, uid 1000 without capabilities
+    builds in a single-id user namespace (files its RUN makes are root's, the host digest), and a chown
+    to another id fails in one line naming the step."""
+    reference = _host_build(tmp_path / "host", busybox_layout, NO_CHOWN)
+    base = tmp_path / "pod"
+    base.mkdir()
+    for name, text in (("ok", NO_CHOWN), ("chown", DOCKERFILE)):
+        (base / name).mkdir()
+        (base / name / "Dockerfile").write_text(text)
+    lay = base / "layout"
+    shutil.copytree(busybox_layout, lay)
+    _open_tree(base, 0)
+    store = base / "store"
+    script = " && ".join([
+        " ".join(_bale_argv(store, "pull", "-q", f"oci:{lay}:latest")) + f" > {base}/id",
+        " ".join(_bale_argv(store, "tag")) + f" $(cat {base}/id) busybox",
+        " ".join(_bale_argv(store, "info")) + f" > {base}/info",
+        " ".join(_bale_argv(store, "bud", "-t", f"oci:{base}/out:t", str(base / "ok"))),
+    ])
+    r = _podman("restricted-crio", base, ["sh", "-c", script])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "isolation:       rootless" in (base / "info").read_text()
+    assert "single-id mapping" in r.stderr, r.stderr
+    assert _layout_digest(base / "out") == reference
+    r = _podman("restricted-crio", base, _bale_argv(store, "bud", "-t", "c", str(base / "chown")))
+    assert r.returncode == 1, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("bale: ") and "WARNING" not in line]
+    assert len(errors) == 1 and "Dockerfile:2" in errors[0], r.stderr
 
 
 def test_kubernetes_recipes_are_the_podman_set_ups():
