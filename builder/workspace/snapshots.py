@@ -11,6 +11,13 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+# Imported here, before any fork: the functions below run in forked children, and a child that
+# imports a module another thread of the parent was importing at the fork (copier's feeder thread
+# imports snapshotter.tarlimits) waits forever on that module's import lock.
+import snapshotter.api  # noqa: F401  (drivers, apply, diff, tarlimits)
+import builder.image.lease  # noqa: F401
+import builder.image.storelock  # noqa: F401
+
 #: mountpoints the sandbox may create; dropped from a diff when still empty
 SANDBOX_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run",
                  "/dev/shm", "/dev/pts")
