@@ -1,7 +1,7 @@
 """Option decorators shared by several commands, with buildah's and skopeo's flag names."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import click
 
@@ -72,7 +72,11 @@ def registry_options_from(kwargs: dict[str, Any]) -> "Any":
                            sign_by_sigstore_key=sign_key, sign_passphrase=passphrase)
 
 
-def output_options(f: F | None = None, *, short_format: bool = True) -> Any:
+@overload
+def output_options(f: F, *, short_format: bool = True) -> F: ...
+@overload
+def output_options(f: None = None, *, short_format: bool = True) -> Callable[[F], F]: ...
+def output_options(f: F | None = None, *, short_format: bool = True) -> F | Callable[[F], F]:
     """--format, --compression, --compression-level for anything that writes layers or manifests.
     ``bale bud`` keeps -f for the Dockerfile, as buildah does (``short_format=False``)."""
     def deco(f: F) -> F:

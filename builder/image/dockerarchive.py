@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from builder.errors import FormatError, ImageNotFound
 from builder.image.oci import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST, Descriptor, Manifest
@@ -46,7 +46,7 @@ class DockerArchiveReader:
         self.image = self._select(entries, selector)
         self._digests: dict[str, tuple[str, int, str]] = {}
 
-    def _select(self, entries: list[dict], selector: str | None) -> ArchiveImage:
+    def _select(self, entries: list[dict[str, Any]], selector: str | None) -> ArchiveImage:
         pick = None
         if selector is None:
             if len(entries) > 1:

@@ -166,7 +166,7 @@ def _layers_default() -> bool:
 @signing_options
 @click.argument("context", required=False, default=".")
 @click.pass_context
-def bud(ctx: click.Context, context: str, **kw: Any) -> None:
+def bud(ctx: click.Context, /, context: str, **kw: Any) -> None:
     """Build an image from a Dockerfile in CONTEXT (a directory, a tarball, - or a git URL)."""
     if kw["logfile"]:
         _redirect_output(kw["logfile"])

@@ -11,7 +11,7 @@ import click
 from builder.cli.options import output_options, platform_option, registry_options, registry_options_from
 
 
-def _app(ctx: click.Context, isolation: str | None = None) -> Any:
+def _app(ctx: click.Context, /, isolation: str | None = None) -> Any:
     """The command's Workspace (global flags, plus --isolation and --runtime where taken)."""
     from builder.cli.context import workspace
     return workspace(ctx, isolation=isolation)
@@ -25,7 +25,7 @@ def _isolation(f: Any) -> Any:
                         envvar="BUILDAH_ISOLATION", help="How RUN is isolated (default: probed).")(f)
 
 
-def _set_runtime(ctx: click.Context, param: Any, value: str | None) -> None:
+def _set_runtime(ctx: click.Context, /, param: Any, value: str | None) -> None:
     if value:
         ctx.meta["bale.runtime"] = value
 
@@ -40,7 +40,7 @@ def _set_runtime(ctx: click.Context, param: Any, value: str | None) -> None:
 @_isolation
 @click.argument("image")
 @click.pass_context
-def from_(ctx: click.Context, image: str, name: str | None, pull: str, quiet: bool, platform: str | None,
+def from_(ctx: click.Context, /, image: str, name: str | None, pull: str, quiet: bool, platform: str | None,
           isolation: str | None, **kw: Any) -> None:
     """Create a working container from IMAGE (or `scratch`); prints its name."""
     from builder import scripted as api
@@ -64,7 +64,7 @@ def from_(ctx: click.Context, image: str, name: str | None, pull: str, quiet: bo
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True)
 @click.pass_context
-def run(ctx: click.Context, container: str, command: tuple[str, ...], env: tuple[str, ...], workingdir: str | None,
+def run(ctx: click.Context, /, container: str, command: tuple[str, ...], env: tuple[str, ...], workingdir: str | None,
         user: str | None, network: str, hostname: str | None, volumes: tuple[str, ...], mounts: tuple[str, ...],
         terminal: bool, isolation: str | None) -> None:
     """Run COMMAND in CONTAINER (put `--` before the command)."""
@@ -103,7 +103,7 @@ def _split_sources(paths: tuple[str, ...]) -> tuple[list[str], str | None]:
 @click.argument("container")
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_context
-def copy(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
+def copy(ctx: click.Context, /, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
          from_: str | None, contextdir: str | None, quiet: bool, excludes: tuple[str, ...], parents: bool,
          link: bool) -> None:
     """Copy SRC... to DEST in CONTAINER (DEST defaults to the working directory)."""
@@ -127,7 +127,7 @@ def _no_from_with(from_: str | None, excludes: tuple[str, ...], parents: bool) -
 @click.argument("container")
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_context
-def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
+def add(ctx: click.Context, /, container: str, paths: tuple[str, ...], chown: str | None, chmod: str | None,
         from_: str | None, contextdir: str | None, quiet: bool, checksum: str | None, excludes: tuple[str, ...],
         parents: bool, link: bool) -> None:
     """Like copy, but local archives are extracted and URLs are fetched."""
@@ -170,13 +170,13 @@ def add(ctx: click.Context, container: str, paths: tuple[str, ...], chown: str |
 @click.option("--domainname", default=None)
 @click.argument("container")
 @click.pass_context
-def config(ctx: click.Context, container: str, **opts: Any) -> None:
+def config(ctx: click.Context, /, container: str, **opts: Any) -> None:
     """Change the image configuration of CONTAINER."""
     from builder import scripted as api
     from builder.options import ConfigOptions
     opts["os"] = opts.pop("os_")
-    api.configure(_app(ctx), container, ConfigOptions(**{k: tuple(v) if isinstance(v, tuple) else v
-                                                         for k, v in opts.items()}))
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, tuple) else v for k, v in opts.items()}
+    api.configure(_app(ctx), container, ConfigOptions(**fields))
 
 
 @click.command("commit")
@@ -192,7 +192,7 @@ def config(ctx: click.Context, container: str, **opts: Any) -> None:
 @click.argument("container")
 @click.argument("image", required=False)
 @click.pass_context
-def commit(ctx: click.Context, container: str, image: str | None, squash: bool, timestamp: int | None,
+def commit(ctx: click.Context, /, container: str, image: str | None, squash: bool, timestamp: int | None,
            remove: bool, iidfile: str | None, digestfile: str | None, disable_compression: bool, quiet: bool,
            image_format: str | None, compression: str | None, compression_level: int | None, **kw: Any) -> None:
     """Commit CONTAINER to IMAGE (a name in the store, or any transport)."""
@@ -219,7 +219,7 @@ def commit(ctx: click.Context, container: str, image: str | None, squash: bool, 
 @click.option("--noheading", "-n", is_flag=True)
 @click.option("--all", "-a", "all_", is_flag=True, help="Accepted for buildah compatibility.")
 @click.pass_context
-def containers(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool, all_: bool) -> None:
+def containers(ctx: click.Context, /, fmt: str | None, quiet: bool, noheading: bool, all_: bool) -> None:
     """List working containers."""
     from builder.workspace.container import ContainerRegistry
     states = ContainerRegistry(_app(ctx).root).all()
@@ -247,7 +247,7 @@ def containers(ctx: click.Context, fmt: str | None, quiet: bool, noheading: bool
 @click.option("--all", "-a", "all_", is_flag=True, help="Remove every working container.")
 @click.argument("names", nargs=-1)
 @click.pass_context
-def rm(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
+def rm(ctx: click.Context, /, names: tuple[str, ...], all_: bool) -> None:
     """Remove working containers and their snapshots."""
     from builder import scripted as api
     from builder.workspace.container import ContainerRegistry
@@ -262,7 +262,7 @@ def rm(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
 @click.command("mount")
 @click.argument("names", nargs=-1)
 @click.pass_context
-def mount(ctx: click.Context, names: tuple[str, ...]) -> None:
+def mount(ctx: click.Context, /, names: tuple[str, ...]) -> None:
     """Mount CONTAINER's root filesystem and print where (inside `bale unshare`)."""
     from builder import scripted as api
     for name, path in api.mount(_app(ctx), list(names)):
@@ -272,7 +272,7 @@ def mount(ctx: click.Context, names: tuple[str, ...]) -> None:
 @click.command("umount")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_context
-def umount(ctx: click.Context, names: tuple[str, ...]) -> None:
+def umount(ctx: click.Context, /, names: tuple[str, ...]) -> None:
     """Unmount CONTAINER's root filesystem."""
     from builder import scripted as api
     for name in names:

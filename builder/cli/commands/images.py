@@ -23,7 +23,7 @@ def _app(ctx: click.Context) -> Any:
 @registry_options
 @click.argument("source")
 @click.pass_context
-def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: str | None, all_tags: bool,
+def pull(ctx: click.Context, /, source: str, quiet: bool, progress: str, platform: str | None, all_tags: bool,
          **kw: Any) -> None:
     """Copy SOURCE (a registry image, oci:, oci-archive:, docker-archive:) into the local store."""
     from builder.cli.progress import make_progress
@@ -47,7 +47,7 @@ def pull(ctx: click.Context, source: str, quiet: bool, progress: str, platform: 
 @click.argument("image")
 @click.argument("destination", required=False)
 @click.pass_context
-def push(ctx: click.Context, image: str, destination: str | None, digestfile: str | None, iidfile: str | None,
+def push(ctx: click.Context, /, image: str, destination: str | None, digestfile: str | None, iidfile: str | None,
          all_: bool, quiet: bool, progress: str, image_format: str | None, compression: str | None,
          compression_level: int | None, remove_signatures: bool, **kw: Any) -> None:
     """Copy IMAGE from the store to DESTINATION (default: docker://IMAGE). A manifest list
@@ -153,7 +153,7 @@ def _image_filter(text: str) -> Any:
 @click.option("--no-trunc", "--notruncate", "no_trunc", is_flag=True)
 @click.argument("image", required=False)
 @click.pass_context
-def images(ctx: click.Context, image: str | None, fmt: str | None, as_json: bool, filters: tuple[str, ...],
+def images(ctx: click.Context, /, image: str | None, fmt: str | None, as_json: bool, filters: tuple[str, ...],
            quiet: bool, noheading: bool, digests: bool, all_: bool, no_trunc: bool) -> None:
     """List images in the local store (only IMAGE's, when given)."""
     from builder.cli.gotemplate import render
@@ -245,7 +245,7 @@ def inspect_data(name: str, digest: str, index_digest: str | None, mt: str, mani
 @registry_options
 @click.argument("name")
 @click.pass_context
-def inspect(ctx: click.Context, name: str, kind: str, fmt: str | None, platform: str | None, **kw: Any) -> None:
+def inspect(ctx: click.Context, /, name: str, kind: str, fmt: str | None, platform: str | None, **kw: Any) -> None:
     """Show the configuration (or manifest) of an image in any location, without pulling it."""
     from builder.cli.gotemplate import render
     from builder.image.imagecopy import closing
@@ -288,7 +288,7 @@ def inspect(ctx: click.Context, name: str, kind: str, fmt: str | None, platform:
 @click.argument("image")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_context
-def tag(ctx: click.Context, image: str, names: tuple[str, ...]) -> None:
+def tag(ctx: click.Context, /, image: str, names: tuple[str, ...]) -> None:
     """Add NAMES to IMAGE."""
     from builder.scripted import find_local_image
     from builder.errors import ImageNotFound
@@ -316,7 +316,7 @@ def _runtime_or_none(app: Any) -> Any:
 @click.option("--prune", "-p", is_flag=True, help="Remove dangling images.")
 @click.argument("names", nargs=-1)
 @click.pass_context
-def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, prune: bool) -> None:
+def rmi(ctx: click.Context, /, names: tuple[str, ...], force: bool, all_: bool, prune: bool) -> None:
     """Remove images (a name alone is untagged; the image goes with its last name)."""
     from builder.scripted import find_local_image
     from builder.workspace.container import ContainerRegistry
@@ -358,7 +358,7 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool, all_: bool, pru
 @click.option("--all", "-a", "all_", is_flag=True, help="Also remove images without containers using them.")
 @click.option("--force", "-f", is_flag=True, hidden=True)
 @click.pass_context
-def prune(ctx: click.Context, all_: bool, force: bool) -> None:
+def prune(ctx: click.Context, /, all_: bool, force: bool) -> None:
     """Remove dangling images (no name), the build cache and RUN cache mounts no running build
     uses, and every blob, unpacked layer and snapshot nothing needs; print what was freed."""
     from builder.workspace.container import ContainerRegistry

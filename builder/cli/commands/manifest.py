@@ -60,7 +60,7 @@ def manifest() -> None:
 @click.argument("name")
 @click.argument("images", nargs=-1)
 @click.pass_context
-def create(ctx: click.Context, name: str, images: tuple[str, ...], all_: bool, amend: bool, image_format: str,
+def create(ctx: click.Context, /, name: str, images: tuple[str, ...], all_: bool, amend: bool, image_format: str,
            **kw: Any) -> None:
     """Create the manifest list NAME, with IMAGES in it; prints its digest."""
     from builder.errors import UsageError
@@ -88,7 +88,7 @@ def create(ctx: click.Context, name: str, images: tuple[str, ...], all_: bool, a
 @click.argument("name")
 @click.argument("image")
 @click.pass_context
-def add(ctx: click.Context, name: str, image: str, all_: bool, arch: str | None, os_: str | None,
+def add(ctx: click.Context, /, name: str, image: str, all_: bool, arch: str | None, os_: str | None,
         variant: str | None, os_version: str | None, features: tuple[str, ...], annotations: tuple[str, ...],
         **kw: Any) -> None:
     """Add IMAGE (a store image or any transport) to the list NAME; prints the list's digest."""
@@ -107,7 +107,7 @@ def add(ctx: click.Context, name: str, image: str, all_: bool, arch: str | None,
 @click.argument("name")
 @click.argument("digest")
 @click.pass_context
-def remove(ctx: click.Context, name: str, digest: str) -> None:
+def remove(ctx: click.Context, /, name: str, digest: str) -> None:
     """Remove the instance DIGEST from the list NAME."""
     from builder.image import manifestlist as ml
     ws = _ws(ctx)
@@ -124,7 +124,7 @@ def remove(ctx: click.Context, name: str, digest: str) -> None:
 @click.argument("name")
 @click.argument("digest")
 @click.pass_context
-def annotate(ctx: click.Context, name: str, digest: str, arch: str | None, os_: str | None, variant: str | None,
+def annotate(ctx: click.Context, /, name: str, digest: str, arch: str | None, os_: str | None, variant: str | None,
              annotations: tuple[str, ...]) -> None:
     """Change the platform or annotations of the instance DIGEST in the list NAME."""
     from builder.build.options import parse_kv_list
@@ -140,7 +140,7 @@ def annotate(ctx: click.Context, name: str, digest: str, arch: str | None, os_: 
 @registry_options
 @click.argument("name")
 @click.pass_context
-def inspect(ctx: click.Context, name: str, **kw: Any) -> None:
+def inspect(ctx: click.Context, /, name: str, **kw: Any) -> None:
     """Print the index of the list NAME (a store list, or any image location)."""
     from builder.image import manifestlist as ml
     from builder.image.imagecopy import closing
@@ -172,7 +172,7 @@ def inspect(ctx: click.Context, name: str, **kw: Any) -> None:
 @click.argument("name")
 @click.argument("destination", required=False)
 @click.pass_context
-def push(ctx: click.Context, name: str, destination: str | None, all_: bool, image_format: str | None,
+def push(ctx: click.Context, /, name: str, destination: str | None, all_: bool, image_format: str | None,
          remove_after: bool, digestfile: str | None, remove_signatures: bool, purge: bool, quiet: bool,
          progress: str, **kw: Any) -> None:
     """Push the list NAME (and with --all its images) to DESTINATION (default docker://NAME)."""
@@ -194,7 +194,7 @@ def push(ctx: click.Context, name: str, destination: str | None, all_: bool, ima
 @manifest.command("rm")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_context
-def rm(ctx: click.Context, names: tuple[str, ...]) -> None:
+def rm(ctx: click.Context, /, names: tuple[str, ...]) -> None:
     """Remove manifest lists from the store (their images stay while named or in another list)."""
     from builder.image import manifestlist as ml
     ws = _ws(ctx)
@@ -205,7 +205,7 @@ def rm(ctx: click.Context, names: tuple[str, ...]) -> None:
 @manifest.command("exists")
 @click.argument("name")
 @click.pass_context
-def exists(ctx: click.Context, name: str) -> None:
+def exists(ctx: click.Context, /, name: str) -> None:
     """Exit 0 if the list NAME exists, 1 if not."""
     from builder.image import manifestlist as ml
     ctx.exit(0 if ml.find_list(_ws(ctx).store, name) else 1)

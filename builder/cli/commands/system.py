@@ -14,7 +14,7 @@ import click
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--reprobe", is_flag=True, help="Probe again instead of using the cached result.")
 @click.pass_context
-def info(ctx: click.Context, fmt: str, reprobe: bool) -> None:
+def info(ctx: click.Context, /, fmt: str, reprobe: bool) -> None:
     """Show the host, the id mapping, and the isolation and storage driver bale will use."""
     from dataclasses import asdict
     from builder.sandbox.idmap import default_idmap
@@ -72,7 +72,7 @@ def _exec_in_ns(argv: list[str], env: dict[str, str]) -> int:
               help="Mount a working container and put its path in $VAR (default $CONTAINER_NAME_mount... as buildah).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def unshare(ctx: click.Context, mounts: tuple[str, ...], command: tuple[str, ...]) -> None:
+def unshare(ctx: click.Context, /, mounts: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND (default $SHELL) as root in bale's user namespace, like `buildah unshare`."""
     from builder.sandbox.userns import UserNamespace
     from builder.workspace.snapshots import SnapshotRootfs
