@@ -205,19 +205,6 @@ def test_call_from_a_multithreaded_parent(unprivileged_user):
     assert unprivileged_user.run([unprivileged_user.python, "-c", code]).stdout.strip() == "[0]"
 
 
-def test_run_cost_is_small(unprivileged_user, urootfs):
-    """PLATFORM §8: a RUN's sandbox costs ~15 ms; generous bound so loaded CI machines pass."""
-    code = SCRIPT.replace("r = UserNamespace().run(spec, Dir(a[\"root\"]))",
-                          "import time; ns = UserNamespace(); ns.run(spec, Dir(a['root'])); t = time.perf_counter()\n"
-                          "    for _ in range(10): r = ns.run(spec, Dir(a['root']))\n"
-                          "    print('per-run', (time.perf_counter() - t) / 10)")
-    args = {"root": str(urootfs), "args": ["/bin/true"]}
-    out = unprivileged_user.run([unprivileged_user.python, "-c", code, json.dumps(args)]).stdout
-    per_run = float(out.split("per-run ")[1].split()[0])
-    print(f"per-run sandbox cost: {per_run * 1000:.1f} ms")
-    assert per_run < 0.5, per_run
-
-
 def test_call_returns_values_and_exceptions(unprivileged_user):
     code = ("from builder.sandbox.userns import UserNamespace as U\n"
             "from builder.errors import ContainerError\n"
