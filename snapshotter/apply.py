@@ -16,10 +16,10 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from snapshotter.errors import SnapshotError
-from snapshotter.safepath import clean, mkdir_all, secure_join, short_path
+from snapshotter.safepath import clean, container_path, mkdir_all, secure_join, short_path
 from snapshotter.tarlimits import open_stream
 
 WHITEOUT_PREFIX = ".wh."
@@ -51,12 +51,66 @@ def _remove(path: Path) -> None:
         os.unlink(sp)
 
 
-def _mkdirs(target: Path, cpath: str, created: set[str]) -> Path:
+def _mkdirs(target: Path, cpath: str, created: set[str], removed: Callable[[], None] = lambda: None) -> Path:
     """mkdir -p a container directory, confined (symlinks on the way resolved inside ``target``,
-    every missing level made, a non-directory in the way replaced); returns its host path."""
-    for made in mkdir_all(target, cpath, in_the_way=lambda host, _c: _remove(host)):
+    every missing level made, a non-directory in the way replaced, ``removed`` told so); returns
+    its host path."""
+    def in_the_way(host: Path, _cpath: str) -> None:
+        removed()
+        _remove(host)
+    for made in mkdir_all(target, cpath, in_the_way=in_the_way):
         created.add(made)
     return secure_join(target, cpath)
+
+
+class _Parents:
+    """The parent directories of one extraction, made and resolved once: container path (as the
+    tar names it, cleaned) -> host directory, confined as ``_mkdirs`` confines it.
+
+    A cached answer stays right while nothing that existed is removed: creating a name cannot
+    change how an already-resolved path resolves (every level of it exists, so the new name is
+    not on it), and only removal (an entry replacing something, a whiteout, an opaque directory,
+    a file in a parent's way) can turn a directory on the way into a symlink or a file. So every
+    removal forgets the whole cache (``forget``), and a miss whose own parent is known costs one
+    lstat (plus the mkdir); anything but a plain directory there takes the full confined walk."""
+
+    LIMIT = 1 << 16  # entries kept (memory stays flat on huge trees: the cache just restarts)
+
+    def __init__(self, target: Path, created: set[str]) -> None:
+        self.target, self.created = target, created
+        self.known: dict[str, Path] = {"/": target}
+
+    def forget(self) -> None:
+        self.known = {"/": self.target}
+
+    def get(self, cpath: str) -> Path:
+        hit = self.known.get(cpath)
+        if hit is not None:
+            return hit
+        host = self._step(cpath)
+        if host is None:
+            host = _mkdirs(self.target, cpath, self.created, self.forget)
+        if len(self.known) >= self.LIMIT:
+            self.forget()
+        self.known[cpath] = host
+        return host
+
+    def _step(self, cpath: str) -> Path | None:
+        """``cpath`` one plain name below a known directory: that directory's host path plus the
+        name when it is a directory or is missing (then made, 0755, as mkdir_all makes it)."""
+        up, name = os.path.split(cpath)
+        base = self.known.get(up)
+        if base is None or not name or name in (".", ".."):
+            return None
+        host = base / name
+        try:
+            st = os.lstat(short_path(host))
+        except FileNotFoundError:
+            os.mkdir(short_path(host), 0o700)
+            os.chmod(short_path(host), 0o755)
+            self.created.add(container_path(self.target, host))
+            return host
+        return host if stat.S_ISDIR(st.st_mode) else None
 
 
 def _set_xattrs(path: Path, m: tarfile.TarInfo, result: ApplyResult) -> None:
@@ -92,6 +146,7 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
     target.mkdir(parents=True, exist_ok=True)
     result = ApplyResult()
     created: set[str] = set()
+    parents = _Parents(target, created)
     dir_times: list[tuple[Path, float]] = []
     try:
         tf = open_stream(src)
@@ -102,7 +157,7 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
         for m in tf:
             result.entries += 1
             _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors and not strict, created,
-                          dir_times, result, strict)
+                          dir_times, result, strict, parents)
     except (tarfile.TarError, EOFError) as exc:
         raise SnapshotError(f"corrupt layer tar: {exc}") from None
     except OSError as exc:
@@ -134,7 +189,9 @@ def _report(result: ApplyResult, shown: int = 5) -> None:
 
 def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: str, chown: tuple[int, int] | None,
                   ignore_chown_errors: bool, created: set[str], dir_times: list[tuple[Path, float]],
-                  result: ApplyResult, strict: bool = False) -> None:
+                  result: ApplyResult, strict: bool = False, parents: _Parents | None = None) -> None:
+    if parents is None:
+        parents = _Parents(target, created)
     cpath = clean(m.name)
     if cpath == "/":
         if m.isdir():
@@ -143,7 +200,7 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         return
     parent, base = os.path.split(cpath)
     if base == OPAQUE:
-        host_dir = _mkdirs(target, parent, created)
+        host_dir = parents.get(parent)
         if fmt == "overlay":
             for name in OPAQUE_XATTRS:
                 os.setxattr(short_path(host_dir), name, b"y", follow_symlinks=False)
@@ -151,14 +208,16 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
             prefix = parent.rstrip("/") + "/"
             for child in os.listdir(short_path(host_dir)):
                 if prefix + child not in created:
+                    parents.forget()
                     _remove(host_dir / child)
         return
     if base.startswith(WHITEOUT_PREFIX):
         name = base[len(WHITEOUT_PREFIX):]
         if not name or name in (".", ".."):
             return
-        host_dir = _mkdirs(target, parent, created)
+        host_dir = parents.get(parent)
         victim = host_dir / name
+        parents.forget()
         if fmt == "overlay":
             if os.path.lexists(short_path(victim)):
                 _remove(victim)
@@ -166,11 +225,15 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         else:
             _remove(victim)
         return
-    host_parent = _mkdirs(target, parent, created)
+    host_parent = parents.get(parent)
     dest = host_parent / base
     sdest = short_path(dest)
-    existing = os.lstat(sdest) if os.path.lexists(sdest) else None
+    try:
+        existing: os.stat_result | None = os.lstat(sdest)
+    except FileNotFoundError:
+        existing = None
     if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
+        parents.forget()  # a directory on a cached path may go (or become a symlink)
         _remove(dest)
     created.add(cpath)
     if m.isdir():
@@ -179,10 +242,10 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         dir_times.append((dest, m.mtime))
     elif m.isreg():
         fd = os.open(sdest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            data = tf.extractfile(m)
-            if data is not None:
-                shutil.copyfileobj(data, out, 1 << 20)
+        try:
+            _write_body(tf, m, fd)
+        finally:
+            os.close(fd)
     elif m.issym():
         os.symlink(m.linkname, sdest)
     elif m.islnk():
@@ -210,6 +273,47 @@ def _apply_member(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, fmt: st
         result.warnings.append(f"{m.name}: unsupported tar entry type {m.type!r} skipped")
         return
     _set_meta(dest, m, chown, ignore_chown_errors, result)
+
+
+#: bytes moved per read and write of a file's body
+BODY_CHUNK = 1 << 20
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_body(tf: tarfile.TarFile, m: tarfile.TarInfo, fd: int) -> None:
+    """Copy ``m``'s data from the tar stream to ``fd`` in 1 MiB reads and writes (tarfile's own
+    file object reads 10 KiB at a time). A plain stream is read straight from the file object
+    under tarfile's _Stream (its look-ahead buffer first, its position kept right); compressed
+    streams and sparse members go through tarfile. A short stream is tarfile's ReadError."""
+    stream: Any = tf.fileobj
+    if m.sparse is not None or getattr(stream, "comptype", None) != "tar" or not hasattr(stream, "buf"):
+        data = tf.extractfile(m)
+        if data is not None:
+            while chunk := data.read(BODY_CHUNK):
+                _write_all(fd, chunk)
+        return
+    stream.seek(m.offset_data)  # a no-op: the stream stands right after the header
+    left = m.size
+    ahead: bytes = stream.buf
+    if ahead:
+        take = ahead[:left]
+        stream.buf = ahead[len(take):]
+        stream.pos += len(take)
+        left -= len(take)
+        _write_all(fd, take)
+    raw = stream.fileobj
+    while left:
+        chunk = raw.read(min(left, BODY_CHUNK))
+        if not chunk:
+            raise tarfile.ReadError("unexpected end of data")
+        stream.pos += len(chunk)
+        left -= len(chunk)
+        _write_all(fd, chunk)
 
 
 def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ignore_chown_errors: bool,
