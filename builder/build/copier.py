@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import os
 import posixpath
 import stat
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from builder.build import gomatch
+from builder.build.tarstream import TarWriter
 from builder.errors import BuildError, UsageError
 from snapshotter.safepath import secure_join
 
@@ -333,15 +335,18 @@ class _TarOut:
     xattrs kept, optional forced mode. Unreadable entries are errors naming them."""
 
     def __init__(self, out: BinaryIO, chmod: int | None) -> None:
-        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
-                                encoding="utf-8", errors="surrogateescape")
+        self.tar = TarWriter(out)
+        # tarfile's gettarinfo (lstat to TarInfo, hard links within this stream as LNKTYPE); the
+        # bytes go through TarWriter (bodies sent by the kernel), nothing is written to this one
+        self._info = tarfile.TarFile(fileobj=io.BytesIO(), mode="w", format=tarfile.PAX_FORMAT,
+                                     encoding="utf-8", errors="surrogateescape")
         self.chmod = chmod
         self.seen_dirs: set[str] = set()
 
     def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
             keep_owner: bool = False, rel: str = "") -> None:
         try:
-            ti = self.tar.gettarinfo(str(host), arcname=name)
+            ti = self._info.gettarinfo(str(host), arcname=name)
         except OSError as exc:
             raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
         if ti.type in (tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE) or ti.isreg() or ti.isdir() \
@@ -362,13 +367,17 @@ class _TarOut:
             ti.pax_headers = {**ti.pax_headers, **xattrs}
         if ti.isreg():
             try:
-                fh = open(host, "rb")  # noqa: SIM115
+                fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
-            with fh:
-                self.tar.addfile(ti, fh)
+            try:
+                self.tar.add_fd(ti, fd, rel or name)
+            except OSError as exc:
+                raise BuildError(f"copy source {rel or name}: {exc.strerror or exc}") from None
+            finally:
+                os.close(fd)
         else:
-            self.tar.addfile(ti)
+            self.tar.header(ti)
 
     def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "") -> None:
         if name not in self.seen_dirs:
@@ -391,9 +400,9 @@ class _TarOut:
                         m.sparse = None
                         m.type = tarfile.REGTYPE
                         m.pax_headers = {k: v for k, v in m.pax_headers.items() if not k.startswith("GNU.sparse.")}
-                        self.tar.addfile(m, data)
+                        self.tar.add_stream(m, data)
                     else:
-                        self.tar.addfile(m)
+                        self.tar.header(m)
         except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
             raise BuildError(f"ADD {archive.name}: cannot extract archive: {exc}") from None
 
@@ -401,12 +410,8 @@ class _TarOut:
         self.tar.close()
 
     def abandon(self) -> None:
-        """The reader went away (a full disk, a failed apply): drop the stream without the final
-        write tarfile's __del__ would try on a closed pipe (a stray "Exception ignored" traceback)."""
-        setattr(self.tar, "closed", True)  # noqa: B010 - not in the stubs
-        stream = getattr(self.tar, "fileobj", None)
-        if stream is not None and hasattr(stream, "closed"):
-            stream.closed = True
+        """The reader went away (a full disk, a failed apply): nothing more is written (the
+        writer holds no buffer of its own; the caller closes ``out``)."""
 
 
 def zlib_error() -> type[Exception]:
