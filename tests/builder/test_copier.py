@@ -102,3 +102,57 @@ def test_add_extracts_local_archives(ctx):
     assert members["inner/file"].uid == 1234
     # COPY never extracts
     assert not copier.resolve_sources(ctx, ["pkg.tar.gz"])[0].archive
+
+
+def test_tar_writer_body_is_the_header_size_whatever_the_file_does(tmp_path):
+    """Bodies are sent by the kernel from the source fd (issue 10); a file that grew since its
+    header was made is cut at the header size, one that shrank is one error line naming it."""
+    from builder.build.tarstream import TarWriter
+    src = tmp_path / "f"
+    src.write_bytes(b"x" * 5000)
+    for out_kind in ("bytesio", "file", "pipe"):
+        if out_kind == "pipe":
+            r, w = os.pipe()
+            out = os.fdopen(w, "wb", buffering=1 << 20)
+        else:
+            out = io.BytesIO() if out_kind == "bytesio" else open(tmp_path / "o.tar", "w+b")  # noqa: SIM115
+        tw = TarWriter(out)
+        fd = os.open(src, os.O_RDONLY)
+        ti = tarfile.TarInfo("grown")
+        ti.size = 3000  # the file is larger now
+        tw.add_fd(ti, fd, "f")
+        tw.header(tarfile.TarInfo("after"))
+        ti = tarfile.TarInfo("shrunk")
+        ti.size = 9000
+        with pytest.raises(BuildError, match=r"^copy source f: file shrank while being copied"):
+            tw.add_fd(ti, fd, "f")
+        os.close(fd)
+        out.flush()
+        if out_kind == "pipe":
+            out.close()
+            with os.fdopen(r, "rb") as fh:
+                raw = fh.read()
+        else:
+            out.seek(0)
+            raw = out.read()
+            out.close()
+        with tarfile.open(fileobj=io.BytesIO(raw[:512 * 8])) as t:  # the members before the failure
+            grown = t.next()
+            assert grown is not None and grown.name == "grown"
+            f = t.extractfile(grown)
+            assert f is not None and f.read() == b"x" * 3000
+            after = t.next()
+            assert after is not None and after.name == "after"
+
+
+def test_write_tar_to_a_file_matches_tarfile(ctx, tmp_path):
+    """The kernel-sent stream into a regular file (the COPY --from spool) reads back whole."""
+    srcs = copier.resolve_sources(ctx, ["."])
+    plan = copier.plan_copy(srcs, "/x/", None)
+    with open(tmp_path / "s.tar", "w+b") as spool:
+        copier.write_tar(plan, spool)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool, mode="r|") as t:
+            got = {m.name: (t.extractfile(m).read() if m.isreg() else m.type) for m in t}  # type: ignore[union-attr]
+    assert got["a.txt"] == b"a" and got["app/sub/data.txt"] == b"data"
+    assert got["app/hard.txt"] == tarfile.LNKTYPE or got["a.txt"] == tarfile.LNKTYPE

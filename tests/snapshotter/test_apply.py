@@ -80,3 +80,37 @@ def test_metadata_owners_modes_links_xattrs(tmp_path):
     assert os.lstat(target / "bin/tool2").st_ino == st.st_ino
     assert os.getxattr(target / "bin/tool", "user.note") == b"hello"
     assert stat.S_ISFIFO(os.lstat(target / "pipe").st_mode)
+
+
+@pytest.mark.parametrize("fmt", ["native", "overlay"])
+def test_cached_parent_replaced_by_a_symlink_stays_inside(tmp_path, outside, fmt):
+    """apply_tar resolves each parent once: a directory already written into, then replaced by a
+    symlink (to the host, absolute and by ``..``), then written through again, must resolve the
+    new symlink inside the root, as a fresh resolution does (issue 10 cache invalidation)."""
+    target = tmp_path / "t"
+    before = snapshot_tree(str(outside))
+    up = "../" * 12 + str(outside).lstrip("/")
+    apply_tar(io.BytesIO(_tar([("a", "dir", ""), ("a/b", "dir", ""), ("a/b/f", "file", "1"),
+                               ("a", "symlink", str(outside)), ("a/b/g", "file", "2"),
+                               ("c", "dir", ""), ("c/d", "dir", ""), ("c/d/f", "file", "3"),
+                               (".wh.c", "file", ""), ("c", "symlink", up), ("c/d/h", "file", "4")])),
+              target, whiteout_format=fmt)
+    assert snapshot_tree(str(outside)) == before
+    assert os.readlink(target / "a") == str(outside)
+    assert (target / str(outside).lstrip("/") / "b" / "g").read_text() == "2"
+    assert (target / str(outside).lstrip("/") / "d" / "h").read_text() == "4"
+
+
+def test_cached_parent_replaced_by_a_file_is_made_again(tmp_path):
+    target = tmp_path / "t"
+    apply_tar(io.BytesIO(_tar([("a", "dir", ""), ("a/f", "file", "1"), ("a", "file", "x"),
+                               ("a/g", "file", "2"), ("big", "file", "y" * 3_000_000)])), target)
+    assert sorted(os.listdir(target / "a")) == ["g"]
+    assert (target / "big").stat().st_size == 3_000_000
+
+
+def test_truncated_body_is_an_error(tmp_path):
+    data = _tar([("f", "file", "z" * 100_000)])
+    from snapshotter.errors import SnapshotError
+    with pytest.raises(SnapshotError):
+        apply_tar(io.BytesIO(data[:60_000]), tmp_path / "t")
