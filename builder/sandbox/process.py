@@ -147,6 +147,9 @@ def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: li
     from builder.sandbox import kernel, seccomp
     from builder.sandbox.binds import Stage, mount_binds
     kernel.set_pdeathsig(signal.SIGKILL)
+    # a session of its own: kill(0, ...) or kill(-pgid, ...) from the RUN reaches only its own
+    # processes, never bale's process group (the caller's shell, a CI runner's job)
+    os.setsid()
     sc.unshare(sc.CLONE_NEWNS)
 
     def j(p: str) -> str:
