@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import posixpath
+import re
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -376,6 +377,23 @@ def _kv(text: str, what: str) -> tuple[str, str | None]:
     raise UsageError(f"invalid {what} {text!r}: expected KEY=VALUE or KEY-")
 
 
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _expand_config_env(value: str, config: dict[str, Any]) -> str:
+    """``$VAR``/``${VAR}`` in a ``config --env`` value, from the image's own environment, never
+    bale's (buildah's config.go expands with os.Expand over the builder's Env); an unset
+    variable becomes empty, with a warning."""
+    env = ce.env_list_to_dict(list(config.get("Env") or []))
+
+    def one(m: "re.Match[str]") -> str:
+        name = m.group(1) or m.group(2)
+        if name not in env:
+            log.warning("config --env: $%s is not set in the image's environment: expanded to nothing", name)
+        return env.get(name, "")
+    return _VAR.sub(one, value)
+
+
 def apply_config_options(cfg: ImageConfig, opts: ConfigOptions) -> list[str]:
     """Apply `bale config` options to ``cfg``; returns history notes of what changed."""
     c = cfg.config
@@ -393,7 +411,7 @@ def apply_config_options(cfg: ImageConfig, opts: ConfigOptions) -> list[str]:
         notes.append(f"CMD {c['Cmd']}")
     for item in opts.env:
         k, v = _kv(item, "--env")
-        ce.set_env(c, k, os.path.expandvars(v)) if v is not None else ce.unset_env(c, k)
+        ce.set_env(c, k, _expand_config_env(v, c)) if v is not None else ce.unset_env(c, k)
         notes.append(f"ENV {item}")
     if opts.workingdir is not None:
         c["WorkingDir"] = opts.workingdir

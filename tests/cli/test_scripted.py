@@ -197,3 +197,27 @@ def test_copy_from_container_and_image_and_squash(unprivileged_user, user_tmp, u
     fs = flatten(layers)
     assert fs["/copied"].content == b"made\n" and fs["/copied"].info.uid == 0
     assert fs["/group-copy"].info.uid == 1000 and "/bin/busybox" in fs
+
+
+def test_config_env_expands_from_the_image_not_from_bale(store_with_busybox):
+    """`bale config --env 'P=$PATH:/x'` reads the image's PATH, never bale's environment: a host
+    variable (a CI token) must not end up in the image (buildah config.go expands with
+    os.Expand over the builder's Env; an unset variable is reported, not taken from the host)."""
+    env = {"HOSTSECRET": "leaked-token", "PATH": "/host/only/bin:" + os.environ.get("PATH", "")}
+    root = store_with_busybox
+
+    def bale(*args: str) -> str:
+        return run_bale(list(args), root=root, env=env).stdout
+    ctr = bale("from", "busybox").strip()
+    r = run_bale(["config", "--env", "S=${HOSTSECRET}", "--env", "P=$PATH:/opt/bin", "--env", "Q=${P}x", ctr],
+                 root=root, env=env)
+    assert "HOSTSECRET" in r.stderr  # reported as unset, in one warning line
+    iid = bale("commit", ctr, "envtest").strip()
+    cfg = json.loads(bale("inspect", "--type", "image", "envtest"))
+    text = json.dumps(cfg)
+    assert "leaked-token" not in text and "/host/only/bin" not in text
+    image_env = dict(e.split("=", 1) for e in cfg["OCIv1"]["config"]["Env"])
+    assert image_env["S"] == ""
+    assert image_env["P"] == image_env["PATH"] + ":/opt/bin"
+    assert image_env["Q"] == image_env["P"] + "x"
+    assert iid
