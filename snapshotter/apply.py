@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from snapshotter.errors import SnapshotError
+from snapshotter.rmtree import remove_tree
 from snapshotter.safepath import clean, container_path, mkdir_all, secure_join, short_path
 from snapshotter.tarlimits import open_stream
 
@@ -35,20 +35,8 @@ class ApplyResult:
 
 
 def _remove(path: Path) -> None:
-    """rm -rf without following symlinks; makes unreadable dirs writable first (we are root here)."""
-    sp = short_path(path)
-    try:
-        st = os.lstat(sp)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        def onerror(func, p, exc):  # type: ignore[no-untyped-def]
-            os.chmod(os.path.dirname(p), 0o700)
-            func(p)
-        os.chmod(sp, 0o700)
-        shutil.rmtree(sp, onerror=onerror)
-    else:
-        os.unlink(sp)
+    """rm -rf without following symlinks, at any depth and path length (we are root here)."""
+    remove_tree(short_path(path))
 
 
 def _mkdirs(target: Path, cpath: str, created: set[str], removed: Callable[[], None] = lambda: None) -> Path:

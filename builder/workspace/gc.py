@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from builder.image.lease import LeaseInfo, current_lease_id, lease_for, read_leases, stale_new_files
 from builder.image.oci import parse_config, parse_manifest
 from builder.workspace.container import ContainerRegistry
+from snapshotter.rmtree import remove_tree
 
 if TYPE_CHECKING:
     from builder.image.store import Store
@@ -129,23 +129,11 @@ class _Staged:
 
 
 def remove_trees(paths: list[str]) -> int:
-    """rm -rf of each path, tolerant of a concurrent remover; returns the bytes removed."""
+    """rm -rf of each path at any depth, tolerant of a concurrent remover; returns the bytes removed."""
     total = 0
     for path in paths:
-        for dirpath, dirnames, filenames in os.walk(path):
-            for name in filenames + dirnames:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-
-        def onerror(func: Any, p: str, exc: Any) -> None:
-            if isinstance(exc[1] if isinstance(exc, tuple) else exc, FileNotFoundError):
-                return
-            with contextlib.suppress(OSError):
-                os.chmod(os.path.dirname(p), 0o700)
-                func(p)
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(path, 0o700)
-        shutil.rmtree(path, onerror=onerror)
+            total += remove_tree(path)
     return total
 
 
@@ -278,7 +266,7 @@ def collect(store: "Store", rt: "Runtime | None", *, build_cache: bool = False, 
         _stale_leftovers(store, leases, keep_keys, staged, freed)
         for name in ContainerRegistry(root).unsaved():
             with contextlib.suppress(OSError):
-                shutil.rmtree(root / "containers" / name)
+                remove_tree(root / "containers" / name)
 
         # blobs
         removed = store.gc_sized(keep={l.digest for c in containers for l in c.layers})
