@@ -29,6 +29,7 @@ from builder.build.export import export_filesystem
 from builder.build.options import BuildOptions, OutputSpec
 from builder.build.state import StageState
 from builder.errors import BuildError, UsageError
+from builder.sandbox.userns import cleaning_up
 from builder.image.commit import Layer, history_entry, write_image
 from builder.image.imagenames import store_name
 from builder.image.oci import Descriptor, Platform
@@ -148,9 +149,12 @@ class Builder:
             st.container = None
 
     def cleanup(self) -> None:
-        for c in self.containers:
-            with contextlib.suppress(Exception):
-                self.rt.call(snapshots.remove, str(self.rt.snapshots_root), c.driver, c.key)
+        """Remove the build's snapshots; also when a signal stopped the build (cleaning_up lets
+        this thread start the namespace children the removal needs)."""
+        with cleaning_up():
+            for c in self.containers:
+                with contextlib.suppress(Exception):
+                    self.rt.call(snapshots.remove, str(self.rt.snapshots_root), c.driver, c.key)
         self.file_digests.close()
 
     def tree_digest(self, src: StageState, patterns: list[str]) -> str:

@@ -10,12 +10,13 @@ namespace that dies with it, so a killed bale leaves nothing behind.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from builder.errors import SandboxError
 from builder.sandbox import kernel, wire
@@ -54,10 +55,26 @@ _live_lock = threading.Lock()
 _stopping = False
 
 
+_cleanup = threading.local()
+
+
+@contextlib.contextmanager
+def cleaning_up() -> Iterator[None]:
+    """In this thread, sandbox children may start even after ``stop_all``: the clean-up that a
+    signal unwinds into (removing the build's snapshots) needs namespace children of its own.
+    RUNs started by other threads are still refused."""
+    before = getattr(_cleanup, "on", False)
+    _cleanup.on = True
+    try:
+        yield
+    finally:
+        _cleanup.on = before
+
+
 def track(pid: int) -> None:
     """Remember a sandbox child (any isolation) until ``untrack``, so ``stop_all`` can kill it."""
     with _live_lock:
-        if _stopping:
+        if _stopping and not getattr(_cleanup, "on", False):
             os.kill(pid, signal.SIGKILL)
         _live.add(pid)
 

@@ -253,6 +253,8 @@ def test_signals_stop_the_run_and_exit_with_one_line(env, sig, code, word):
     assert list(tmpdir.iterdir()) == []
     with open("/proc/self/mountinfo") as fh:
         assert str(tmp / "store") not in fh.read()
+    # the build's working snapshot is removed on the way out, not left for a later prune
+    assert list((tmp / "store" / "snapshots").glob("*/containers/*")) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chroot isolation is root's (CI runs as root)")
