@@ -33,6 +33,7 @@ from builder.sandbox.userns import cleaning_up
 from builder.image.commit import Layer, history_entry, write_image
 from builder.image.imagenames import store_name
 from builder.image.oci import Descriptor, Platform
+from builder.image.transports import parse_location
 from builder.image.pull import push_record
 from builder.scripted import (base_layers, commit_layer, container_over, ensure_image, source_date_epoch,
                               squash_layers)
@@ -213,7 +214,25 @@ class Builder:
         return False
 
     # --- the build ---
+    def destinations(self) -> tuple[list[str], list[str]]:
+        """The store names and the other locations (docker://, oci:, ...) ``-t`` names; a
+        UsageError for a name that is not valid, so build() checks them before any step runs
+        (as Docker's "invalid reference format" comes before the build)."""
+        local_names: list[str] = []
+        remote: list[str] = []
+        for t in self.opts.tags:
+            if t.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:")):
+                parse_location(t)
+                remote.append(t)
+            else:
+                local_names.append(store_name(t))
+                if self.opts.push:
+                    parse_location("docker://" + t)
+                    remote.append("docker://" + t)
+        return local_names, remote
+
     def build(self) -> BuildResult:
+        self.destinations()
         self.context: Context = open_context(self.opts.context, self.opts.dockerfile, self.store.tmp_dir)
         try:
             self.filename = self.context.dockerfile_name
@@ -244,14 +263,7 @@ class Builder:
         layers = st.layers
         if opts.squash:
             layers = self.squash(st, graph)
-        local_names, remote = [], []
-        for t in opts.tags:
-            if t.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:")):
-                remote.append(t)
-            else:
-                local_names.append(store_name(t))
-                if opts.push:
-                    remote.append("docker://" + t)
+        local_names, remote = self.destinations()
         rec = write_image(self.store, cfg, layers, image_format=opts.image_format, names=local_names,
                           timestamp=self.epoch, annotations=opts.annotations)
         self.say(f"COMMIT {', '.join(local_names) or rec.id}")

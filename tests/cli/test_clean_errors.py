@@ -66,6 +66,18 @@ def test_copy_of_a_socket_names_it(bale, store_with_busybox, tmp_path):
         "directories and symbolic links can be copied"
 
 
+@pytest.mark.parametrize("tag,cause", [("BAD NAME!", "invalid image name 'BAD NAME!'"),
+                                       ("oci:", "invalid image location 'oci:': no path")])
+def test_invalid_tag_is_refused_before_any_step(bale, store_with_busybox, tmp_path, tag, cause):
+    """Docker answers "invalid reference format" before building; bale ran every step first."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo ran-a-step\n")
+    r = bale("bud", "-t", tag, str(ctx), root=store_with_busybox, check=False)
+    assert one_line(r, 2).startswith("bale: " + cause)
+    assert "STEP" not in r.stderr and "ran-a-step" not in r.stdout + r.stderr
+
+
 def _bale_in_mount_ns(setup: str, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     """bale in a private mount namespace after the shell lines ``setup`` (needs root: CI runs as root)."""
     if os.geteuid() != 0:
