@@ -372,6 +372,8 @@ class _TarOut:
                 raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
             try:
                 self.tar.add_fd(ti, fd, rel or name)
+            except BrokenPipeError:  # the reader failed (a full disk...): its error is the one to report
+                raise
             except OSError as exc:
                 raise BuildError(f"copy source {rel or name}: {exc.strerror or exc}") from None
             finally:
