@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from builder.image import configedit as ce
-from builder.workspace.container import BaseLayer, ContainerRegistry, ContainerState, new_container_id
+from builder.image.commit import Layer
+from builder.workspace.container import ContainerRegistry, ContainerState, new_container_id
 from builder.errors import ContainerError, RunFailed, UsageError
 from builder.image.oci import ImageConfig, Platform
 from builder.options import CommitOptions, ConfigOptions, CopyOptions, FromOptions, RunOptions
@@ -84,19 +85,18 @@ def _is_platform(ws: "Workspace", rec: "ImageRecord", platform: str) -> bool:
     return Platform.parse(platform).matches(Platform(cfg.os or "linux", cfg.architecture, cfg.variant))
 
 
-def base_layers(ws: "Workspace", rec: "ImageRecord") -> tuple[ImageConfig, list[BaseLayer]]:
+def base_layers(ws: "Workspace", rec: "ImageRecord") -> tuple[ImageConfig, list[Layer]]:
     from builder.image.commit import image_layers
     cfg, layers = image_layers(ws.store, rec)
-    return cfg, [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
-                 for l in layers]
+    return cfg, list(layers)
 
 
-def layer_openers(ws: "Workspace", layers: list[BaseLayer]) -> list[tuple[str, Any]]:
+def layer_openers(ws: "Workspace", layers: list[Layer]) -> list[tuple[str, Any]]:
     from builder.workspace.runtime import StoreBlobOpener
     return [(l.layer_id, StoreBlobOpener(str(ws.root), l.digest, l.media_type)) for l in layers]
 
 
-def unpack_layers(ws: "Workspace", rt: "Runtime", layers: list[BaseLayer]) -> None:
+def unpack_layers(ws: "Workspace", rt: "Runtime", layers: list[Layer]) -> None:
     from builder.workspace import snapshots
     work = layer_openers(ws, layers)
     if work:
@@ -113,7 +113,7 @@ def new_container(ws: "Workspace", image: str, *, name: str | None = None, pull:
         cfg = ImageConfig(architecture=plat.architecture, os=plat.os, variant=plat.variant,
                           config={"Env": [f"PATH={ce.DEFAULT_PATH}"]})
         image_id: str | None = None
-        layers: list[BaseLayer] = []
+        layers: list[Layer] = []
     else:
         rec = ensure_image(ws, image, pull=pull, registry=registry, platform=platform, quiet=quiet)
         cfg, layers = base_layers(ws, rec)
@@ -123,7 +123,7 @@ def new_container(ws: "Workspace", image: str, *, name: str | None = None, pull:
 
 
 def container_over(ws: "Workspace", rt: "Runtime", image: str, image_id: str | None, cfg: ImageConfig,
-                   layers: list[BaseLayer], *, name: str | None = None, save: bool = True) -> ContainerState:
+                   layers: list[Layer], *, name: str | None = None, save: bool = True) -> ContainerState:
     """A container over explicit layers (a Dockerfile stage's state), snapshot prepared.
     ``save`` records it among the working containers (`bale containers`)."""
     from builder.workspace import snapshots
@@ -552,7 +552,7 @@ def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[A
     """One layer equal to ``merge`` applied in order over ``keep`` (None if they change nothing)."""
     from builder.workspace import snapshots
     from builder.workspace.runtime import StoreBlobOpener
-    base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size) for l in keep]
+    base = list(keep)
     state = container_over(ws, rt, "squash", None, ImageConfig(), base, save=False)
     try:
         for l in merge:
@@ -592,7 +592,7 @@ def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptio
         cfg.extra.pop("__annotations__", None)
         layer = commit_layer(ws, rt, state, compression=compression, level=compression_level,
                              image_format=image_format, epoch=epoch)
-        layers = [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in state.layers]
+        layers = list(state.layers)
         if layer is not None:
             layers.append(layer)
         if squash:  # buildah commit --squash: every layer, the base's included, as one

@@ -38,7 +38,7 @@ from builder.image.pull import push_record
 from builder.scripted import (base_layers, commit_layer, container_over, ensure_image, source_date_epoch,
                               squash_layers)
 from builder.workspace import snapshots, treedigest
-from builder.workspace.container import BaseLayer, ContainerState
+from builder.workspace.container import ContainerState
 from frontend.dockerignore import Matcher, load_ignore
 from frontend.graph import build_graph
 from frontend.steps import BaseInfo, Stage, StepGraph
@@ -119,8 +119,7 @@ class Builder:
     def image_state(self, ref: str) -> StageState:
         rec = self.base_image(ref)
         cfg, layers = base_layers(self.ws, rec)
-        return StageState(-1, cfg, [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id) for l in layers],
-                          ref)
+        return StageState(-1, cfg, list(layers), ref)
 
     def named_state(self, name: str) -> "StageState | Path":
         """--from=NAME that is no stage: a --build-context (directory or docker-image://), else an image."""
@@ -137,9 +136,7 @@ class Builder:
     # --- containers ---
     def container(self, st: StageState) -> ContainerState:
         if st.container is None:
-            base = [BaseLayer(l.diff_id, l.descriptor.digest, l.descriptor.media_type, l.descriptor.size)
-                    for l in st.layers]
-            st.container = container_over(self.ws, self.rt, st.image, None, st.cfg, base, save=False)
+            st.container = container_over(self.ws, self.rt, st.image, None, st.cfg, list(st.layers), save=False)
             self.containers.append(st.container)
         return st.container
 

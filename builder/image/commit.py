@@ -20,6 +20,25 @@ class Layer:
     descriptor: Descriptor
     diff_id: str
 
+    @property
+    def digest(self) -> str:
+        """The stored (compressed) blob's digest."""
+        return self.descriptor.digest
+
+    @property
+    def media_type(self) -> str:
+        return self.descriptor.media_type
+
+    @property
+    def size(self) -> int:
+        """The stored blob's size in bytes."""
+        return self.descriptor.size
+
+    @property
+    def layer_id(self) -> str:
+        """Snapshotter key of the unpacked layer (diff_id hex)."""
+        return self.diff_id.split(":", 1)[1]
+
 
 def rfc3339(ts: float) -> str:
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)

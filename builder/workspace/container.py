@@ -17,22 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from builder.errors import ContainerError, UsageError
-from builder.image.oci import ImageConfig, parse_config
-
-
-@dataclass
-class BaseLayer:
-    """One layer of the base image: its uncompressed digest and stored blob."""
-
-    diff_id: str
-    digest: str
-    media_type: str
-    size: int
-
-    @property
-    def layer_id(self) -> str:
-        """Snapshotter key of the unpacked layer (diff_id hex)."""
-        return self.diff_id.split(":", 1)[1]
+from builder.image.commit import Layer
+from builder.image.oci import Descriptor, ImageConfig, parse_config
 
 
 @dataclass
@@ -41,7 +27,7 @@ class ContainerState:
     id: str
     image: str  # as given to `from` ("scratch" for none)
     image_id: str | None  # config digest of the base image
-    layers: list[BaseLayer]
+    layers: list[Layer]  # the base image's, bottom first
     config: dict[str, Any]  # ImageConfig JSON being edited
     driver: str
     isolation: str
@@ -66,12 +52,16 @@ class ContainerState:
         self.config = cfg.to_json()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["layers"] = [{"diff_id": l.diff_id, "digest": l.digest, "media_type": l.media_type, "size": l.size}
+                       for l in self.layers]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ContainerState":
         d = dict(d)
-        d["layers"] = [BaseLayer(**l) for l in d.get("layers", [])]
+        d["layers"] = [Layer(Descriptor(l["media_type"], l["digest"], l["size"]), l["diff_id"])
+                       for l in d.get("layers", [])]
         return cls(**d)
 
 
