@@ -9,19 +9,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import posixpath
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from builder.build import copier
+from builder.emulation import check_can_run
+from builder.errors import ContainerError, ImageNotFound, RunFailed, UsageError
 from builder.image import configedit as ce
-from builder.image.commit import Layer
-from builder.workspace.container import ContainerRegistry, ContainerState, new_container_id
-from builder.errors import ContainerError, RunFailed, UsageError
-from builder.image.oci import ImageConfig, Platform
+from builder.image.commit import Layer, history_entry, image_layers, write_image
+from builder.image.compress import LayerWriter
+from builder.image.imagenames import lookup_candidates, store_name
+from builder.image.oci import Descriptor, ImageConfig, Platform, layer_media_type, parse_config
+from builder.image.pull import pull_image, push_record
 from builder.options import CommitOptions, ConfigOptions, CopyOptions, FromOptions, RunOptions
+from builder.sandbox.spec import BindSpec, ProcessSpec
+from builder.workspace import snapshots
+from builder.workspace.container import ContainerRegistry, ContainerState, new_container_id
+from builder.workspace.runtime import StoreBlobOpener
+from builder.workspace.snapshots import SnapshotRootfs, _driver
+from frontend.dockerignore import Matcher
 
 if TYPE_CHECKING:
     from builder.workspace.workspace import Workspace
@@ -43,7 +53,6 @@ def _runtime_of(ws: "Workspace", state: ContainerState) -> "Runtime":
 
 def find_local_image(ws: "Workspace", image: str) -> "ImageRecord | None":
     """A store image by id, by the name as given, or by the names a short name stands for."""
-    from builder.image.imagenames import lookup_candidates
     store = ws.store
     for cand in lookup_candidates(image):
         rec = store.find_image(cand)
@@ -56,7 +65,6 @@ def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry
                  platform: str | None = None, quiet: bool = True, progress: "Any" = None) -> "ImageRecord":
     """The image in the store, pulled first as the pull policy says (``progress``: a
     builder.progress.Progress for the pull)."""
-    from builder.errors import ImageNotFound
     policy = {"true": "always", "false": "missing"}.get(pull.lower(), pull.lower())
     if policy not in ("always", "missing", "never", "newer", "ifmissing", "ifnewer"):
         raise UsageError(f"invalid pull policy {pull!r}: expected always, missing, never or newer")
@@ -71,7 +79,6 @@ def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry
             raise ImageNotFound(f"image {image}: the local store has it for another platform than {platform} "
                                 "and --pull=never")
         raise ImageNotFound(f"image {image}: not in the local store and --pull=never")
-    from builder.image.pull import pull_image
     if progress is not None:
         progress.log(f"Pulling {image}" + (f" for {platform}" if platform else ""))
     return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet, progress=progress)
@@ -79,25 +86,21 @@ def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry
 
 def _is_platform(ws: "Workspace", rec: "ImageRecord", platform: str) -> bool:
     """Whether the store image ``rec`` is for ``platform`` (OS/ARCH[/VARIANT])."""
-    from builder.image.oci import Platform, parse_config
     _, man = ws.store.manifest_of(rec)
     cfg = parse_config(ws.store.read_blob(man.config.digest))
     return Platform.parse(platform).matches(Platform(cfg.os or "linux", cfg.architecture, cfg.variant))
 
 
 def base_layers(ws: "Workspace", rec: "ImageRecord") -> tuple[ImageConfig, list[Layer]]:
-    from builder.image.commit import image_layers
     cfg, layers = image_layers(ws.store, rec)
     return cfg, list(layers)
 
 
 def layer_openers(ws: "Workspace", layers: list[Layer]) -> list[tuple[str, Any]]:
-    from builder.workspace.runtime import StoreBlobOpener
     return [(l.layer_id, StoreBlobOpener(str(ws.root), l.digest, l.media_type)) for l in layers]
 
 
 def unpack_layers(ws: "Workspace", rt: "Runtime", layers: list[Layer]) -> None:
-    from builder.workspace import snapshots
     work = layer_openers(ws, layers)
     if work:
         rt.call(snapshots.ensure_layers, str(rt.snapshots_root), rt.driver_name, work)
@@ -126,7 +129,6 @@ def container_over(ws: "Workspace", rt: "Runtime", image: str, image_id: str | N
                    layers: list[Layer], *, name: str | None = None, save: bool = True) -> ContainerState:
     """A container over explicit layers (a Dockerfile stage's state), snapshot prepared.
     ``save`` records it among the working containers (`bale containers`)."""
-    from builder.workspace import snapshots
     reg = ContainerRegistry(ws.root)
     state = ContainerState(name=reg.new_name(image, name) if save else (name or "build-" + new_container_id()[:12]),
                            id=new_container_id(), image=image, image_id=image_id, layers=list(layers),
@@ -164,7 +166,6 @@ def from_image(ws: "Workspace", image: str, opts: FromOptions = FromOptions()) -
 def process_spec(state: ContainerState, args: list[str], *, env: list[str] = (), workdir: str | None = None,  # type: ignore[assignment]
                  user: str | None = None, network: str = "host", hostname: str | None = None,
                  mounts: list[Any] = (), stdin_data: bytes | None = None) -> Any:  # type: ignore[assignment]
-    from builder.sandbox.spec import ProcessSpec
     cfg = state.config.get("config") or {}
     envd = ce.env_list_to_dict(list(cfg.get("Env") or []))
     envd.setdefault("PATH", ce.DEFAULT_PATH)
@@ -183,8 +184,6 @@ def run_process(ws: "Workspace", state: ContainerState, spec: Any, rt: "Runtime 
                 extra: list[tuple[str, str]] = ()) -> int:  # type: ignore[assignment]
     """Run ``spec`` in the container's snapshot; returns the exit status; remembers created mountpoints.
     ``extra``: (driver, key) of other snapshots to mount first (RUN --mount=from=)."""
-    from builder.emulation import check_can_run
-    from builder.workspace.snapshots import SnapshotRootfs
     check_can_run(str(state.config.get("architecture") or ""), str(state.config.get("variant") or ""))
     rt = rt or _runtime_of(ws, state)
     result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
@@ -200,7 +199,6 @@ def parse_volume(text: str) -> Any:
 
 
 def _parse_volume(text: str) -> Any:
-    from builder.sandbox.spec import BindSpec
     parts = text.split(":")
     if len(parts) < 2 or not parts[0] or not parts[1].startswith("/"):
         raise UsageError(f"invalid --volume {text!r}: expected HOST-DIR:CONTAINER-DIR[:ro]")
@@ -212,7 +210,6 @@ def _parse_volume(text: str) -> Any:
 
 
 def _parse_mount(text: str) -> Any:
-    from builder.sandbox.spec import BindSpec
     fields = dict((kv.split("=", 1) + [""])[:2] for kv in text.split(","))
     typ = fields.get("type", "bind")
     dest = fields.get("destination") or fields.get("dst") or fields.get("target") or ""
@@ -256,7 +253,6 @@ def run_in(ws: "Workspace", container: str, command: list[str], opts: RunOptions
 
 # --- copy / add --------------------------------------------------------------
 def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str | None:
-    from builder.workspace import snapshots
     kind: str | None = rt.call(snapshots.mounted_path_kind, str(rt.snapshots_root), state.driver, state.key, path)
     return kind
 
@@ -264,8 +260,6 @@ def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str 
 def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: Any,
                    chown: str | None) -> list[str]:
     """Stream ``plan`` (a builder.build.copier.CopyPlan) into the container's snapshot."""
-    from builder.build import copier
-    from builder.workspace import snapshots
     warnings: list[str] = rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key,
                                        plan.dest_dir, None, chown, plan.mkdir, plan.chmod,
                                        source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
@@ -289,7 +283,6 @@ def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | N
     (relative to its working directory; None: the working directory), with Dockerfile COPY's
     rules for directories, trailing slashes and wildcards. Raises UsageError (a source outside
     the context, bad --chmod), ContainerError, RegistryError (URL fetch), SnapshotError."""
-    from builder.build import copier
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     rt = _runtime_of(ws, state)
@@ -318,7 +311,6 @@ def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | N
         target = absolute_dest(state, dest)
         source_excluded = None
         if opts.excludes:  # COPY --exclude: files matching by name, and paths inside directory sources
-            from frontend.dockerignore import Matcher
             source_excluded = Matcher(list(opts.excludes))
             resolved = [s for s in resolved if s.is_dir or not source_excluded(os.path.basename(s.rel))]
         if opts.parents:  # COPY --parents: each source keeps its path relative to the context
@@ -345,7 +337,6 @@ def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | N
 def _copy_from(ws: "Workspace", state: ContainerState, rt: "Runtime", source: str, paths: list[str],
                dest: str | None, mode: int | None, chown: str | None) -> None:
     """buildah copy --from: paths inside another working container, or an image."""
-    from builder.workspace import snapshots
     reg = ContainerRegistry(ws.root)
     temp = None
     try:
@@ -501,10 +492,6 @@ def configure(ws: "Workspace", container: str, opts: ConfigOptions) -> Container
 def commit_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, *, compression: str = "gzip",
                  level: int | None = None, image_format: str = "oci", epoch: int | None = None) -> Any:
     """Diff the container's snapshot into a compressed layer blob; None when nothing changed."""
-    from builder.workspace import snapshots
-    from builder.image.commit import Layer
-    from builder.image.compress import LayerWriter
-    from builder.image.oci import Descriptor, layer_media_type
     ignore = sorted(set(snapshots.SANDBOX_PATHS) | set(state.created_paths))
     store = ws.store
 
@@ -550,8 +537,6 @@ class _TarCounter:
 def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,
                   level: int | None, image_format: str, epoch: int | None) -> Any:
     """One layer equal to ``merge`` applied in order over ``keep`` (None if they change nothing)."""
-    from builder.workspace import snapshots
-    from builder.workspace.runtime import StoreBlobOpener
     base = list(keep)
     state = container_over(ws, rt, "squash", None, ImageConfig(), base, save=False)
     try:
@@ -576,8 +561,6 @@ def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptio
     squash, timestamp, image_format = opts.squash, opts.timestamp, opts.image_format
     compression, compression_level, registry, quiet = opts.compression, opts.compression_level, opts.registry, \
         opts.quiet
-    from builder.image.commit import Layer, history_entry, write_image
-    from builder.image.oci import Descriptor
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     rt = _runtime_of(ws, state)
@@ -608,7 +591,6 @@ def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptio
         rec = write_image(ws.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
                           timestamp=epoch, annotations=annotations)
     if not dest_is_store and image:
-        from builder.image.pull import push_record
         try:
             push_record(ws, rec, image, registry=registry, image_format=image_format, quiet=quiet)
         finally:  # a commit to another location leaves nothing in the store, as buildah's does
@@ -645,7 +627,6 @@ def _commit_names(image: str | None) -> tuple[bool, list[str]]:
         return True, []
     if image.startswith(_TRANSPORTS):
         return False, []
-    from builder.image.imagenames import store_name
     return True, [store_name(image.removeprefix("containers-storage:"))]
 
 
@@ -653,7 +634,6 @@ def _commit_names(image: str | None) -> tuple[bool, list[str]]:
 def remove_containers(ws: "Workspace", names: list[str]) -> list[str]:
     """`bale rm`: remove working containers and their snapshots; returns their names.
     Raises ContainerError for a name that is not a working container."""
-    from builder.workspace import snapshots
     reg = ContainerRegistry(ws.root)
     removed = []
     for n in names:
@@ -670,7 +650,6 @@ def mount(ws: "Workspace", names: list[str]) -> Iterator[tuple[str, str]]:
     """`bale mount`: mount each container's snapshot in the current mount namespace and yield
     (name, host path of its root); no names: the containers mounted already. Only meaningful
     inside `bale unshare` (or as root). Raises UsageError outside it, ContainerError."""
-    from builder.workspace.snapshots import SnapshotRootfs
     reg = ContainerRegistry(ws.root)
     if not names:
         for s in reg.all():
@@ -688,7 +667,6 @@ def mount(ws: "Workspace", names: list[str]) -> Iterator[tuple[str, str]]:
 
 def umount(ws: "Workspace", name: str) -> None:
     """`bale umount`: unmount the container's snapshot (inside `bale unshare`). Raises UsageError, ContainerError."""
-    from builder.workspace.snapshots import _driver
     reg = ContainerRegistry(ws.root)
     state = reg.get(name)
     if os.geteuid() != 0:
