@@ -29,14 +29,14 @@ from builder.build.export import export_filesystem
 from builder.build.options import BuildOptions, OutputSpec
 from builder.build.state import StageState
 from builder.errors import BuildError, UsageError
-from builder.sandbox.userns import cleaning_up
 from builder.image.commit import Layer, history_entry, write_image
 from builder.image.imagenames import store_name
 from builder.image.oci import Descriptor, Platform
-from builder.image.transports import parse_location
 from builder.image.pull import push_record
-from builder.scripted import (base_layers, commit_layer, container_over, ensure_image, source_date_epoch,
-                              squash_layers)
+from builder.image.remotecache import RemoteCache
+from builder.image.transports import parse_location
+from builder.sandbox.userns import cleaning_up
+from builder.scripted import base_layers, commit_layer, container_over, ensure_image, source_date_epoch, squash_layers
 from builder.workspace import snapshots, treedigest
 from builder.workspace.container import ContainerState
 from frontend.dockerignore import Matcher, load_ignore
@@ -87,7 +87,6 @@ class Builder:
         self.containers: list[ContainerState] = []
         self.lock = threading.Lock()
         self._bases: dict[str, "ImageRecord"] = {}
-        from builder.image.remotecache import RemoteCache
         remote = RemoteCache.from_flags(self.store, list(opts.cache_from), opts.cache_to, opts.registry,
                                         str(self.platform)) if opts.layers else None
         self.cache = LayerCache(self.store, self.root, layers=opts.layers, no_cache=opts.no_cache, remote=remote)

@@ -13,6 +13,7 @@ names are bytes (surrogate-escaped) throughout.
 """
 from __future__ import annotations
 
+import email.utils
 import fnmatch
 import hashlib
 import io
@@ -21,6 +22,9 @@ import posixpath
 import stat
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -28,7 +32,9 @@ from typing import BinaryIO, Callable
 from builder.build import gomatch
 from builder.build.tarstream import TarWriter
 from builder.errors import BuildError, UsageError
+from builder.sandbox.users import _read_db
 from snapshotter.safepath import secure_join
+from snapshotter.tarlimits import open_stream
 
 #: (relative path, is_dir) -> excluded?
 Excluder = Callable[[str, bool], bool]
@@ -102,7 +108,6 @@ def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
     a numeric user alone gives that number as gid too; a name gives its uid and primary gid from
     the image's /etc/passwd; a group (number or /etc/group name) replaces the gid. A name missing
     from the files leaves 0 (user) or the user's gid (group), as BuildKit does."""
-    from builder.sandbox.users import _read_db
     user, _, group = spec.partition(":")
     uid = gid = 0
     num = _parse_id(user)
@@ -258,7 +263,6 @@ def _base(s: Source) -> str:
 def url_file_name(url: str) -> str:
     """The file name ADD gives a URL: Go's path.Base of the URL path, "__unnamed__" when that is
     "." or "/" (dockerfile2llb/convert_copy.go:194-200)."""
-    import urllib.parse
     try:
         upath = urllib.parse.urlsplit(url).path
     except ValueError:
@@ -281,8 +285,6 @@ def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
     """Download ``src.url`` to a temp file (streamed), verify ``checksum``; fills in path/mode/mtime
     and the name BuildKit gives it (url_file_name). The file is 0600 unless --chmod says otherwise
     (BuildKit's HTTP source writes 0600; the copy's Mode replaces it, backend.go:217-221)."""
-    import email.utils
-    import urllib.request
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="add-url-")
     algo, _, want = (checksum or "sha256:").partition(":")
     if algo not in ("sha256", "sha384", "sha512"):
@@ -389,7 +391,6 @@ class _TarOut:
     def pass_through(self, archive: Path, prefix: str) -> None:
         """ADD: the archive's members (decompressed, sparse files expanded, names under ``prefix``)
         as plain entries; headers bounded as Go's archive/tar bounds them (archive_limits)."""
-        from snapshotter.tarlimits import open_stream
         try:
             with open(archive, "rb") as raw, open_stream(raw) as src:
                 for m in src:
@@ -417,7 +418,6 @@ class _TarOut:
 
 
 def zlib_error() -> type[Exception]:
-    import zlib
     return zlib.error
 
 

@@ -36,6 +36,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 from builder.errors import BaleError
+from builder.image.commit import image_layers
+from builder.workspace.runtime import StoreBlobOpener
+from snapshotter.apply import apply_tar
+from snapshotter.errors import SnapshotError
 
 if TYPE_CHECKING:
     from builder.image.store import ImageRecord, Store
@@ -217,8 +221,6 @@ def _emit_copies(tw: tarfile.TarFile, tf: tarfile.TarFile, m: tarfile.TarInfo, c
 # --- exporters ----------------------------------------------------------------
 def layer_openers(store: "Store", rec: "ImageRecord") -> list[LayerOpener]:
     """Openers of ``rec``'s layers, bottom first, each an uncompressed, digest-verified stream."""
-    from builder.image.commit import image_layers
-    from builder.workspace.runtime import StoreBlobOpener
     _, layers = image_layers(store, rec)
     return [StoreBlobOpener(str(store.root), l.descriptor.digest, l.descriptor.media_type) for l in layers]
 
@@ -256,8 +258,6 @@ def apply_layers_into(dest: str, openers: list[LayerOpener]) -> list[str]:
     """In the namespace: apply each layer over ``dest`` with the image's owners (a failed chown
     raises BaleError, which export_local turns into ExportError); returns warnings (device
     nodes a user namespace may not create)."""
-    from snapshotter.apply import apply_tar
-    from snapshotter.errors import SnapshotError
     warnings: list[str] = []
     for opener in openers:
         with opener() as src:

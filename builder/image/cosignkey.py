@@ -20,6 +20,11 @@ import os
 import struct
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+
 from builder.errors import UsageError
 
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
@@ -73,8 +78,6 @@ def _xsalsa20_stream(key: bytes, nonce24: bytes, length: int) -> bytes:
 
 def secretbox_open(box: bytes, nonce: bytes, key: bytes) -> bytes | None:
     """NaCl crypto_secretbox_open (tag || ciphertext, as Go's secretbox.Seal writes); None if forged."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.poly1305 import Poly1305
     if len(box) < 16 or len(nonce) != 24 or len(key) != 32:
         return None
     tag, ct = box[:16], box[16:]
@@ -88,7 +91,6 @@ def secretbox_open(box: bytes, nonce: bytes, key: bytes) -> bytes | None:
 
 def secretbox_seal(message: bytes, nonce: bytes, key: bytes) -> bytes:
     """NaCl crypto_secretbox: tag || ciphertext."""
-    from cryptography.hazmat.primitives.poly1305 import Poly1305
     stream = _xsalsa20_stream(key, nonce, 32 + len(message))
     ct = bytes(a ^ b for a, b in zip(message, stream[32:]))
     return Poly1305.generate_tag(stream[:32], ct) + ct
@@ -102,8 +104,6 @@ def _pem_body(data: bytes) -> bytes:
 
 def decrypt_cosign_key(data: bytes, passphrase: str | None, path: str) -> Any:
     """The private key of a cosign-encrypted PEM file; UsageError naming ``path`` otherwise."""
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-    from cryptography.hazmat.primitives.serialization import load_der_private_key
     if passphrase is None:
         passphrase = os.environ.get("COSIGN_PASSWORD", "")
     try:
@@ -131,7 +131,6 @@ def decrypt_cosign_key(data: bytes, passphrase: str | None, path: str) -> Any:
 
 def encrypt_cosign_key(der_pkcs8: bytes, passphrase: str, *, n: int = 32768) -> bytes:
     """The PEM cosign writes for ``der_pkcs8`` (for tests and key conversion)."""
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
     salt, nonce = os.urandom(32), os.urandom(24)
     key = Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode())
     doc = {"kdf": {"name": "scrypt", "params": {"N": n, "r": 8, "p": 1}, "salt": base64.b64encode(salt).decode()},

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from builder.image.compress import LayerWriter, decompress_reader
 from builder.image.oci import (Descriptor, Manifest, Platform, is_docker_type, layer_compression, parse_config,
-                         parse_manifest, to_docker_type, to_oci_type)
+                               parse_manifest, to_docker_type, to_oci_type)
 from builder.image.transports import Destination, Source
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ class _RecompressedSource(Source):
         self.files: dict[str, Any] = {}
 
     def add(self, original: Descriptor) -> Descriptor:
-        from builder.image.compress import LayerWriter, decompress_reader
         spool = tempfile.TemporaryFile(dir=self.tmp_dir)  # noqa: SIM115
         with self.inner.open_at(original, 0) as raw:
             w = LayerWriter(spool, "gzip")

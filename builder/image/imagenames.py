@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from builder.errors import UsageError
+from builder.errors import BaleError, UsageError
 
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
@@ -60,7 +60,6 @@ def search_registries() -> list[str]:
 
 def alias_target(short: str) -> str | None:
     """The registries.conf [aliases] target of a short name, if any (a bad config is left to pull)."""
-    from builder.errors import BaleError
     try:
         from builder.image.reference import registries_conf
         hit = registries_conf().alias(short)
