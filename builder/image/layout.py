@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from builder.errors import DigestMismatch, FormatError, ImageNotFound
+from builder.image.atomic import write_atomic
 from builder.image.oci import ANNOTATION_REF_NAME, OCI_INDEX, Descriptor, Index, check_digest_syntax, parse_index
 from builder.image.store import VerifiedReader
 
@@ -51,9 +52,9 @@ class OCILayout:
     def init(self) -> None:
         (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         if not (self.path / "oci-layout").exists():
-            _atomic_write(self.path / "oci-layout", json.dumps(LAYOUT_FILE).encode())
+            write_atomic(self.path / "oci-layout", json.dumps(LAYOUT_FILE).encode())
         if not (self.path / "index.json").exists():
-            _atomic_write(self.path / "index.json", Index(()).to_bytes())
+            write_atomic(self.path / "index.json", Index(()).to_bytes())
 
     @contextlib.contextmanager
     def blob_writer(self, desc: Descriptor) -> Iterator[BinaryIO]:
@@ -100,7 +101,7 @@ class OCILayout:
         if ref:
             desc = desc.with_annotations(**{ANNOTATION_REF_NAME: ref})
         new = Index(tuple(keep) + (desc,), OCI_INDEX, idx.annotations)
-        _atomic_write(self.path / "index.json", new.to_bytes())
+        write_atomic(self.path / "index.json", new.to_bytes())
 
     # --- reading ---
     def resolve(self, ref: str | None) -> Descriptor:
@@ -127,22 +128,6 @@ class _HashingFile:
         self.h.update(data)
         self.size += len(data)
         return self.raw.write(data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def extract_archive(archive: Path, into: Path) -> OCILayout:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Collection
 
 from builder.errors import DigestMismatch, ImageNotFound, StoreError
+from builder.image.atomic import write_atomic
 from builder.image.lease import Lease, current_lease_id, lease_for, read_leases
 from builder.image.storelock import lock_for
 from builder.image.oci import (INDEX_TYPES, Descriptor, check_digest_syntax, detect_media_type,
@@ -458,16 +459,4 @@ class Store:
 
     # --- helpers ---
     def _write_json_atomic(self, path: Path, obj: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="json-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(obj, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode(), tmp_dir=self.tmp_dir, prefix="json-")
