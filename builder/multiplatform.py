@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.build.builder import build
 from builder.errors import UsageError
-from builder.image.oci import DOCKER_LIST, OCI_INDEX, Platform
+from builder.image import manifestlist as ml
+from builder.image.imagecopy import closing
+from builder.image.imagenames import store_name
+from builder.image.oci import DOCKER_LIST, INDEX_TYPES, OCI_INDEX, Platform, parse_config, parse_index, parse_manifest
+from builder.image.transports import open_source, parse_location
 
 if TYPE_CHECKING:
     from builder.build.options import BuildOptions
@@ -57,9 +63,6 @@ def base_platforms(ws: "Workspace", dockerfile_text: str, registry: object = Non
     """``--all-platforms``: the platforms every base image of the Dockerfile has (the
     platforms of its index; an image that is no index has its config's only). Stage names
     and scratch are skipped; ARG-expanded names are not supported (a usage error)."""
-    from builder.image.imagecopy import closing
-    from builder.image.oci import INDEX_TYPES, parse_config, parse_index, parse_manifest
-    from builder.image.transports import open_source, parse_location
     stages = {m.lower() for m in re.findall(r"^\s*FROM\s+.*?\s+AS\s+(\S+)", dockerfile_text, re.I | re.M)}
     common: list[Platform] | None = None
     for ref in _FROM.findall(dockerfile_text):
@@ -95,14 +98,10 @@ def build_platforms(ws: "Workspace", opts: "BuildOptions", platforms: list[Platf
     the transport tags (and the local ones with ``opts.push``); written to oci ``outputs``.
     ``opts.iidfile`` and ``opts.digestfile`` get the list's digest. Raises what build raises
     (the first failing platform ends the build: its error names FILE:LINE)."""
-    from builder.build.builder import build
-    from builder.image import manifestlist as ml
-    from builder.image.imagenames import store_name
     store = ws.store
     images: list[tuple[str, str, str]] = []
     for plat in platforms:
         if not opts.quiet:
-            import sys
             print(f"[{plat}] building", file=sys.stderr, flush=True)
         one = replace(opts, platform=str(plat), tags=[], push=False, outputs=[], iidfile=None, digestfile=None)
         res = build(ws, one, progress)

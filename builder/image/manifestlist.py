@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import ImageNotFound, UsageError
+from builder.image import sign
+from builder.image.imagecopy import copy_image
+from builder.image.imagenames import lookup_candidates, store_name
+from builder.image.layout import OCILayout
 from builder.image.oci import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST,
-                               Descriptor, detect_media_type, parse_config, parse_index, parse_manifest,
-                               sha256_digest)
+                               Descriptor, detect_media_type, parse_config, parse_index, parse_manifest, sha256_digest)
+from builder.image.reference import check_not_blocked
+from builder.image.registry.client import RegistryClient
+from builder.image.registry.options import RegistryOptions
+from builder.image.store import ImageRecord
+from builder.image.transports import LayoutDestination, RegistryDestination, StoreSource, parse_location
 
 if TYPE_CHECKING:
     from builder.image.imagecopy import CopyResult
@@ -61,7 +69,6 @@ def _save(store: "Store", items: list[ManifestList]) -> None:
 
 def find_list(store: "Store", name: str) -> ManifestList | None:
     """The list named ``name`` (short names as for images: ``localhost/NAME:latest``), or None."""
-    from builder.image.imagenames import lookup_candidates
     have = {l.name: l for l in lists(store)}
     for cand in lookup_candidates(name):
         if cand in have:
@@ -90,7 +97,6 @@ def new_index(media_type: str = OCI_INDEX) -> dict[str, Any]:
 
 def save(store: "Store", name: str, index: dict[str, Any]) -> ManifestList:
     """Write ``index`` to the store and point ``name`` at it (made or replaced)."""
-    from builder.image.imagenames import store_name
     full = store_name(name)
     data = json.dumps(index, indent=4).encode()
     parse_index(data, f"manifest list {full}")
@@ -196,7 +202,6 @@ def live_digests(store: "Store") -> set[str]:
 
 def instance_record(store: "Store", desc: Descriptor) -> "ImageRecord":
     """A record for an instance (one may no longer exist in images.json: the blobs do)."""
-    from builder.image.store import ImageRecord
     man = parse_manifest(store.read_blob(desc.digest, f"manifest {desc.digest}"))
     return ImageRecord(man.config.digest, desc.digest, desc.media_type, [])
 
@@ -219,8 +224,6 @@ def push_list(ws: "Workspace", name_or_list: "str | ManifestList", destination: 
     index to ``destination`` (``docker://REF`` or ``oci:DIR[:REF]``; a bare reference is a
     registry). ``image_format`` oci or v2s2 converts images and the list. Returns the digest
     of the index written. Raises ImageNotFound, UsageError (another transport), RegistryError."""
-    from builder.image.imagecopy import copy_image
-    from builder.image.transports import StoreSource, parse_location
     store = ws.store
     lst = name_or_list if isinstance(name_or_list, ManifestList) else get_list(store, name_or_list)
     index = read_index(store, lst)
@@ -253,9 +256,6 @@ def push_list(ws: "Workspace", name_or_list: "str | ManifestList", destination: 
 
 def _instance_destination(loc: Any, store: "Store", registry: "RegistryOptions | None",
                           progress: "Progress | None") -> Any:
-    from builder.image.registry.client import RegistryClient
-    from builder.image.registry.options import RegistryOptions
-    from builder.image.transports import LayoutDestination, RegistryDestination
 
     class _ByDigest(RegistryDestination):
         def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
@@ -266,7 +266,6 @@ def _instance_destination(loc: Any, store: "Store", registry: "RegistryOptions |
             return self.layout.put_bytes(data, media_type).digest
 
     if loc.kind == "docker":
-        from builder.image.reference import check_not_blocked
         check_not_blocked(loc.reference.name)
         return _ByDigest(RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress),
                          loc.reference)
@@ -275,16 +274,12 @@ def _instance_destination(loc: Any, store: "Store", registry: "RegistryOptions |
 
 def _put_index(loc: Any, store: "Store", data: bytes, mt: str, registry: "RegistryOptions | None",
                progress: "Progress | None") -> str:
-    from builder.image.layout import OCILayout
-    from builder.image.registry.client import RegistryClient
-    from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         ref = loc.reference
         opts = registry or RegistryOptions()
         client = RegistryClient(ref.registry, opts, progress)
         digest = client.put_manifest(ref.repository, ref.digest or ref.tag or "latest", data, mt)
         if opts.sign_by_sigstore_key:
-            from builder.image import sign
             key = sign.load_private_key(opts.sign_by_sigstore_key, opts.sign_passphrase)
             sign.sign_image(client, ref.repository, ref.repo_name, digest, key)
         if progress:

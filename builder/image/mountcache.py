@@ -11,16 +11,18 @@ and any entry whose parent resolves (through a symlink of the archive) outside t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import BaleError
-from builder.image.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Descriptor, parse_config, parse_manifest, \
-    sha256_digest
+from builder.image.oci import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Descriptor, parse_config, parse_manifest,
+                               sha256_digest)
 
 if TYPE_CHECKING:
     from builder.image.reference import ImageReference
@@ -49,7 +51,6 @@ def unpack_dir(archive: str, dest: str) -> int:
     end, so a failed extraction leaves no half mount); returns the number of entries."""
     final, dest = dest, dest + ".part"
     if os.path.exists(dest):
-        import shutil
         shutil.rmtree(dest)
     os.makedirs(dest)
     root = os.path.realpath(dest)
@@ -91,7 +92,6 @@ def export_mounts(cache: "RemoteCache", rt: "Runtime", root: Path) -> list[str]:
 
 
 def _push(cache: "RemoteCache", ref: "ImageReference", name: str, tar: Path, digest: str, size: int) -> None:
-    import io
     client = cache._client(ref.registry)
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {MOUNT_LABEL: name}},
                       "rootfs": {"type": "layers", "diff_ids": [digest]}}, sort_keys=True).encode()

@@ -15,14 +15,17 @@ that is down or empty never fails a build. ``record`` pushes an entry to --cache
 failed push is logged and the build goes on."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from builder.errors import BaleError, NotFoundError
+from builder.errors import BaleError, NotFoundError, UsageError
 from builder.image.commit import Layer
 from builder.image.oci import OCI_CONFIG, OCI_MANIFEST, Descriptor, parse_config, parse_manifest, sha256_digest
+from builder.image.reference import parse_reference
+from builder.image.registry.client import RegistryClient
 
 if TYPE_CHECKING:
     from builder.image.reference import ImageReference
@@ -36,7 +39,6 @@ KEY_LABEL = "io.bale.cache.key"
 
 def split_cache_spec(text: str) -> tuple[str, bool]:
     """(repository, mounts) of ``REPO[,mounts=true]`` or BuildKit's ``type=registry,ref=REPO[,mounts=true]``."""
-    from builder.errors import UsageError
     first, *rest = text.split(",")
     fields = dict(kv.partition("=")[::2] for kv in rest)
     if "=" in first:
@@ -52,8 +54,6 @@ def split_cache_spec(text: str) -> tuple[str, bool]:
 
 def parse_cache_repo(text: str) -> "ImageReference":
     """``REGISTRY/REPO`` (a tag or digest is refused: entries are tagged by key)."""
-    from builder.errors import UsageError
-    from builder.image.reference import parse_reference
     text = split_cache_spec(text)[0]
     ref = parse_reference(text.removeprefix("docker://"))
     if ref.digest or (ref.tag and ref.tag != "latest") or text.rstrip().endswith(":latest"):
@@ -85,7 +85,6 @@ class RemoteCache:
                    mounts_to=bool(cache_to) and split_cache_spec(cache_to or "")[1])
 
     def _client(self, registry: str) -> "RegistryClient":
-        from builder.image.registry.client import RegistryClient
         if registry not in self._clients:
             self._clients[registry] = RegistryClient(registry, self.options)
         return self._clients[registry]
@@ -106,7 +105,6 @@ class RemoteCache:
         client = self._client(ref.registry)
         data, _mt, _digest = client.get_manifest(ref.repository, key)
         man = parse_manifest(data, f"cache entry {ref.repo_name}:{key[:12]}")
-        import io
         buf = io.BytesIO()
         client.fetch_blob(ref.repository, man.config, buf)
         cfg = parse_config(buf.getvalue(), f"cache entry {ref.repo_name}:{key[:12]} config")
@@ -141,7 +139,6 @@ class RemoteCache:
                "rootfs": {"type": "layers", "diff_ids": [layer.diff_id] if layer else []}}
         cfg_bytes = json.dumps(cfg, sort_keys=True).encode()
         cfg_desc = Descriptor(OCI_CONFIG, sha256_digest(cfg_bytes), len(cfg_bytes))
-        import io
         client.push_blob(ref.repository, cfg_desc, lambda off: io.BytesIO(cfg_bytes[off:]))
         layers = []
         if layer is not None:

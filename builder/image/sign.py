@@ -21,13 +21,20 @@ encryption), or cosign's own encrypted keys (builder/image/cosignkey.py). Errors
 from __future__ import annotations
 
 import base64
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
 from builder.errors import BaleError, NotFoundError, UsageError
-from builder.image.oci import OCI_CONFIG, OCI_MANIFEST, sha256_digest
+from builder.image.cosignkey import decrypt_cosign_key
+from builder.image.oci import OCI_CONFIG, OCI_MANIFEST, Descriptor, sha256_digest
 
 if TYPE_CHECKING:
     from builder.image.registry.client import RegistryClient
@@ -72,10 +79,8 @@ def _read(path: str, what: str) -> bytes:
 
 def load_private_key(path: str, passphrase: str | None = None) -> Any:
     """A private key from a PEM file. UsageError naming the file when it cannot be used."""
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
     data = _read(path, "signing key")
     if b"ENCRYPTED SIGSTORE PRIVATE KEY" in data or b"ENCRYPTED COSIGN PRIVATE KEY" in data:
-        from builder.image.cosignkey import decrypt_cosign_key
         return decrypt_cosign_key(data, passphrase, path)
     try:
         return load_pem_private_key(data, passphrase.encode() if passphrase else None)
@@ -86,7 +91,6 @@ def load_private_key(path: str, passphrase: str | None = None) -> Any:
 
 
 def load_public_key(path: str) -> Any:
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
     data = _read(path, "public key")
     try:
         return load_pem_public_key(data)
@@ -95,8 +99,6 @@ def load_public_key(path: str) -> Any:
 
 
 def sign_bytes(key: Any, data: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(hashes.SHA256()))
     if isinstance(key, rsa.RSAPrivateKey):
@@ -107,9 +109,6 @@ def sign_bytes(key: Any, data: bytes) -> bytes:
 
 
 def verify_bytes(key: Any, data: bytes, signature: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
@@ -135,8 +134,6 @@ def sign_image(client: "RegistryClient", repository: str, docker_reference: str,
                key: Any) -> str:
     """Sign ``manifest_digest`` (pushed to ``repository`` on ``client``'s registry) and push the
     signature as ``sha256-HEX.sig``, keeping signatures already there. Returns the tag."""
-    import io
-    from builder.image.oci import Descriptor
     body = payload(docker_reference, manifest_digest)
     sig = base64.b64encode(sign_bytes(key, body)).decode()
     tag = signature_tag(manifest_digest)
@@ -166,8 +163,6 @@ def verify_image(client: "RegistryClient", repository: str, manifest_digest: str
                  what: str) -> list[Verified]:
     """Every signature of ``manifest_digest`` in ``repository`` that verifies with ``key`` and
     names that digest. SignatureError (one line naming ``what``) when there is none."""
-    import io
-    from builder.image.oci import Descriptor
     tag = signature_tag(manifest_digest)
     try:
         raw, _, _ = client.get_manifest(repository, tag)

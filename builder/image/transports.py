@@ -11,22 +11,35 @@ destination for each:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
-from builder.errors import FormatError, UsageError
-from builder.image.oci import INDEX_TYPES, Descriptor, Platform, detect_media_type, parse_index, sha256_digest
+from builder.errors import FormatError, ImageNotFound, RegistryError, UsageError
+from builder.image import sign
+from builder.image.compress import decompress_reader
+from builder.image.dockerarchive import DockerArchiveReader, DockerArchiveWriter
+from builder.image.dockerdaemon import Engine
+from builder.image.imagenames import lookup_candidates, split_tag, store_name
+from builder.image.layout import OCILayout, extract_archive, write_archive
+from builder.image.oci import (DOCKER_MANIFEST, INDEX_TYPES, Descriptor, Platform, detect_media_type, parse_index,
+                               parse_manifest, sha256_digest)
+from builder.image.reference import check_not_blocked, parse_reference, pull_sources
+from builder.image.registry.client import RegistryClient
+from builder.image.registry.options import RegistryOptions
+from builder.image.store import VerifiedReader
 
 if TYPE_CHECKING:
-    from builder.progress import Progress
     from builder.image.reference import ImageReference
     from builder.image.registry.client import RegistryClient
     from builder.image.registry.options import RegistryOptions
     from builder.image.store import ImageRecord, Store
+    from builder.progress import Progress
 
 KINDS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon", "store")
 
@@ -50,7 +63,6 @@ class Location:
 
 def parse_location(text: str) -> Location:
     """UsageError for an unknown transport, naming the text."""
-    from builder.image.reference import parse_reference
     if text.startswith("docker://"):
         return Location("docker", reference=parse_reference(text[len("docker://"):]))
     for kind in ("oci-archive", "docker-archive", "oci"):
@@ -75,8 +87,6 @@ def parse_location(text: str) -> Location:
 def _daemon_location(text: str) -> Location:
     """docker-daemon:NAME[:TAG] (normalised as Docker names it; :latest when untagged) or
     docker-daemon:sha256:ID (an image id; sources only)."""
-    import re
-    from builder.image.reference import parse_reference
     rest = text[len("docker-daemon:"):]
     if not rest:
         raise UsageError(f"invalid image location {text!r}: no image name")
@@ -194,8 +204,6 @@ class MirroredRegistrySource(Source):
         self.active: RegistrySource | None = None
 
     def raw_manifest(self) -> tuple[bytes, str]:
-        import logging
-        from builder.errors import RegistryError
         last: BaseException | None = None
         for client, ref in self.candidates:
             src = RegistrySource(client, ref, self.tmp_dir)
@@ -273,7 +281,6 @@ class StoreSource(_FileBlobSource):
 
 class LayoutSource(_FileBlobSource):
     def __init__(self, layout_path: Path, ref: str | None, name: str, cleanup: Path | None = None) -> None:
-        from builder.image.layout import OCILayout
         self.layout, self.ref, self.name, self._cleanup = OCILayout(layout_path), ref, name, cleanup
         if not self.layout.exists() and not (layout_path / "index.json").exists():
             raise FormatError(f"{name}: not an OCI layout")
@@ -295,7 +302,6 @@ class LayoutSource(_FileBlobSource):
 
 class DockerArchiveSource(_SpoolingSource):
     def __init__(self, path: Path, selector: str | None, tmp_dir: Path) -> None:
-        from builder.image.dockerarchive import DockerArchiveReader
         super().__init__(tmp_dir)
         self.name = f"docker-archive:{path}"
         self.reader = DockerArchiveReader(path, selector)
@@ -303,14 +309,12 @@ class DockerArchiveSource(_SpoolingSource):
         self._bytes, self.members = self.reader.manifest()
 
     def raw_manifest(self) -> tuple[bytes, str]:
-        from builder.image.oci import DOCKER_MANIFEST
         return self._bytes, DOCKER_MANIFEST
 
     def manifest_by_digest(self, desc: Descriptor) -> bytes:
         raise FormatError(f"{self.name}: has no index")
 
     def write_blob(self, desc: Descriptor, sink: Any) -> None:
-        from builder.image.store import VerifiedReader
         member = self.members.get(desc.digest)
         if member is None:
             raise FormatError(f"{self.name}: no blob {desc.digest}")
@@ -327,7 +331,6 @@ class DockerDaemonSource(DockerArchiveSource):
     """An image saved by a Docker engine (GET /images/NAME/get), read as a docker-archive."""
 
     def __init__(self, loc: Location, tmp_dir: Path) -> None:
-        from builder.image.dockerdaemon import Engine
         fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="docker-daemon-")
         self._archive = Path(path)
         try:
@@ -348,12 +351,8 @@ class DockerDaemonSource(DockerArchiveSource):
 
 def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
                 progress: "Progress | None" = None) -> Source:
-    from builder.image.registry.client import RegistryClient
-    from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         assert loc.reference is not None
-        from dataclasses import replace
-        from builder.image.reference import pull_sources
         opts = registry or RegistryOptions()
         sources = pull_sources(loc.reference)  # registries.conf: mirrors, location rewrite, blocked
         if len(sources) == 1 and sources[0].reference == loc.reference:
@@ -366,7 +365,6 @@ def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | N
     if loc.kind == "oci":
         return LayoutSource(Path(loc.path), loc.ref, str(loc))
     if loc.kind == "oci-archive":
-        from builder.image.layout import extract_archive
         if not os.path.isfile(loc.path):
             raise UsageError(f"{loc}: no such file")
         tmp = Path(tempfile.mkdtemp(dir=store.tmp_dir, prefix="oci-archive-"))
@@ -382,12 +380,10 @@ def open_source(loc: Location, *, store: "Store", registry: "RegistryOptions | N
         return DockerArchiveSource(Path(loc.path), loc.ref, store.tmp_dir)
     if loc.kind == "docker-daemon":
         return DockerDaemonSource(loc, store.tmp_dir)
-    from builder.image.imagenames import lookup_candidates
     for cand in lookup_candidates(loc.path):
         rec = store.find_image(cand)
         if rec is not None:
             return StoreSource(store, rec)
-    from builder.errors import ImageNotFound
     raise ImageNotFound(f"image {loc.path}: not known in the local store")
 
 
@@ -437,7 +433,6 @@ class RegistryDestination(Destination):
         digest = self.client.put_manifest(self.ref.repository, ref, data, media_type)
         opts = self.client.options
         if opts.sign_by_sigstore_key:
-            from builder.image import sign
             key = sign.load_private_key(opts.sign_by_sigstore_key, opts.sign_passphrase)
             sign.sign_image(self.client, self.ref.repository, self.ref.repo_name, digest, key)
         return digest
@@ -462,7 +457,6 @@ class StoreDestination(Destination):
         return "stored"
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.image.oci import parse_manifest
         digest = self.store.put_bytes(data)
         man = parse_manifest(data)
         if len(diff_ids) == len(man.layers):
@@ -476,7 +470,6 @@ class LayoutDestination(Destination):
     requires_oci = True
 
     def __init__(self, path: Path, ref: str | None, name: str) -> None:
-        from builder.image.layout import OCILayout
         self.layout, self.ref, self.name = OCILayout(path), ref, name
         self.layout.init()
 
@@ -496,7 +489,6 @@ class LayoutDestination(Destination):
 
 class OCIArchiveDestination(LayoutDestination):
     def __init__(self, archive: Path, ref: str | None, tmp_dir: Path) -> None:
-        from builder.image.layout import extract_archive
         self.archive = archive
         self.tmp = Path(tempfile.mkdtemp(dir=tmp_dir, prefix="oci-archive-out-"))
         if archive.is_file():  # add to an existing archive, as skopeo does
@@ -504,7 +496,6 @@ class OCIArchiveDestination(LayoutDestination):
         super().__init__(self.tmp, ref, f"oci-archive:{archive}")
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.image.layout import write_archive
         digest = super().put_manifest(data, media_type, config, diff_ids)
         try:
             write_archive(self.layout, self.archive)
@@ -521,7 +512,6 @@ class DockerArchiveDestination(Destination):
     uncompressed_layers = True
 
     def __init__(self, path: Path, repo_tags: list[str]) -> None:
-        from builder.image.dockerarchive import DockerArchiveWriter
         self.writer = DockerArchiveWriter(path)
         self.repo_tags, self.name = repo_tags, f"docker-archive:{path}"
         self.layer_names: dict[str, str] = {}
@@ -532,8 +522,6 @@ class DockerArchiveDestination(Destination):
         return "queued"
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.image.compress import decompress_reader
-        from builder.image.oci import parse_manifest
         man = parse_manifest(data)
         names = []
         for d, diff in zip(man.layers, diff_ids):
@@ -558,7 +546,6 @@ class DockerDaemonDestination(DockerArchiveDestination):
         self.name, self.loc = str(loc), loc
 
     def put_manifest(self, data: bytes, media_type: str, config: bytes, diff_ids: list[str]) -> str:
-        from builder.image.dockerdaemon import Engine
         try:
             digest = super().put_manifest(data, media_type, config, diff_ids)
             Engine().load(str(self._archive), self.name)
@@ -573,11 +560,8 @@ class DockerDaemonDestination(DockerArchiveDestination):
 
 def open_destination(loc: Location, *, store: "Store", registry: "RegistryOptions | None" = None,
                      progress: "Progress | None" = None, names: list[str] | None = None) -> Destination:
-    from builder.image.registry.client import RegistryClient
-    from builder.image.registry.options import RegistryOptions
     if loc.kind == "docker":
         assert loc.reference is not None
-        from builder.image.reference import check_not_blocked
         check_not_blocked(loc.reference.name)
         return RegistryDestination(RegistryClient(loc.reference.registry, registry or RegistryOptions(), progress),
                                    loc.reference)
@@ -590,12 +574,10 @@ def open_destination(loc: Location, *, store: "Store", registry: "RegistryOption
         return DockerArchiveDestination(Path(loc.path), [_docker_tag(t) for t in tags])
     if loc.kind == "docker-daemon":
         return DockerDaemonDestination(loc, store.tmp_dir)
-    from builder.image.imagenames import store_name
     return StoreDestination(store, [store_name(loc.path)] if loc.path else list(names or []))
 
 
 def _docker_tag(name: str) -> str:
-    from builder.image.imagenames import split_tag
     repo, tag, _ = split_tag(name)
     return f"{repo}:{tag or 'latest'}"
 

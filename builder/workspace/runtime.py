@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, TypeVar
 
 from builder.errors import SandboxError
+from builder.image.compress import decompress_reader
+from builder.image.lease import lease_for
+from builder.image.store import Store
+from builder.sandbox import kernel
+from builder.sandbox.chroot import NOTE, run_chroot
+from builder.sandbox.idmap import identity_idmap
+from builder.sandbox.probe import choose, probe
+from builder.sandbox.runtime import run_oci
+from builder.sandbox.userns import UserNamespace
+from builder.sandbox.wire import plain
+from builder.workspace.gc import recover_once
 
 T = TypeVar("T")
 log = logging.getLogger("bale")
@@ -23,8 +34,6 @@ class StoreBlobOpener:
         self.store_root, self.digest, self.media_type = store_root, digest, media_type
 
     def __call__(self) -> BinaryIO:
-        from builder.image.compress import decompress_reader
-        from builder.image.store import Store
         blob: Any = Store(self.store_root).open_blob(self.digest)  # a digest-verifying reader, file-like
         return decompress_reader(blob, self.media_type)
 
@@ -34,7 +43,6 @@ class Runtime:
 
     def __init__(self, store_root: Path, *, isolation: str | None = None, driver: str | None = None,
                  oci_runtime: str | None = None) -> None:
-        from builder.sandbox.probe import choose, probe
         self.store_root = Path(store_root)
         self.oci_runtime = oci_runtime
         caps = self.caps = probe(self.store_root)
@@ -42,7 +50,6 @@ class Runtime:
         if notice:
             log.warning(notice)
         if self.isolation == "chroot":
-            from builder.sandbox.chroot import NOTE
             _note_once(NOTE)
         if self.isolation in ("rootless", "oci") and caps.hostname_error:
             _note_once(f"sethostname is refused here ({caps.hostname_error}): RUN keeps the outer hostname")
@@ -51,14 +58,11 @@ class Runtime:
                        "RUN gets a minimal read-only /proc without processes")
         self.snapshots_root = self.store_root / "snapshots"
         self._userns: Any = None
-        from builder.workspace.gc import recover_once
         recover_once(self)  # takes this process's lease first, so forked children share it
 
     def userns(self) -> Any:
         if self._userns is None:
-            from builder.sandbox.userns import UserNamespace
             if self.caps.root_userns:  # a container's root: a user namespace over its own ids
-                from builder.sandbox.idmap import identity_idmap
                 self._userns = UserNamespace(identity_idmap())
             else:
                 self._userns = UserNamespace()
@@ -71,20 +75,15 @@ class Runtime:
         is normalised the same way in chroot isolation so callers see one shape.
         ``close``: (fd, inode) of pipe ends the forked child must not keep (see pipe_end)."""
         if self.isolation == "chroot":  # mounts and namespaces may be forbidden: plain call
-            from builder.sandbox.wire import plain
             return plain(fn(*args))
         return self.userns().call(fn, *args, _close=close)
 
     def run(self, spec: Any, provider: Any) -> Any:
         """Run ``spec`` (a ProcessSpec) over ``provider``'s root; returns a RunResult."""
         if self.isolation == "chroot":
-            from builder.sandbox import kernel
-            from builder.sandbox.chroot import run_chroot
             with kernel.undumpable():
                 return run_chroot(spec, provider)
         if self.isolation == "oci":
-            from builder.sandbox.runtime import run_oci
-            from builder.image.lease import lease_for
             tmp_root = self.store_root / "tmp" / lease_for(self.store_root).id
             tmp_root.mkdir(parents=True, exist_ok=True)
             return run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime, tmp_root=str(tmp_root),

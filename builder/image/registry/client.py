@@ -11,14 +11,16 @@ import hashlib
 import logging
 import os
 import threading
+import urllib.parse
 from typing import Any, BinaryIO, Callable, Sequence
 
 from builder.errors import AuthError, BaleError, DigestMismatch, NotFoundError, RegistryError
 from builder.image.oci import MANIFEST_ACCEPT, Descriptor, detect_media_type, new_hasher, sha256_digest
-from builder.progress import NullProgress, Progress
+from builder.image.reference import check_not_blocked
 from builder.image.registry import auth
 from builder.image.registry.http import Backoff, Response, Transport, describe, error_message, retry_after
 from builder.image.registry.options import RegistryOptions
+from builder.progress import NullProgress, Progress
 
 log = logging.getLogger("bale")
 MONOLITHIC_LIMIT = int(os.environ.get("BALE_MONOLITHIC_LIMIT", 32 << 20))
@@ -49,7 +51,6 @@ class _Body:
 class RegistryClient:
     def __init__(self, registry: str, options: RegistryOptions | None = None,
                  progress: Progress | None = None) -> None:
-        from builder.image.reference import check_not_blocked
         check_not_blocked(registry)  # registries.conf blocked = true: no request at all
         self.registry = registry
         self.options = options or RegistryOptions()
@@ -236,7 +237,6 @@ class RegistryClient:
 
     def _paged(self, path: str, key: str, what: str, *, repo: str | None, page_size: int | None,
                scope: str | None = None) -> list[str]:
-        import urllib.parse
         out: list[str] = []
         params = {"n": str(page_size)} if page_size else None
         url: str | None = path
