@@ -18,13 +18,18 @@ No /proc and no /sys can be given without mounts; ``note()`` says so once.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
 from typing import Any
 
 from builder.errors import ContainerError, SandboxError
+from builder.sandbox import kernel, seccomp
 from builder.sandbox.spec import ProcessSpec, RunResult
+from builder.sandbox.userns import track, untrack
+from builder.sandbox.users import resolve_user
+from snapshotter.safepath import secure_join
 
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 NOTE = "chroot isolation: the RUN gets no /proc and no /sys (mounts are not allowed here)"
@@ -32,7 +37,6 @@ NOTE = "chroot isolation: the RUN gets no /proc and no /sys (mounts are not allo
 
 def _prepare_dev(root: Path) -> tuple[list[str], list[str]]:
     """Device nodes for /dev; returns (names made, container paths of directories made)."""
-    from snapshotter.safepath import secure_join
     made_dirs: list[str] = []
     dev = secure_join(root, "/dev")
     if not os.path.lexists(dev):
@@ -56,7 +60,6 @@ def _prepare_dev(root: Path) -> tuple[list[str], list[str]]:
 
 def _clean_dev(root: Path, before: set[str]) -> None:
     """Remove every /dev/NAME (of DEVICES) that was not there before the RUN."""
-    from snapshotter.safepath import secure_join
     dev = secure_join(root, "/dev")
     if not dev.is_dir() or dev.is_symlink():
         return
@@ -66,7 +69,6 @@ def _clean_dev(root: Path, before: set[str]) -> None:
         p = dev / name
         try:
             if os.path.isdir(p) and not os.path.islink(p):
-                import shutil
                 shutil.rmtree(p)
             else:
                 os.unlink(p)
@@ -76,7 +78,6 @@ def _clean_dev(root: Path, before: set[str]) -> None:
 
 def _child(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int], str], stdin_r: int | None,
            err_w: int, protect: tuple[int, ...]) -> None:
-    from builder.sandbox import kernel, seccomp
     uid, gid, groups, home = user
     kernel.set_pdeathsig(signal.SIGKILL)
     os.setsid()
@@ -113,8 +114,6 @@ def _child(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int], str],
 
 def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
     """Run ``spec`` chrooted into ``rootfs.setup()``; returns its status (128+N for signal N)."""
-    from builder.sandbox.userns import track, untrack
-    from builder.sandbox.users import resolve_user
     if os.geteuid() != 0:
         raise SandboxError("chroot isolation needs root (inside its container)")
     root = Path(rootfs.setup())

@@ -7,10 +7,14 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from builder.errors import UsageError
+from builder.errors import StoreError, UsageError
+from builder.sandbox.userns import UserNamespace
+from snapshotter import syscalls as sc
+from snapshotter.drivers import probe_overlay
 
 PROBE_VERSION = 4
 
@@ -41,8 +45,6 @@ class Capabilities:
 
 def _try_fresh_proc() -> bool:
     """In a namespace child (own mount ns): fork into a new pid ns and mount a proc there."""
-    import tempfile
-    from snapshotter import syscalls as sc
     try:
         sc.unshare(sc.CLONE_NEWPID)
     except OSError:
@@ -87,9 +89,6 @@ def _try_hostname() -> str | None:
 
 def _try_mounts(root: str) -> tuple[bool, str | None, bool, str | None, bool, str | None]:
     """In a namespace child: can we mount a tmpfs, and an overlay on the store's filesystem?"""
-    import tempfile
-    from snapshotter import syscalls as sc
-    from snapshotter.drivers import probe_overlay
     d = tempfile.mkdtemp(prefix="bale-probe-")
     try:
         sc.mount("tmpfs", d, "tmpfs", 0, "size=64k")
@@ -110,7 +109,6 @@ def _require_writable(store_root: Path) -> None:
     """A store bale cannot write makes every probe fail: say so instead of blaming isolation."""
     if os.access(store_root, os.W_OK):
         return
-    from builder.errors import StoreError
     why = "permission denied"
     try:
         if os.statvfs(store_root).f_flag & os.ST_RDONLY:
@@ -122,7 +120,6 @@ def _require_writable(store_root: Path) -> None:
 
 def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     """Probe once per store root (cached in STORE/probe.json, keyed on kernel and uid)."""
-    from builder.sandbox.userns import UserNamespace
     cache = Path(store_root) / "probe.json"
     key = {"v": PROBE_VERSION, "kernel": platform.release(), "uid": os.geteuid()}
     if use_cache:

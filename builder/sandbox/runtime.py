@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import SandboxError
-from builder.sandbox.spec import ProcessSpec, RunResult
+from builder.sandbox import kernel
+from builder.sandbox.binds import Stage, materialize
+from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point, _resolv_conf
 from builder.sandbox.seccomp import oci_profile
+from builder.sandbox.spec import ProcessSpec, RunResult
+from builder.sandbox.userns import UserNamespace
+from builder.sandbox.users import resolve_user
 from snapshotter import syscalls as sc
+from snapshotter.drivers import in_initial_userns
 
 
 def find_runtime(name: str | None = None) -> str:
@@ -83,7 +89,6 @@ _CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL"
 
 
 def _die_with_parent() -> None:
-    from builder.sandbox import kernel
     kernel.set_pdeathsig()
 
 
@@ -97,10 +102,6 @@ def _runc_pid1() -> None:
 
 def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str, tmp_root: str | None = None,
                own_pidns: bool = False) -> RunResult:
-    from builder.sandbox.binds import Stage, materialize
-    from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point, _resolv_conf
-    from builder.sandbox.users import resolve_user
-    from snapshotter.drivers import in_initial_userns
     root = Path(rootfs.setup())
     created: list[str] = []
     bundle = Path(tempfile.mkdtemp(prefix="bale-bundle-", dir=tmp_root))
@@ -158,8 +159,6 @@ def run_oci(spec: ProcessSpec, rootfs: Any, userns: Any = None, runtime: str | N
     made under ``tmp_root`` (the store's per-process temp dir, swept after a kill), else $TMPDIR.
     ``own_pidns`` (where a fresh /proc can be mounted): runc runs as PID 1 of its own pid namespace,
     so a killed bale takes the container with it."""
-    from builder.sandbox import kernel
-    from builder.sandbox.userns import UserNamespace
     path = find_runtime(runtime)
     ns = userns or UserNamespace()
     with kernel.undumpable():

@@ -32,9 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.errors import BaleError
 from builder.image.lease import LeaseInfo, current_lease_id, lease_for, read_leases, stale_new_files
 from builder.image.oci import parse_config, parse_manifest
+from builder.image.store import Store
 from builder.workspace.container import ContainerRegistry
+from snapshotter.api import get_driver
+from snapshotter.drivers import sweep_dir
 from snapshotter.rmtree import remove_tree
 
 if TYPE_CHECKING:
@@ -149,8 +153,6 @@ def _unlink(p: Path) -> int:
 def sweep_all(store_root: str) -> int:
     """Work directories of killed writers (see snapshotter.drivers.sweep_dir) under the store's
     tmp/, cache-mounts/ and every driver's layers/ and containers/ (run it in the namespace)."""
-    from snapshotter.api import get_driver
-    from snapshotter.drivers import sweep_dir
     root = Path(store_root)
     n = sweep_dir(root / "tmp") + sweep_dir(root / "cache-mounts")
     for name in DRIVER_NAMES:
@@ -362,8 +364,6 @@ _recovered: set[str] = set()
 def recover_once(rt: "Runtime") -> None:
     """``recover`` the runtime's store once per process (when its first Runtime is made), after
     taking this process's lease. A failure is a warning: it must not stop the command."""
-    from builder.errors import BaleError
-    from builder.image.store import Store
     key = os.path.realpath(rt.store_root)
     if key in _recovered:
         return

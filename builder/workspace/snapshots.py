@@ -8,15 +8,25 @@ clean up with their owners intact.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+import builder.image.lease  # noqa: F401
+import builder.image.storelock  # noqa: F401
 # Imported here, before any fork: the functions below run in forked children, and a child that
 # imports a module another thread of the parent was importing at the fork (copier's feeder thread
 # imports snapshotter.tarlimits) waits forever on that module's import lock.
 import snapshotter.api  # noqa: F401  (drivers, apply, diff, tarlimits)
-import builder.image.lease  # noqa: F401
-import builder.image.storelock  # noqa: F401
+from builder.build import copier
+from builder.build.copier import resolve_chown, resolve_in_root
+from builder.errors import ContainerError
+from builder.image.lease import lease_for
+from builder.image.storelock import lock_for
+from snapshotter.api import get_driver
+from snapshotter.apply import apply_tar
+from snapshotter.errors import SnapshotError
+from snapshotter.safepath import mkdir_all, secure_join
 
 #: mountpoints the sandbox may create; dropped from a diff when still empty
 SANDBOX_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run",
@@ -24,7 +34,6 @@ SANDBOX_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/r
 
 
 def _driver(root: str, name: str) -> Any:
-    from snapshotter.api import get_driver
     return get_driver(name, Path(root))
 
 
@@ -52,8 +61,6 @@ def _leased(root: str, kind: str, values: list[str], check: Callable[[], Any] | 
     """Record ``values`` in this process's lease on the store that holds the snapshots ``root``,
     under the store's shared lock, then run ``check`` (an existence test) under that lock too:
     a collector either sees the record or runs before the check (builder.image.lease)."""
-    from builder.image.lease import lease_for
-    from builder.image.storelock import lock_for
     store_root = Path(root).parent
     with lock_for(store_root / "lock")(exclusive=False):
         lease_for(store_root).record(kind, *values)
@@ -96,7 +103,6 @@ def diff_to_fd(fd: int, root: str, driver: str, key: str, ignore: list[str], epo
 
 def mounted_path_kind(root: str, driver: str, key: str, path: str) -> str | None:
     """"dir", "file" or None for ``path`` inside the container, resolved with chroot semantics."""
-    from snapshotter.safepath import secure_join
     merged = _driver(root, driver).mount(key)
     p = secure_join(merged, path)
     if p.is_dir():
@@ -107,7 +113,6 @@ def mounted_path_kind(root: str, driver: str, key: str, path: str) -> str | None
 def resolve_owner(root: str, driver: str, key: str, user: str) -> tuple[int, int]:
     """uid, gid for a --chown USER[:GROUP] using the container's own passwd and group files
     (BuildKit's rules: builder.build.copier.resolve_chown)."""
-    from builder.build.copier import resolve_chown
     return resolve_chown(_driver(root, driver).mount(key), user)
 
 
@@ -122,9 +127,6 @@ def apply_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owne
     """Extract the COPY/ADD tar read from ``fd`` under ``dest_dir`` of the mounted container.
     ``mkdir`` (default ``dest_dir``) is made first, every missing level owned by the --chown owner
     (``owner``, or ``user`` resolved in the container); returns warnings."""
-    from builder.build.copier import resolve_chown
-    from snapshotter.apply import apply_tar
-    from snapshotter.safepath import secure_join
     merged = _driver(root, driver).mount(key)
     if owner is None and user:
         owner = resolve_chown(merged, user)
@@ -138,9 +140,6 @@ def apply_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owne
 def _mkdir_all(merged: Path, path: str, owner: tuple[int, int] | None = None, mode: int = 0o755) -> list[str]:
     """mkdir -p of a container path confined to the rootfs, through symlinks whose targets are
     missing (issue 8 class 9); new levels get ``mode`` and ``owner``. A file in the way is an error."""
-    from builder.errors import ContainerError
-    from snapshotter.errors import SnapshotError
-    from snapshotter.safepath import mkdir_all
     try:
         return mkdir_all(merged, path, mode=mode, owner=owner)
     except SnapshotError as exc:
@@ -155,7 +154,6 @@ def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int
     creates gets ``owner``, or the ids of ``user`` (the image's USER, e.g. "1234:5678" or a name)
     resolved as BuildKit's WORKDIR does (dockerfile2llb/convert.go:1543-1546: Mkdir WithParents
     WithUser(config.User), mode 0755)."""
-    from builder.build.copier import resolve_chown
     merged = _driver(root, driver).mount(key)
     if owner is None and user:
         owner = resolve_chown(merged, user)
@@ -164,7 +162,6 @@ def make_dirs(root: str, driver: str, key: str, path: str, owner: tuple[int, int
 
 def apply_layer(root: str, driver: str, key: str, opener: Callable[[], BinaryIO]) -> None:
     """Apply a layer tar over the mounted snapshot (deletions performed, as a rootfs sees them)."""
-    from snapshotter.apply import apply_tar
     merged = _driver(root, driver).mount(key)
     with opener() as src:
         apply_tar(src, merged, whiteout_format="native")
@@ -173,7 +170,6 @@ def apply_layer(root: str, driver: str, key: str, opener: Callable[[], BinaryIO]
 def _confined_sources(root: Path, patterns: list[str]) -> list[Any]:
     """COPY --from sources inside another rootfs: wildcards as BuildKit resolves them (Go's
     filepath.Match, dot-files included), symlinks resolved within it; owners kept."""
-    from builder.build.copier import resolve_in_root
     sources = resolve_in_root(root, patterns, where="in the source stage or image")
     for s in sources:
         s.keep_owner = True
@@ -187,10 +183,6 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
     xattrs are kept, and owners with ``keep_owner`` (a Dockerfile's COPY --from: fsutil copy is
     ``cp -a``; ``bale copy --from`` gives root's as buildah copy does) unless --chown/--chmod say
     otherwise; directories it creates belong to the --chown owner. Warnings are logged."""
-    import tempfile
-    from builder.build import copier
-    from snapshotter.apply import apply_tar
-    from snapshotter.safepath import secure_join
     src = _driver(src_root, src_driver).mount(src_key)
     dst = _driver(dst_root, dst_driver).mount(dst_key)
     sources = _confined_sources(src, patterns)

@@ -13,6 +13,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.errors import UsageError
+from builder.image.storageconf import storage_conf
+from builder.image.store import Store, default_root
+from builder.workspace.runtime import Runtime
+
 if TYPE_CHECKING:
     from builder.image.store import Store
     from builder.workspace.runtime import Runtime
@@ -38,9 +43,7 @@ class Workspace:
 
     def __init__(self, root: str | Path | None = None, *, driver: str | None = None,
                  isolation: str | None = None, oci_runtime: str | None = None) -> None:
-        from builder.errors import UsageError
         if driver is None:
-            from builder.image.storageconf import storage_conf
             driver = storage_conf().driver  # storage.conf / $STORAGE_DRIVER, else probed
         if driver == "vfs":
             driver = "native"
@@ -49,7 +52,6 @@ class Workspace:
         if isolation is not None and isolation not in ISOLATIONS:
             raise UsageError(f"invalid isolation {isolation!r}: expected one of {', '.join(ISOLATIONS)}")
         if root is None:
-            from builder.image.store import default_root
             root = default_root()
         self.root = Path(root)
         self.driver = driver
@@ -68,7 +70,6 @@ class Workspace:
         """The image store under ``root`` (created on first use)."""
         with self._lock:
             if self._store is None:
-                from builder.image.store import Store
                 self._store = Store(self.root)
             return self._store
 
@@ -87,7 +88,6 @@ class Workspace:
         with self._lock:
             rt = self._runtimes.get(key)
             if rt is None:
-                from builder.workspace.runtime import Runtime
                 rt = Runtime(self.root, isolation=key[0], driver=key[1], oci_runtime=self.oci_runtime)
                 self._runtimes[key] = rt
             return rt
