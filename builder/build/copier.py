@@ -447,41 +447,49 @@ def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
     prefix = "" if src.rel in (".", "") else src.rel.rstrip("/") + "/"
     out_prefix = name + "/" if name else ""
 
-    def walk(dirpath: Path, rel_dir: str) -> None:
+    # an explicit stack (not recursion: a context may be deeper than Python's recursion limit),
+    # visiting entries in lexical order, each directory's contents right after the directory
+    stack: list[tuple[Path, str, list[str]]] = []
+
+    def listing(dirpath: Path, rel_dir: str) -> list[str]:
         try:
-            names = sorted(os.listdir(dirpath))
+            return sorted(os.listdir(dirpath), reverse=True)
         except OSError as exc:
             where = (prefix + rel_dir).rstrip("/") or src.rel
             raise BuildError(f"copy source {where}: cannot read directory: {exc.strerror}") from None
-        for n in names:
-            full = dirpath / n
-            ctx_rel = prefix + rel_dir + n
-            try:
-                st = os.lstat(full)
-            except OSError as exc:
-                raise BuildError(f"copy source {ctx_rel}: {exc.strerror}") from None
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if source_excluded and source_excluded(rel_dir + n, is_dir):
-                continue
-            if is_dir:
-                hit = bool(excluded and excluded(ctx_rel, True))
-                if hit and not _may_contain_exceptions(excluded, ctx_rel):  # type: ignore[arg-type]
-                    continue
-                if not hit:
-                    tw.add_dir_entry(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
-                walk(full, rel_dir + n + "/")
-                continue
-            if excluded and excluded(ctx_rel, False):
-                continue
-            if stat.S_ISSOCK(st.st_mode):
-                continue  # fsutil's walker drops the socket bit; nothing readable to copy
-            _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
-            tw.add(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
 
-    if name:
-        # the destination directory itself is made by the applier (mkdir with the --chown owner)
-        pass
-    walk(base, "")
+    stack.append((base, "", listing(base, "")))
+    while stack:
+        dirpath, rel_dir, names = stack[-1]
+        if not names:
+            stack.pop()
+            continue
+        n = names.pop()
+        full = dirpath / n
+        ctx_rel = prefix + rel_dir + n
+        try:
+            st = os.lstat(full)
+        except OSError as exc:
+            raise BuildError(f"copy source {ctx_rel}: {exc.strerror}") from None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if source_excluded and source_excluded(rel_dir + n, is_dir):
+            continue
+        if is_dir:
+            hit = bool(excluded and excluded(ctx_rel, True))
+            if hit and not _may_contain_exceptions(excluded, ctx_rel):  # type: ignore[arg-type]
+                continue
+            if not hit:
+                tw.add_dir_entry(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
+            stack.append((full, rel_dir + n + "/", listing(full, rel_dir + n + "/")))
+            continue
+        if excluded and excluded(ctx_rel, False):
+            continue
+        if stat.S_ISSOCK(st.st_mode):
+            continue  # fsutil's walker drops the socket bit; nothing readable to copy
+        _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
+        tw.add(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
+
+    # the destination directory itself is made by the applier (mkdir with the --chown owner)
 
 
 def _ensure_parents(tw: _TarOut, base: Path, rel_dir: str, out_prefix: str, keep_owner: bool) -> None:

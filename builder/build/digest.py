@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 from builder.build.cache import FileDigests
 from builder.build.copier import Excluder, Source
+from snapshotter import safepath
 
 
 def _xattrs(path: Path) -> list[tuple[str, str]]:
@@ -62,7 +63,7 @@ def walk_selected(src: Source, excluded: Excluder | None, source_excluded: Exclu
     base = src.path
     prefix = "" if src.rel in (".", "") else src.rel.rstrip("/") + "/"
     may_hold = getattr(excluded, "may_contain_exceptions", None)
-    for dirpath, dirnames, filenames in os.walk(base):
+    for dirpath, dirnames, filenames in safepath.walk(base):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, base)
         rel_dir = "" if rel_dir == "." else rel_dir + "/"

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from builder.workspace import snapshots
+from snapshotter import safepath
 
 
 def _record(rel: str, path: Path) -> bytes:
@@ -47,7 +48,7 @@ def digest_paths(merged: Path, patterns: list[str]) -> str:
         h.update(_record(".", src.path))
         if not src.is_dir:
             continue
-        for dirpath, dirnames, filenames in os.walk(src.path):
+        for dirpath, dirnames, filenames in safepath.walk(src.path):
             dirnames.sort()
             for name in sorted(dirnames + filenames):
                 full = Path(dirpath) / name

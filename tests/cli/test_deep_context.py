@@ -1,0 +1,46 @@
+"""A build context deeper than Python's recursion limit (issue 12 item 10: no internal error for
+any input). COPY's walk, its cache digest (--layers) and the tree removal were recursive: 1,100
+levels gave "internal error: RecursionError" and left a store that no prune could clean."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from snapshotter.rmtree import remove_tree
+from tests.helpers.oci_reader import flatten, read_layout
+
+pytestmark = [pytest.mark.slow]
+DEPTH = 1100
+
+
+def test_copy_of_a_context_deeper_than_the_recursion_limit(bale, store_with_busybox, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY deep /deep\n")
+    d = ctx / "deep"
+    d.mkdir()
+    fd = os.open(d, os.O_RDONLY)
+    for _ in range(DEPTH):
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    with open(os.open("leaf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd), "w") as fh:
+        fh.write("bottom\n")
+    os.close(fd)
+    try:
+        _build_and_prune(bale, store_with_busybox, ctx, tmp_path / "layout")
+    finally:  # pytest's own clean-up of old tmp dirs recurses: it cannot remove this tree
+        remove_tree(d)
+
+
+def _build_and_prune(bale, store_with_busybox, ctx, out):
+    r = bale("bud", "--layers", "-t", f"oci:{out}:latest", str(ctx), root=store_with_busybox, check=False,
+             timeout=600)
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
+    fs = flatten(read_layout(out, "latest")[2])
+    leaf = "/deep/" + "d/" * DEPTH + "leaf"
+    assert fs[leaf].content == b"bottom\n"
+    r = bale("prune", "-a", root=store_with_busybox, check=False)
+    assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr
