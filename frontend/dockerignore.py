@@ -176,22 +176,53 @@ class Matcher:
         rel = _clean(rel)
         if not self.excluded(rel):
             return False
-        full = context / rel
-        if os.path.islink(full) or not full.is_dir() or not self.may_contain_exceptions(rel) or self._dir(rel)[2]:
+        top = _scan(os.path.join(context, rel), rel)
+        if top is None or not self.may_contain_exceptions(rel) or self._dir(rel)[2]:
             return True
-        for dirpath, dirnames, filenames in os.walk(full):
-            base = os.path.relpath(dirpath, context).replace(os.sep, "/")
-            keep = []
-            for d in sorted(dirnames):
-                sub = f"{base}/{d}"
+        # an explicit stack, each directory listed through directory fds: a context may be
+        # deeper than the recursion limit and than PATH_MAX
+        stack = [(rel, top)]
+        while stack:
+            base, entries = stack.pop()
+            for name, is_dir in sorted(entries):
+                sub = f"{base}/{name}"
                 if not self.excluded(sub):
                     return False
-                if not os.path.islink(os.path.join(dirpath, d)) and not self._dir(sub)[2]:
-                    keep.append(d)
-            dirnames[:] = keep
-            if any(not self.excluded(f"{base}/{f}") for f in filenames):
-                return False
+                if is_dir and not self._dir(sub)[2]:
+                    listed = _scan(os.path.join(context, sub), sub)
+                    if listed is not None:
+                        stack.append((sub, listed))
         return True
+
+
+#: paths at least this long (bytes) are opened in hops through directory fds (PATH_MAX is 4096)
+_LONG_PATH = 3584
+
+
+def _scan(path: str, rel: str) -> list[tuple[str, bool]] | None:
+    """(name, is a directory (a symlink is not)) for each entry of the directory ``path`` (of any
+    length), None when ``path`` is a symlink, not a directory or cannot be listed (os.walk
+    skips those too)."""
+    raw = os.fsencode(path)
+    fds: list[int] = []
+    try:
+        while len(raw) >= _LONG_PATH:
+            cut = raw.rfind(b"/", 0, _LONG_PATH)
+            if cut <= 0:
+                return None
+            fds.append(os.open(raw[:cut], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                               dir_fd=fds[-1] if fds else None))
+            raw = raw[cut + 1:]
+        fd = os.open(raw, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=fds[-1] if fds else None)
+        fds.append(fd)
+        with os.scandir(fd) as it:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError:
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _clean(rel: str) -> str:

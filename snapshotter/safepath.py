@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -132,6 +133,33 @@ def short_path(path: Path | str) -> str:
             _dir_fds[prefix] = fd
         raw = b"/proc/self/fd/%d/" % fd + rest
     return os.fsdecode(raw)
+
+
+@contextmanager
+def reach(path: Path | str) -> Iterator[str]:
+    """``path`` usable by any system call whatever its length, for the ``with`` block; safe to
+    use from several threads at once (short_path's shared cache is not). A path shorter than
+    LONG_PATH comes back as it is; a longer one becomes ``/proc/self/fd/N/REST`` with N an
+    O_PATH descriptor of a directory on the way that belongs to this call only (opened in hops
+    below PATH_MAX, each relative to the one before, all closed on exit). A directory on the
+    way that is missing or not a directory raises OSError as open(2) reports it."""
+    raw = os.fsencode(path)
+    if len(raw) < LONG_PATH:
+        yield os.fsdecode(raw)
+        return
+    fds: list[int] = []
+    try:
+        while len(raw) >= LONG_PATH:
+            cut = raw.rfind(b"/", 0, LONG_PATH)
+            if cut <= 0:
+                raise OSError(36, "File name too long", os.fsdecode(raw[:64]) + "...")
+            fds.append(os.open(raw[:cut], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                               dir_fd=fds[-1] if fds else None))
+            raw = raw[cut + 1:]
+        yield os.fsdecode(b"/proc/self/fd/%d/" % fds[-1] + raw)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def walk(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from builder.image.commit import Layer
 from builder.image.oci import Descriptor
 from builder.image.store import Store
+from snapshotter import safepath
 
 if TYPE_CHECKING:
     from builder.image.remotecache import RemoteCache
@@ -140,7 +141,7 @@ class FileDigests:
         if row is not None:
             return str(row[0])
         h = hashlib.sha256()
-        with open(path, "rb") as fh:
+        with safepath.reach(path) as reached, open(reached, "rb") as fh:  # any length (directory fds)
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
         value = h.hexdigest()

@@ -33,7 +33,7 @@ from builder.build import gomatch
 from builder.build.tarstream import TarWriter
 from builder.errors import BuildError, UsageError
 from builder.sandbox.users import _read_db
-from snapshotter.safepath import secure_join
+from snapshotter.safepath import reach, secure_join
 from snapshotter.tarlimits import open_stream
 
 #: (relative path, is_dir) -> excluded?
@@ -313,7 +313,7 @@ def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
     src.rel = url_file_name(src.url or "")
 
 
-def _xattr_headers(host: Path) -> dict[str, str]:
+def _xattr_headers(host: str) -> dict[str, str]:
     """SCHILY.xattr.* PAX records for the entry's extended attributes (fsutil's stat carries them
     all and copy.go:469 copies them; overlay's own are never user data)."""
     out: dict[str, str] = {}
@@ -348,7 +348,17 @@ class _TarOut:
     def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
             keep_owner: bool = False, rel: str = "") -> None:
         try:
-            ti = self._info.gettarinfo(str(host), arcname=name)
+            with reach(host) as path:  # a context deeper than PATH_MAX: through directory fds
+                self._add(path, name, mode, mtime, keep_owner, rel)
+        except BrokenPipeError:  # the reader failed: its error is the one to report
+            raise
+        except OSError as exc:  # a directory on the way to ``host`` cannot be opened
+            raise BuildError(f"copy source {rel or name}: {exc.strerror or exc}") from None
+
+    def _add(self, host: str, name: str, mode: int | None, mtime: float | None, keep_owner: bool,
+             rel: str) -> None:
+        try:
+            ti = self._info.gettarinfo(host, arcname=name)
         except OSError as exc:
             raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
         if ti.type in (tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE) or ti.isreg() or ti.isdir() \
@@ -453,7 +463,8 @@ def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
 
     def listing(dirpath: Path, rel_dir: str) -> list[str]:
         try:
-            return sorted(os.listdir(dirpath), reverse=True)
+            with reach(dirpath) as path:
+                return sorted(os.listdir(path), reverse=True)
         except OSError as exc:
             where = (prefix + rel_dir).rstrip("/") or src.rel
             raise BuildError(f"copy source {where}: cannot read directory: {exc.strerror}") from None
@@ -468,7 +479,8 @@ def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
         full = dirpath / n
         ctx_rel = prefix + rel_dir + n
         try:
-            st = os.lstat(full)
+            with reach(full) as path:
+                st = os.lstat(path)
         except OSError as exc:
             raise BuildError(f"copy source {ctx_rel}: {exc.strerror}") from None
         is_dir = stat.S_ISDIR(st.st_mode)

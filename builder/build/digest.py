@@ -20,7 +20,7 @@ from builder.build.copier import Excluder, Source
 from snapshotter import safepath
 
 
-def _xattrs(path: Path) -> list[tuple[str, str]]:
+def _xattrs(path: str) -> list[tuple[str, str]]:
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -35,7 +35,19 @@ def _xattrs(path: Path) -> list[tuple[str, str]]:
 
 
 def entry_record(rel: str, path: Path, st: os.stat_result, files: FileDigests | None) -> bytes:
-    """One file's line in a digest: path, type+mode, size, link target or content digest, xattrs."""
+    """One file's line in a digest: path, type+mode, size, link target or content digest, xattrs.
+    ``path`` may be longer than PATH_MAX (it is reached through directory fds)."""
+    with safepath.reach(path) as reached:
+        return _record(rel, path, reached, st, files)
+
+
+def lstat(path: Path) -> os.stat_result:
+    """os.lstat of a path of any length."""
+    with safepath.reach(path) as reached:
+        return os.lstat(reached)
+
+
+def _record(rel: str, path: Path, reached: str, st: os.stat_result, files: FileDigests | None) -> bytes:
     parts = [rel, f"{st.st_mode:o}"]
     if stat.S_ISREG(st.st_mode):
         parts.append(str(st.st_size))
@@ -43,15 +55,15 @@ def entry_record(rel: str, path: Path, st: os.stat_result, files: FileDigests | 
             parts.append(files.digest(path, st))
         else:
             h = hashlib.sha256()
-            with open(path, "rb") as fh:
+            with open(reached, "rb") as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
             parts.append(h.hexdigest())
     elif stat.S_ISLNK(st.st_mode):
-        parts.append(os.readlink(path))
+        parts.append(os.readlink(reached))
     elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         parts.append(f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
-    parts.extend(f"{k}={v}" for k, v in _xattrs(path))
+    parts.extend(f"{k}={v}" for k, v in _xattrs(reached))
     return os.fsencode("\0".join(parts)) + b"\n"  # names that are not UTF-8 stay bytes
 
 
@@ -73,7 +85,7 @@ def walk_selected(src: Source, excluded: Excluder | None, source_excluded: Exclu
             ctx_rel = prefix + rel_dir + d
             if source_excluded and source_excluded(rel_dir + d, True):
                 continue
-            if os.path.islink(full):
+            if stat.S_ISLNK(lstat(full).st_mode):
                 if not (excluded and excluded(ctx_rel, False)):
                     yield rel_dir + d, full
                 continue
@@ -98,8 +110,8 @@ def context_digest(sources: Iterable[Source], excluded: Excluder | None, source_
     for s in sources:
         h.update(os.fsencode(f"source\0{s.rel}\0{s.url or ''}\0{int(s.archive)}\0{s.mode}\n"))
         if not s.is_dir:
-            h.update(entry_record(s.rel, s.path, os.lstat(s.path), files))
+            h.update(entry_record(s.rel, s.path, lstat(s.path), files))
             continue
         for rel, path in walk_selected(s, excluded, source_excluded):
-            h.update(entry_record(rel, path, os.lstat(path), files))
+            h.update(entry_record(rel, path, lstat(path), files))
     return h.hexdigest()

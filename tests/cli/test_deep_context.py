@@ -44,3 +44,48 @@ def _build_and_prune(bale, store_with_busybox, ctx, out):
     assert fs[leaf].content == b"bottom\n"
     r = bale("prune", "-a", root=store_with_busybox, check=False)
     assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr
+
+
+LONG_LEVELS = 40  # 40 names of 200 bytes: paths of 8 KB, twice PATH_MAX
+
+
+def _long_name(i: int) -> str:
+    return f"n{i:02d}" + "x" * 197
+
+
+def test_copy_of_a_context_longer_than_path_max(bale, store_with_busybox, tmp_path):
+    """Item 4: a context whose paths pass PATH_MAX (4096). COPY's walk, the cache digest (--layers,
+    built twice: the second is a hit) and the .dockerignore walk that decides whether an excluded
+    directory still holds a kept file (fsutil filter.go:336-374) reach every entry through
+    directory fds; 'File name too long' before."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    top = _long_name(0)
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nCOPY {top} /ctx/\n")
+    (ctx / ".dockerignore").write_text("n*\n!n*/**/keep.txt\n")  # the top directory excluded, keep.txt kept
+    fd = os.open(ctx, os.O_RDONLY)
+    for i in range(LONG_LEVELS):
+        os.mkdir(_long_name(i), dir_fd=fd)
+        nxt = os.open(_long_name(i), os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    for name in ("keep.txt", "drop.txt"):
+        with open(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd), "w") as fh:
+            fh.write(name + "\n")
+    os.symlink("keep.txt", "link", dir_fd=fd)
+    os.close(fd)
+    out = tmp_path / "layout"
+    try:
+        for attempt in range(2):
+            r = bale("bud", "--layers", "-t", f"oci:{out}:latest", str(ctx), root=store_with_busybox,
+                     check=False)
+            assert r.returncode == 0 and "internal error" not in r.stderr, r.stderr
+        assert "Using cache" in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        remove_tree(ctx)
+    fs = flatten(read_layout(out, "latest")[2])
+    below = "/ctx/" + "/".join(_long_name(i) for i in range(1, LONG_LEVELS)) + "/"
+    assert len(below) > 4096
+    assert fs[below + "keep.txt"].content == b"keep.txt\n"
+    assert below + "drop.txt" not in fs  # excluded, its directory walked for the exception only
+    assert below + "link" not in fs  # the symlink is not excepted either
