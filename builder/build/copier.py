@@ -185,8 +185,9 @@ def resolve_in_root(root: Path, patterns: list[str], *, add: bool = False, exclu
         for cpath in cpaths:
             rel = cpath.lstrip("/") or "."
             host = secure_join(root, cpath)
-            if not os.path.lexists(host):
-                continue
+            with reach(host) as path:  # a source path longer than PATH_MAX: through directory fds
+                if not os.path.lexists(path):
+                    continue
             if excluded and rel != "." and _hidden(excluded, root, rel):
                 continue  # absent from the context BuildKit sends (fsutil filter.go)
             hits.append((rel, host))
@@ -195,15 +196,18 @@ def resolve_in_root(root: Path, patterns: list[str], *, add: bool = False, exclu
                 continue  # AllowEmptyWildcard (convert_copy.go:283, backend.go:248-251): nothing to copy
             raise BuildError(f"copy source {pat!r}: no such file or directory {where}")
         for rel, host in hits:
-            st = os.stat(host)
+            with reach(host) as path:
+                st = os.stat(path)
+                readable = os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0))
+                archive = add and stat.S_ISREG(st.st_mode) and _is_archive(Path(path))
             bad = _kind_error(st)
             if bad:
                 raise BuildError(f"copy source {pat!r}: {rel} {bad}: only files, directories and symbolic links "
                                  "can be copied")
             is_dir = stat.S_ISDIR(st.st_mode)
-            if not os.access(host, os.R_OK | (os.X_OK if is_dir else 0)):
+            if not readable:
                 raise BuildError(f"copy source {rel}: permission denied")
-            out.append(Source(host, rel, is_dir, archive=add and not is_dir and _is_archive(host)))
+            out.append(Source(host, rel, is_dir, archive=archive))
     return out
 
 

@@ -57,11 +57,12 @@ def test_copy_of_a_context_longer_than_path_max(bale, store_with_busybox, tmp_pa
     """Item 4: a context whose paths pass PATH_MAX (4096). COPY's walk, the cache digest (--layers,
     built twice: the second is a hit) and the .dockerignore walk that decides whether an excluded
     directory still holds a kept file (fsutil filter.go:336-374) reach every entry through
-    directory fds; 'File name too long' before."""
+    directory fds, and so does a source named by such a path; 'File name too long' before."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     top = _long_name(0)
-    (ctx / "Dockerfile").write_text(f"FROM busybox\nCOPY {top} /ctx/\n")
+    deep = "/".join(_long_name(i) for i in range(LONG_LEVELS))
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nCOPY {top} /ctx/\nCOPY {deep}/keep.txt /one\n")
     (ctx / ".dockerignore").write_text("n*\n!n*/**/keep.txt\n")  # the top directory excluded, keep.txt kept
     fd = os.open(ctx, os.O_RDONLY)
     for i in range(LONG_LEVELS):
@@ -89,3 +90,4 @@ def test_copy_of_a_context_longer_than_path_max(bale, store_with_busybox, tmp_pa
     assert fs[below + "keep.txt"].content == b"keep.txt\n"
     assert below + "drop.txt" not in fs  # excluded, its directory walked for the exception only
     assert below + "link" not in fs  # the symlink is not excepted either
+    assert fs["/one"].content == b"keep.txt\n"  # a source named by a path longer than PATH_MAX
