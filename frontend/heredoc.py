@@ -10,6 +10,7 @@ COPY or ADD line opens a heredoc, whatever characters its name holds
 """
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -294,3 +295,22 @@ def heredocs_in_line(line: str) -> list[HeredocWord]:
         if h is not None:
             out.append(h)
     return out
+
+
+def heredoc_file_name(name: str) -> str:
+    """The base name of the file BuildKit makes for heredoc ``name`` (a COPY/ADD source, or a
+    RUN script with a ``#!`` line); raises ValueError with BuildKit's cause when it cannot.
+
+    BuildKit writes the body with ``llb.Scratch().File(llb.Mkfile(name, ...))``
+    (dockerfile2llb/convert_copy.go:302-306, convert.go:1373-1377): the path is cleaned and made
+    absolute (client/llb/fileop.go:428 and 897-914 normalizePath) and written with one
+    ``os.WriteFile`` into an empty root (solver/llbsolver/file/backend.go:111-123). So a name that
+    cleans to one component is that file (``/x``, ``./x``, ``../x`` are ``x``); one with a
+    directory in it (``a/b``, ``/etc/passwd``) fails with ENOENT, and one that cleans to the root
+    (``.``, ``/``) with EISDIR."""
+    p = "/" + posixpath.normpath("/" + name).lstrip("/")  # Go path.Join("/", path.Clean(name))
+    if p == "/":
+        raise ValueError("open /: is a directory")
+    if posixpath.dirname(p) != "/":
+        raise ValueError(f"open {p}: no such file or directory")
+    return p[1:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 
+from frontend.heredoc import heredoc_file_name, must_parse_heredoc
 from frontend.lowering import Lowering, Parser, StageCtx
 from frontend.source import RawInstruction
 from frontend.steps import CopyFromStep, CopyStep, InlineFile, Stage
@@ -22,17 +23,23 @@ def lower_copy(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) ->
         words = [low.expand(inst, w, env) for w in words]
     else:
         words = low.expand_list(inst, rest, env)
-    heredoc_names = {f"<<{h.name}" for h in inst.heredocs} | {f"<<-{h.name}" for h in inst.heredocs}
+    by_name = {h.name: h for h in inst.heredocs}  # the last of a name wins (instructions/parse.go:284-287)
     inline = []
+    shown_inline = []
     sources = []
     for w in words[:-1] if len(words) > 1 else []:
-        bare = w.replace('"', "").replace("'", "")
-        if bare in heredoc_names:
-            h = next(h for h in inst.heredocs if bare.endswith(h.name))
-            body = low.expand_heredoc(inst, h.body, env) if h.expand else h.body
-            inline.append(InlineFile(h.name, body.encode()))
-        else:
+        word = must_parse_heredoc(w)
+        h = by_name.get(word.name) if word is not None else None
+        if h is None:
             sources.append(w)
+            continue
+        try:
+            name = heredoc_file_name(h.name)
+        except ValueError as exc:
+            raise low.err(inst, f"heredoc <<{h.name}: {exc}") from None
+        body = low.expand_heredoc(inst, h.body, env) if h.expand else h.body
+        inline.append(InlineFile(name, body.encode()))
+        shown_inline.append(f"<<{h.name}")
     if len(words) < 2:
         raise low.err(inst, "expected at least one source and a destination")
     dest = words[-1]
@@ -75,7 +82,7 @@ def lower_copy(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) ->
              "link": "true" if link else None, "parents": "true" if parents else None, "checksum": checksum}
     opts = "".join(f"--{k}={v} " for k, v in sorted(shown.items()) if v is not None)
     opts += "".join(f"--exclude={e} " for e in excludes)
-    inline_text = " ".join(f"<<{i.name}" for i in inline)
+    inline_text = " ".join(shown_inline)
     text = f"{kw} {origin}{opts}{' '.join(sources)}{' ' + inline_text if inline_text else ''} {dest}"
     span = low.span(inst)
     if from_stage is not None or from_image is not None:

@@ -61,7 +61,8 @@ class RunMount:
 
 @dataclass(frozen=True)
 class InlineFile:
-    """A COPY/ADD heredoc: the file ``name`` with ``content`` (expanded when the delimiter was unquoted)."""
+    """A COPY/ADD heredoc: the file ``name`` (one path component: see heredoc.heredoc_file_name)
+    with ``content`` (expanded when the delimiter was unquoted)."""
 
     name: str
     content: bytes
