@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import posixpath
 
-from frontend.heredoc import must_parse_heredoc
+from frontend.heredoc import heredoc_file_name, must_parse_heredoc
 from frontend.lowering import Lowering, Parser, StageCtx
 from frontend.source import RawInstruction
-from frontend.steps import RunMount, RunStep, Stage
+from frontend.steps import InlineFile, RunMount, RunStep, Stage
 
 FLAGS = frozenset({"mount", "network", "security"})
 
@@ -24,22 +24,27 @@ def lower_run(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -> 
     security = flags.get("security", ["sandbox"])[0]
     if security not in ("sandbox", "insecure"):
         raise low.err(inst, f"invalid --security {security!r}")
-    stdin = None
+    script = None
     exec_form = low.json_or_none(inst, rest)
     if exec_form is not None:
         if not exec_form:
             raise low.err(inst, "empty exec form")
         args = exec_form
     elif inst.heredocs and must_parse_heredoc(rest) is not None:  # convert.go:1358
-        body = inst.heredocs[0].body
-        if body.startswith("#!"):
-            interp = body.split("\n", 1)[0][2:].split()
-            args, stdin = interp + ["/dev/stdin"], body.encode()
+        h = inst.heredocs[0]
+        if h.body.startswith("#!"):
+            # convert.go:1365-1382: the body is a file of a scratch state (mode 0755) mounted
+            # read-only on /dev/pipes; the shell runs path.Join("/dev/pipes/", NAME), so the kernel
+            # reads the #! line, $0 is that path and stdin stays the RUN's own
+            try:
+                script = InlineFile(heredoc_file_name(h.name), h.body.encode())
+            except ValueError as exc:
+                raise low.err(inst, f"heredoc <<{h.name}: {exc}") from None
+            args = ctx.shell + [posixpath.normpath("/dev/pipes/" + h.name)]
         else:
-            args = ctx.shell + [body]
+            args = ctx.shell + [h.body]
     elif inst.heredocs:
-        script = rest + "".join("\n" + h.raw_body + h.name for h in inst.heredocs)  # convert.go:1395
-        args = ctx.shell + [script]
+        args = ctx.shell + [rest + "".join("\n" + h.raw_body + h.name for h in inst.heredocs)]  # convert.go:1395
     else:
         args = ctx.shell + [rest]
     run_env = low.run_env(ctx)
@@ -50,7 +55,7 @@ def lower_run(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -> 
         text += " |" + " ".join(f"{k}={v}" for k, v in sorted(run_env.items()))
     return RunStep(span=low.span(inst), keyword="RUN", text=text, args=tuple(args), build_env=run_env,
                    mounts=mounts, network=None if network == "default" else network, security=security,
-                   stdin=stdin)
+                   script=script)
 
 
 def mount_key(m: RunMount) -> str:

@@ -86,7 +86,9 @@ class RunStep(StepBase):
     mounts: tuple[RunMount, ...] = ()
     network: str | None = None  # None: the build's default; "none" | "host"
     security: str = "sandbox"
-    stdin: bytes | None = None  # a heredoc script with a #! line is fed on stdin
+    #: a heredoc script with a ``#!`` line: the file /dev/pipes/NAME (0755, on a read-only mount that
+    #: never reaches the layer) that ``args`` runs (BuildKit dockerfile2llb/convert.go:1365-1382)
+    script: InlineFile | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,6 +48,16 @@ class Stage:
             os.close(fd)
         return p
 
+    def pipes_dir(self, files: dict[str, bytes]) -> Path:
+        """A 0755 directory of the stage holding ``files`` as write_pipes makes them (for a runtime
+        that binds it read-only on /dev/pipes itself)."""
+        self.n += 1
+        p = self.dir / f"p{self.n}"
+        os.mkdir(p, 0o755)
+        os.chmod(p, 0o755)
+        write_pipes(p, files)
+        return p
+
     def scratch_tmpfs(self) -> Path:
         """A fresh tmpfs (mounted on a dir of the stage) for an overlay's upper and workdir."""
         self.n += 1
@@ -65,6 +75,39 @@ class Stage:
             except OSError:
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+PIPES = "/dev/pipes"
+
+
+def write_pipes(directory: Path, files: dict[str, bytes]) -> None:
+    """Each of ``files`` (NAME -> content) as ``directory``/NAME, mode 0755, owned by the
+    namespace's root: the scratch state of BuildKit's heredoc script (dockerfile2llb/convert.go:
+    1371-1375, ``llb.Mkfile(f, 0755, data)``). NAME is one path component (the frontend checks)."""
+    for name, data in files.items():
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"{PIPES}/{name}: not a file name")
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, 0o755)
+        finally:
+            os.close(fd)
+
+
+def mount_pipes(dev: str, files: dict[str, bytes]) -> None:
+    """On the container's /dev (the tmpfs at host path ``dev``, which is noexec): a tmpfs of its own
+    at pipes/ (exec allowed) holding ``files``, then made read-only, as BuildKit mounts the script's
+    state read-only on /dev/pipes (convert.go:1379). Memory only: nothing reaches the layer."""
+    if not files:
+        return
+    target = f"{dev}/pipes"
+    os.mkdir(target, 0o755)
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
+    write_pipes(Path(target), files)
+    sc.make_readonly_recursive(target, lockdown=False)
 
 
 def _cow(stage: Stage, source: str, target: str, userns: bool) -> None:

@@ -11,7 +11,8 @@ chroot isolation is:
   again after the change of user;
 * /dev/{null,zero,full,random,urandom,tty} made as device nodes when bale may
   (CAP_MKNOD) and removed again afterwards, with anything the RUN left under those
-  names: nothing that makes /dev work reaches a layer.
+  names: nothing that makes /dev work reaches a layer; the same for /dev/pipes, which
+  holds a RUN heredoc script (writable here: no read-only mount can be made).
 
 No /proc and no /sys can be given without mounts; ``note()`` says so once.
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 from builder.errors import ContainerError, SandboxError
 from builder.sandbox import kernel, seccomp
+from builder.sandbox.binds import write_pipes
 from builder.sandbox.spec import ProcessSpec, RunResult
 from builder.sandbox.userns import track, untrack
 from builder.sandbox.users import resolve_user
@@ -74,6 +76,33 @@ def _clean_dev(root: Path, before: set[str]) -> None:
                 os.unlink(p)
         except FileNotFoundError:
             pass
+
+
+def _place_pipes(root: Path, files: dict[str, bytes]) -> None:
+    """/dev/pipes with ``files`` (a RUN heredoc script), made in the rootfs since no mount is
+    allowed here; _remove_pipes takes it away again, with whatever the RUN left in it (BuildKit's
+    is a read-only mount on /dev's tmpfs: nothing of it reaches a layer)."""
+    if not files:
+        return
+    dev = secure_join(root, "/dev")
+    pipes = dev / "pipes"
+    if not dev.is_dir() or dev.is_symlink() or os.path.lexists(pipes):
+        raise ContainerError("chroot isolation: the image's /dev has no room for /dev/pipes, where the RUN's "
+                             "heredoc script goes")
+    os.mkdir(pipes, 0o755)
+    os.chmod(pipes, 0o755)
+    write_pipes(pipes, files)
+
+
+def _remove_pipes(root: Path) -> None:
+    dev = secure_join(root, "/dev")
+    pipes = dev / "pipes"
+    if not dev.is_dir() or dev.is_symlink() or not os.path.lexists(pipes):
+        return
+    if os.path.isdir(pipes) and not os.path.islink(pipes):
+        shutil.rmtree(pipes)
+    else:
+        os.unlink(pipes)
 
 
 def _child(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int], str], stdin_r: int | None,
@@ -133,6 +162,7 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
     if spec.stdin_data:
         stdin_r, stdin_w = os.pipe()
     try:
+        _place_pipes(root, spec.pipes)
         pid = os.fork()
         if pid == 0:
             try:
@@ -161,6 +191,7 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
         finally:
             untrack(pid)
     finally:
+        _remove_pipes(root)
         _clean_dev(root, before)
         # the nodes came and went: /dev's times as they were, unless the RUN changed what it holds
         if dev_stat is not None and dev.is_dir() and set(os.listdir(dev)) == dev_names:

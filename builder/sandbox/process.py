@@ -145,7 +145,7 @@ def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: li
     """PID 1 of the RUN's pid namespace, in a mount namespace of its own (so pivot_root does not
     move child A's root, which then still reaches the host to clean up)."""
     from builder.sandbox import kernel, seccomp
-    from builder.sandbox.binds import Stage, mount_binds
+    from builder.sandbox.binds import Stage, mount_binds, mount_pipes
     kernel.set_pdeathsig(signal.SIGKILL)
     # a session of its own: kill(0, ...) or kill(-pgid, ...) from the RUN reaches only its own
     # processes, never bale's process group (the caller's shell, a CI runner's job)
@@ -190,6 +190,7 @@ def _pid1(spec: ProcessSpec, root: Path, etc_files: dict[Path, bytes], binds: li
     for host, data in etc_files.items():
         sc.mount(str(stage.file(data)), str(host), None, sc.MS_BIND)
         sc.make_readonly_recursive(str(host), lockdown=False)
+    mount_pipes(dev, spec.pipes)
     mount_binds(stage, binds, userns)
     stage.close()
     try:

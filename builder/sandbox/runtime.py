@@ -15,10 +15,10 @@ from typing import Any
 
 from builder.errors import SandboxError
 from builder.sandbox import kernel
-from builder.sandbox.binds import Stage, materialize
+from builder.sandbox.binds import PIPES, Stage, materialize
 from builder.sandbox.process import ETC_FILES, MOUNT_DIRS, _make_point, _resolv_conf
 from builder.sandbox.seccomp import oci_profile
-from builder.sandbox.spec import ProcessSpec, RunResult
+from builder.sandbox.spec import BindSpec, ProcessSpec, RunResult
 from builder.sandbox.userns import UserNamespace
 from builder.sandbox.users import resolve_user
 from snapshotter import syscalls as sc
@@ -127,6 +127,8 @@ def _run_in_ns(spec: ProcessSpec, rootfs: Any, full_mapping: bool, runtime: str,
             "/etc/resolv.conf": stage.file(_resolv_conf(spec.network).encode()),
         }
         binds = materialize(stage, spec.mounts, not in_initial_userns())
+        if spec.pipes:  # after /dev's tmpfs in the spec: runc makes the point there, never in the rootfs
+            binds.append(BindSpec(str(stage.pipes_dir(spec.pipes)), PIPES, readonly=True))
         (bundle / "config.json").write_text(json.dumps(bundle_config(spec, root, user, etc, binds)))
         state = bundle / "state"
         state.mkdir()

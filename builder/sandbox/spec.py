@@ -51,6 +51,9 @@ class ProcessSpec:
     #: None inherits bale's stdin, b"" gives /dev/null, other bytes are fed through a pipe
     stdin_data: bytes | None = b""
     extra_hosts: list[str] = field(default_factory=list)
+    #: files of /dev/pipes, NAME -> content: each 0755 on a read-only mount of its own that never
+    #: reaches the rootfs (a RUN heredoc script with a ``#!`` line, run by its path as BuildKit does)
+    pipes: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass

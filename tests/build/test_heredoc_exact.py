@@ -68,6 +68,24 @@ def test_copy_heredoc_names_as_buildkit(kw, word, want):
     assert [(i.name, i.content) for i in step.inline] == [(want, b"body\n")]
 
 
+@pytest.mark.parametrize("word,want", NAMES, ids=[n for n, _ in NAMES])
+def test_run_script_names_as_buildkit(word, want):
+    """Only a #! script is written as a file (convert.go:1364); the shell runs path.Join of the name
+    as written (convert.go:1382), so ``../x4`` runs /dev/x4, as in BuildKit."""
+    text = f"FROM a\nRUN <<{word}\n#!/bin/sh\necho hi\n{_delimiter(word)}\n"
+    plain = _graph(f"FROM a\nRUN <<{word}\necho hi\n{_delimiter(word)}\n").stages[0].steps[0]
+    assert plain.args == ("/bin/sh", "-c", "echo hi\n") and plain.script is None
+    if "heredoc" in want:
+        with pytest.raises(FrontendError) as exc:
+            _graph(text)
+        assert str(exc.value) == f"Dockerfile:2: RUN: {want}"
+        return
+    step = _graph(text).stages[0].steps[0]
+    assert step.script is not None and (step.script.name, step.script.content) == (want, b"#!/bin/sh\necho hi\n")
+    joined = os.path.normpath("/dev/pipes/" + _delimiter(word))
+    assert step.args == ("/bin/sh", "-c", joined)
+
+
 def test_same_named_heredocs_pick_by_name():
     """instructions/parse.go:284-300: each source word is looked up by its heredoc's name."""
     step = _graph("FROM a\nCOPY <<ba <<a /dst/\nB\nba\nA\na\n").stages[0].steps[0]
@@ -121,3 +139,61 @@ def test_chown_beyond_int32_is_a_name(build):
     fs = flatten(layers)
     owners = {p: (fs[p].info.uid, fs[p].info.gid) for p in ("/named", "/unnamed", "/group-unnamed")}
     assert owners == {"/named": (4242, 4343), "/unnamed": (0, 0), "/group-unnamed": (7, 7)}
+
+
+SHEBANG = """FROM busybox
+RUN mkdir -m 1777 /out
+RUN <<EOF
+#!/bin/sh
+echo "$0" > /out/zero
+cat > /out/stdin
+ls -ln /dev/pipes | tail -n +2 | awk '{print $1, $3, $4, $NF}' > /out/pipes
+touch /dev/pipes/new 2>/dev/null && echo writable > /out/ro || echo read-only > /out/ro
+EOF
+RUN <<'AWK'
+#!/bin/awk -f
+BEGIN { print "awk ran" > "/out/awk" }
+AWK
+USER 1000:1000
+RUN <<EOF
+#!/bin/sh
+id -u > /out/uid
+EOF
+"""
+
+
+def _check_shebang(layers: list[bytes], read_only: bool) -> None:
+    fs = flatten(layers)
+    want = {"/out/zero": b"/dev/pipes/EOF\n", "/out/stdin": b"", "/out/awk": b"awk ran\n",
+            "/out/pipes": b"-rwxr-xr-x 0 0 EOF\n", "/out/uid": b"1000\n",
+            "/out/ro": b"read-only\n" if read_only else b"writable\n"}
+    assert {p: fs[p].content for p in want} == want
+    base = set(flatten(layers[:1]))
+    for layer in layers[1:]:  # each RUN's own layer: what it wrote, no /dev, no mount point
+        names = {m.name.rstrip("/") for m in tarfile.open(fileobj=io.BytesIO(layer)).getmembers()}
+        assert not [n for n in names if n.lstrip("./").startswith("dev")], names
+    assert not [p for p in fs if p.startswith("/dev")] and not [p for p in base if p.startswith("/dev")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["rootless", "oci"])
+def test_run_shebang_heredoc_runs_from_dev_pipes(build, isolation):
+    _, config, layers = build(SHEBANG, f"shebang-{isolation}", "--isolation", isolation)
+    assert config["history"][-1]["created_by"].endswith('"/bin/sh", "-c", "/dev/pipes/EOF"]')
+    _check_shebang(layers, read_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot isolation is root's (CI runs as root)")
+def test_run_shebang_heredoc_in_chroot_isolation(tmp_path, busybox_layout):
+    """No mounts in chroot isolation: /dev/pipes is made in the rootfs (writable: no read-only
+    mount can be had) and removed after the RUN with all it holds, /dev with it when made for it."""
+    store, ctx = tmp_path / "store", tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(SHEBANG)
+    image = run_bale(["pull", "-q", f"oci:{busybox_layout}:latest"], root=store).stdout.strip()
+    run_bale(["tag", image, "busybox"], root=store)
+    run_bale(["bud", "--isolation", "chroot", "-t", "sb", str(ctx)], root=store, timeout=600)
+    run_bale(["push", "sb", f"oci:{tmp_path}/out:latest"], root=store)
+    _, _, layers = read_layout(tmp_path / "out", "latest")
+    _check_shebang(layers, read_only=False)

@@ -2,7 +2,7 @@
 
 Cache key: the parent filesystem, argv, the environment the process gets (the
 image's Env, the build args it sees), USER and WORKDIR, network and security
-mode, a heredoc's stdin, each mount's options and a digest of what each bind
+mode, a heredoc script's name and body, each mount's options and a digest of what each bind
 mount exposes. Nothing else: a LABEL before it does not invalidate it."""
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def key_fields(b: "Builder", st: StageState, step: RunStep) -> Mapping[str, obje
     c = st.cfg.config
     return {"args": step.args, "env": c.get("Env") or [], "build_env": sorted(step.build_env.items()),
             "user": c.get("User") or "", "workdir": c.get("WorkingDir") or "",
-            "network": step.network or b.opts.network, "security": step.security, "stdin": step.stdin or b"",
+            "network": step.network or b.opts.network, "security": step.security,
+            "script": [step.script.name, step.script.content.hex()] if step.script else None,
             "mounts": [mount_key(m) for m in step.mounts], "mount_digests": mount_digests(b, step)}
 
 
@@ -45,8 +46,10 @@ def execute(b: "Builder", st: StageState, step: RunStep) -> None:
         env = [f"{k}={v}" for k, v in step.build_env.items()] + mounts.env
         spec = process_spec(c, list(step.args), env=env, network=step.network or b.opts.network,
                             mounts=mounts.binds + [parse_volume(v) for v in b.opts.volumes],
-                            stdin_data=step.stdin if step.stdin is not None else b"")
+                            stdin_data=b"")
         spec.extra_hosts = list(b.opts.add_hosts)
+        if step.script is not None:
+            spec.pipes = {step.script.name: step.script.content}
         t0 = time.monotonic()
         status = run_process(b.ws, c, spec, b.rt, mounts.extra)
         if status != 0:
