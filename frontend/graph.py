@@ -15,6 +15,7 @@ from typing import Callable
 from frontend import lower_config, lower_copy, lower_run
 from frontend.errors import FrontendError
 from frontend.lowering import DEFAULT_SHELL, PROXY_ARGS, Lowering, Parser, StageCtx
+from frontend.platforms import PlatformError, parse_platform
 from frontend.source import RawInstruction, Source, parse_source
 from frontend.steps import BaseInfo, Span, Stage, Step, StepGraph
 
@@ -103,7 +104,7 @@ class _Lowerer(Lowering):
             base = words[0]
             if not base:
                 raise self.err(frm, "empty base image (an ARG without value?)")
-            platform = self.expand(frm, flags["platform"][0], meta) if "platform" in flags else None
+            platform = self.platform(frm, flags["platform"][0], meta) if "platform" in flags else None
             base_stage = names.get(base.lower())
             if base_stage is None and base.isdigit() and int(base) < idx:
                 base_stage = None  # FROM <index> is not allowed by Docker: an image named "0"
@@ -140,6 +141,17 @@ class _Lowerer(Lowering):
         if unused:
             graph.warnings.append(f"one or more build-args {unused} were not consumed")
         return graph
+
+    def platform(self, frm: RawInstruction, raw: str, meta: dict[str, str]) -> str:
+        """FROM --platform, expanded with the global ARGs and parsed as containerd's platforms.Parse
+        (dockerfile2llb/convert.go:428-450): empty or refused is a build error (exit 1)."""
+        value = self.expand(frm, raw, meta)
+        if not value:
+            raise self.fail(frm, f"empty platform value from expression {raw}")
+        try:
+            return parse_platform(value, self.auto_args["BUILDOS"], self.auto_args["BUILDARCH"])
+        except PlatformError as exc:
+            raise self.fail(frm, f"failed to parse platform {raw}: {exc}") from None
 
     def arg_decls(self, inst: RawInstruction, env: dict[str, str]) -> list[tuple[str, str | None]]:
         out = []

@@ -9,6 +9,7 @@ import posixpath
 import re
 
 from frontend.lowering import Lowering, Parser, StageCtx
+from frontend.signals import parse_signal
 from frontend.source import RawInstruction
 from frontend.steps import (AddOnBuild, AddVolumes, ConfigOp, ConfigStep, Expose, SetAuthor, SetCmd, SetEntrypoint,
                             SetEnv, SetHealthcheck, SetLabels, SetShell, SetStopSignal, SetUser, Stage, WorkdirStep)
@@ -111,11 +112,15 @@ def lower_shell(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -
 
 
 def lower_stopsignal(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) -> ConfigStep:
+    """The rest of the line as one string (parser.go parseString, instructions/parse.go
+    parseStopSignal), expanded, checked by moby/sys/signal ParseSignal (dockerfile2llb/convert.go
+    dispatchStopSignal: a build error) and kept as written: ``term`` stays ``term``."""
+    if not inst.args.strip():
+        raise low.err(inst, "STOPSIGNAL requires exactly one argument")
     sig = low.expand(inst, inst.args, ctx.expansion_env())
-    if not re.fullmatch(r"\d+|(SIG)?[A-Z0-9+-]+", sig.upper() if sig else "") or \
-            (sig.isdigit() and not 0 < int(sig) < 256):  # moby/sys/signal ParseSignal: ParseUint(s, 10, 8), not 0
-        raise low.err(inst, f"invalid signal {sig!r}")
-    sig = sig.upper() if sig.isdigit() or sig.upper().startswith("SIG") else "SIG" + sig.upper()
+    cause = parse_signal(sig)
+    if cause:
+        raise low.fail(inst, cause)
     return _step(low, inst, f"STOPSIGNAL {sig}", SetStopSignal(sig))
 
 

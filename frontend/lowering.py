@@ -51,6 +51,13 @@ class Lowering:
     def err(self, inst: RawInstruction, cause: str) -> FrontendError:
         return FrontendError(cause, filename=self.filename, line=inst.line, instruction=inst.keyword)
 
+    def fail(self, inst: RawInstruction, cause: str) -> FrontendError:
+        """An error BuildKit raises while converting (dockerfile2llb), not while parsing: a build
+        failure, exit status 1 (``err`` gives parse errors, status 2)."""
+        error = self.err(inst, cause)
+        error.exit_code = 1
+        return error
+
     def expand(self, inst: RawInstruction, text: str, env: Mapping[str, str]) -> str:
         try:
             return expand_word(text, env, self.escape)

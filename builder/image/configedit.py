@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from builder.errors import UsageError
+from frontend.signals import parse_signal
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -138,8 +139,14 @@ def healthcheck_test(cmd: str, shell: list[str] | None) -> list[str]:
 
 
 def stop_signal(value: str) -> str:
+    """The StopSignal for ``--stop-signal VALUE``: a name upper-cased with the SIG prefix (``term``
+    gives ``SIGTERM``), a number as it is. Accepts what moby/sys/signal ParseSignal accepts (as
+    BuildKit's STOPSIGNAL, frontend.signals); anything else is a UsageError."""
     v = value.strip()
-    if re.fullmatch(r"\d+", v) or re.fullmatch(r"(SIG)?[A-Z0-9+-]+", v.upper()):
-        up = v.upper()
-        return up if up.startswith("SIG") or up.isdigit() else "SIG" + up
-    raise UsageError(f"invalid stop signal {value!r}")
+    cause = parse_signal(v)
+    if cause:
+        raise UsageError(f"--stop-signal: {cause}")
+    if re.fullmatch(r"[+-]?[0-9]+", v, re.ASCII):
+        return v
+    up = v.upper()
+    return up if up.startswith("SIG") else "SIG" + up

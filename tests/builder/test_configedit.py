@@ -55,5 +55,7 @@ def test_healthcheck_forms():
 def test_stop_signal():
     assert ce.stop_signal("term") == "SIGTERM"
     assert ce.stop_signal("9") == "9"
-    with pytest.raises(UsageError):
-        ce.stop_signal("sig term")
+    assert ce.stop_signal("rtmin+3") == "SIGRTMIN+3"
+    for bad in ("sig term", "bogus", "0", "SIGRTMIN+16"):  # moby/sys/signal ParseSignal refuses them
+        with pytest.raises(UsageError):
+            ce.stop_signal(bad)

@@ -1,6 +1,7 @@
 """One clean line for every failure (issue 12 item 10, the CLI parts): click's usage errors,
 an invalid --platform, a failed git clone, a read-only store, COPY of a socket, a full disk,
 and Ctrl-C during a RUN. Each: exactly one line ``bale: ...`` on stderr, no traceback."""
+import json
 import os
 import shutil
 import signal
@@ -42,6 +43,47 @@ def test_invalid_platform_is_a_usage_error(bale, tmp_path, verb):
     assert "invalid platform 'linux': expected OS/ARCH[/VARIANT]" in line
     r = bale(verb, "--platform", "linux/amd64,linux", str(tmp_path), check=False)
     assert one_line(r, 2) and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("dockerfile,line", [
+    # dockerfile2llb/convert.go dispatchStopSignal -> moby/sys/signal ParseSignal (v0.7.1 signal.go)
+    ("FROM busybox\nSTOPSIGNAL SIGFOO\n", "Dockerfile:2: STOPSIGNAL: invalid signal: SIGFOO"),
+    # dockerfile2llb/convert.go:446 platforms.Parse (containerd/platforms platforms.go Parse)
+    ("FROM --platform=bogus busybox\n", 'Dockerfile:1: FROM: failed to parse platform bogus: "bogus": '
+                                         "unknown operating system or architecture: invalid argument"),
+])
+def test_what_buildkit_refuses_while_converting_is_one_line_exit_1(bale, store_with_busybox, tmp_path,
+                                                                     dockerfile, line):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    r = bale("bud", str(ctx), root=store_with_busybox, check=False)
+    assert one_line(r, 1) == "bale: " + line and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_stop_signal_flag_is_checked(bale, store_with_busybox):
+    ctr = bale("from", "-q", "busybox", root=store_with_busybox).stdout.strip()
+    r = bale("config", "--stop-signal", "bogus", ctr, root=store_with_busybox, check=False)
+    assert one_line(r, 2) == "bale: --stop-signal: invalid signal: bogus"
+    for ok in ("RTMIN+3", "term", "15"):  # what ParseSignal accepts
+        bale("config", "--stop-signal", ok, ctr, root=store_with_busybox)
+    bale("commit", "-q", ctr, "stopped", root=store_with_busybox)
+    cfg = json.loads(bale("inspect", "--type", "image", "stopped", root=store_with_busybox).stdout)
+    assert _find(cfg, "StopSignal") == "15"
+
+
+def _find(doc: object, key: str) -> object:
+    """The first value of ``key`` anywhere in a JSON document."""
+    if isinstance(doc, dict):
+        if key in doc:
+            return doc[key]
+        doc = list(doc.values())
+    if isinstance(doc, list):
+        for item in doc:
+            found = _find(item, key)
+            if found is not None:
+                return found
+    return None
 
 
 def test_failed_git_clone_is_one_line_not_a_list(bale, tmp_path):

@@ -317,7 +317,8 @@ def test_onbuild_trigger_keeps_its_heredoc():  # instructions/parse.go:452-462
     ("RUN --mount=type=cache,target=/c,uid=99999999999999999999 true", "invalid uid"),
     ("RUN --mount=type=cache,target=/c,gid=-1 true", "invalid gid"),
     ("RUN --mount=type=cache,target=/c,mode=0o7 true", "invalid mode"),
-    ("STOPSIGNAL 256", "invalid signal"),  # moby/sys/signal ParseSignal: ParseUint(s, 10, 8), 0 refused
+    # moby/sys/signal v0.7.1 signal.go ParseSignal: strconv.Atoi (int64), 0 refused, else a SignalMap name
+    ("STOPSIGNAL 99999999999999999999", "invalid signal"),
     ("STOPSIGNAL 0", "invalid signal"),
     ("HEALTHCHECK --retries=2147483648 CMD x", "invalid --retries"),  # parse.go:663 ParseInt(v, 10, 32)
     ("HEALTHCHECK --interval=" + "9" * 400 + "s CMD x", "invalid duration"),  # time.ParseDuration: int64 ns
@@ -328,3 +329,60 @@ def test_numbers_as_go_parses_them(line, message):
     ok = build_graph("FROM a\nRUN --mount=type=cache,target=/c,uid=4294967295,mode=0750 true\nSTOPSIGNAL 9\n"
                      "HEALTHCHECK --retries=3 CMD x\n", resolve_base=lambda r, p: BaseInfo())
     assert ok.stages[0].steps[0].mounts[0].uid == 4294967295
+
+
+# moby/buildkit dockerfile2llb/convert.go dispatchStopSignal: signal.ParseSignal(c.Signal), then
+# d.image.Config.StopSignal = c.Signal (as written); vendor/github.com/moby/sys/signal/signal.go
+# ParseSignal: strconv.Atoi, not 0; else SignalMap[TrimPrefix(ToUpper(s), "SIG")] (signal_linux.go)
+@pytest.mark.parametrize("sig", ["SIGTERM", "TERM", "term", "sigkill", "9", "256", "-1", "+5", "RTMIN+3",
+                                 "SIGRTMAX-14", "sigrtmin", "SIGCLD", "SIGIOT"])
+def test_stopsignal_accepts_what_buildkit_accepts(sig):
+    g = build_graph(f"FROM a\nSTOPSIGNAL {sig}\n", resolve_base=lambda r, p: BaseInfo())
+    step = g.stages[0].steps[0]
+    assert step.op.signal == sig and step.text == f"STOPSIGNAL {sig}"  # kept as written
+
+
+@pytest.mark.parametrize("sig", ["SIGFOO", "SIGSIGTERM", "0", "-0", "RTMIN+16", "RTMAX-15", "SIG", "1_0",
+                                 "99999999999999999999", "SIG TERM", "٣"])
+def test_stopsignal_refuses_what_buildkit_refuses(sig):
+    with pytest.raises(FrontendError) as got:
+        build_graph(f"FROM a\nRUN true\nSTOPSIGNAL {sig}\n", resolve_base=lambda r, p: BaseInfo())
+    assert str(got.value) == f"Dockerfile:3: STOPSIGNAL: invalid signal: {sig}"
+    assert got.value.exit_code == 1  # a dispatch error, the build fails: not a usage error
+
+
+# dockerfile2llb/convert.go:428-450: FROM --platform expanded, then containerd platforms.Parse
+# (vendor/github.com/containerd/platforms/platforms.go Parse, database.go normalizeArch/isKnownOS)
+@pytest.mark.parametrize("value,platform", [
+    ("linux/amd64", "linux/amd64"), ("linux/arm64/v8", "linux/arm64/v8"), ("linux/aarch64", "linux/arm64"),
+    ("Linux/X86_64", "linux/amd64"), ("linux/arm/7", "linux/arm/v7"), ("linux/armhf", "linux/arm"),
+    ("linux/arm", "linux/arm"), ("linux", "linux/s390x"), ("arm64", "linux/arm64"), ("i386", "linux/386"),
+    ("linux/riscv64", "linux/riscv64"), ("linux/bogus", "linux/bogus"), ("windows(10.0.17763)/amd64", "windows/amd64"),
+    ("$BUILDPLATFORM", "linux/s390x"), ("${TARGETOS}/${TARGETARCH}", "linux/ppc64le"),
+])
+def test_from_platform_accepts_what_containerd_parses(value, platform):
+    g = build_graph(f"FROM --platform={value} scratch\n", platform="linux/ppc64le", build_platform="linux/s390x")
+    assert g.stages[0].platform == platform
+
+
+@pytest.mark.parametrize("value,cause", [
+    ("bogus", '"bogus": unknown operating system or architecture: invalid argument'),
+    ("linux/amd64/v2/x", '"linux/amd64/v2/x": cannot parse platform specifier: invalid argument'),
+    ("linux/", '"" is an invalid component of "linux/": platform specifier component must match '
+               '"^[A-Za-z0-9_.-]+$": invalid argument'),
+    ("l%x/amd64", '"l%x" is an invalid OS component of "l%x/amd64": OSAndVersion specifier component '
+                     'must match "^([A-Za-z0-9_-]+)(?:\\\\(([A-Za-z0-9_.%-]*)((?:\\\\+[A-Za-z0-9_.%-]+)*)\\\\))?$": '
+                     'invalid argument'),
+    ("linux/*", '"linux/*": wildcards not yet supported: invalid argument'),
+])
+def test_from_platform_refuses_what_containerd_refuses(value, cause):
+    with pytest.raises(FrontendError) as got:
+        build_graph(f"FROM busybox\nFROM --platform={value} scratch\n")
+    assert str(got.value) == f"Dockerfile:2: FROM: failed to parse platform {value}: {cause}"
+    assert got.value.exit_code == 1
+
+
+def test_from_platform_empty_after_expansion():  # convert.go:438-442
+    with pytest.raises(FrontendError) as got:
+        build_graph("ARG P\nFROM --platform=$P scratch\n")
+    assert str(got.value) == "Dockerfile:2: FROM: empty platform value from expression $P"
