@@ -1,5 +1,5 @@
-"""Issue 8 classes 1 (mount owners), 5 (RUN mounts), 7 (ONBUILD of a stage) and 8 (duplicate stage
-names), built by bale and by Debian's buildah 1.28 (tests/helpers/buildah.py), both rootless as the
+"""Issue 8 classes 1 (owners, mount owners), 3, 4, 5 (RUN mounts), 7 (ONBUILD of a stage), 8
+(duplicate stage names), 9 and 10 where they need RUN steps, built by bale and by Debian's buildah 1.28 (tests/helpers/buildah.py), both rootless as the
 unprivileged test user, both read back with the stdlib tar reader. Where buildah agrees with
 BuildKit the flattened filesystems (type, owner, mode, content) and configs are compared; where it
 does not, the test says how, and BuildKit's source line decides (moby/buildkit 73ed6825)."""
@@ -27,7 +27,7 @@ def env(unprivileged_user: Any, user_tmp: Path, busybox_layout: Path) -> Iterato
 
     def bale(dockerfile: str, name: str, *args: str, files: dict[str, str] | None = None) -> Built:
         ctx = user_tmp / f"ctx-{name}"
-        ctx.mkdir()
+        ctx.mkdir(exist_ok=True)
         (ctx / "Dockerfile").write_text(dockerfile)
         for rel, text in (files or {}).items():
             (ctx / rel).write_text(text)
@@ -165,3 +165,28 @@ def test_run_mounts_as_buildah(env, user_tmp):  # type: ignore[no-untyped-def]
         "/out/opts": b"1234:5678:750\n", "/out/plain": b"0:0:755\n", "/out/secret": b"5:6:440\n",
         "/out/secret-value": b"s3cret\n", "/out/again": b"s3cret\n", "/out/again-mode": b"0:0:400\n"}
     assert sorted(set(_added(theirs, theirs_layers)) - set(OUT)) == sorted(BUILDAH_LEFTOVERS)
+
+
+def test_ownership_symlinked_paths_and_workdir_as_buildah(env):  # type: ignore[no-untyped-def]
+    """Classes 1, 3, 4, 9 and 10 with the RUN steps they need (tests/cli/test_copy_docker_exact.py
+    builds the same Dockerfile against BuildKit's values, cited per row there): --chown by name,
+    created parents' owners, COPY --from of a RUN-made tree, destinations through a symlink whose
+    target is missing, the same layer twice, WORKDIR's owner. buildah agrees on every row but one:
+    ``COPY *foo *.txt /testdir2`` (several sources, a destination without "/") is a directory in
+    buildah, a file (the last source) in BuildKit, which sends every source to the same path
+    (convert_copy.go:127-291 has no several-sources check; fsutil copy.go:128-160). BuildKit wins."""
+    from tests.cli.test_copy_docker_exact import OWNERSHIP_DOCKERFILE, OWNERSHIP_ROWS, _row
+    bale, bh = env
+    files = {"f": "f\n", "a.txt": "a\n", "b.txt": "b\n", ".hidden.txt": "hidden\n", "x.foo": "foo\n"}
+    ctx = bh.work / "ctx-own"
+    (ctx / "dir").mkdir(parents=True)
+    (ctx / "dir" / "inner.txt").write_text("inner\n")
+    _, ours_cfg, ours, _ = bale(OWNERSHIP_DOCKERFILE, "own", files=files)
+    theirs_cfg, theirs, _ = bh.build(ctx, "own")
+    differ = {"/testdir2"}
+    rows = dict(OWNERSHIP_ROWS)
+    assert {p: _row(ours, p) for p in rows if p in ours} == rows
+    assert {p: _row(theirs, p) for p in rows if p not in differ and p in theirs} == \
+        {p: v for p, v in rows.items() if p not in differ}
+    assert _row(theirs, "/testdir2")[0] == "dir" and _row(ours, "/testdir2") == rows["/testdir2"]
+    assert ours_cfg["config"]["WorkingDir"] == theirs_cfg["config"]["WorkingDir"] == "/var/lib/app/v3"
