@@ -1,8 +1,9 @@
 """Issue 8 classes 1 (owners, mount owners), 3, 4, 5 (RUN mounts), 7 (ONBUILD of a stage), 8
-(duplicate stage names), 9 and 10 where they need RUN steps, built by bale and by Debian's buildah 1.28 (tests/helpers/buildah.py), both rootless as the
-unprivileged test user, both read back with the stdlib tar reader. Where buildah agrees with
-BuildKit the flattened filesystems (type, owner, mode, content) and configs are compared; where it
-does not, the test says how, and BuildKit's source line decides (moby/buildkit 73ed6825)."""
+(duplicate stage names), 9 and 10 where they need RUN steps, built by bale and by Debian's
+buildah 1.28 (tests/helpers/buildah.py), both rootless as the unprivileged test user, both read
+back with the stdlib tar reader. Where buildah agrees with BuildKit the flattened filesystems
+(type, owner, mode, content) and configs are compared; where it does not, the test says how, and
+BuildKit's source line decides (moby/buildkit 73ed6825)."""
 from __future__ import annotations
 
 import os
@@ -124,7 +125,8 @@ USER 0
 RUN --mount=type=cache,target=/d stat -c '%u:%g:%a' /d > /out/plain
 RUN --mount=type=secret,id=tok,target=/s/e/cret,uid=5,gid=6,mode=0440 \\
     stat -c '%u:%g:%a' /s/e/cret > /out/secret && cat /s/e/cret > /out/secret-value
-RUN --mount=type=secret,id=tok cat /run/secrets/tok > /out/again && stat -c '%u:%g:%a' /run/secrets/tok > /out/again-mode
+RUN --mount=type=secret,id=tok cat /run/secrets/tok > /out/again && \\
+    stat -c '%u:%g:%a' /run/secrets/tok > /out/again-mode
 RUN --mount=type=bind,source=.,target=/ctx true
 RUN --mount=type=bind,source=.,target=/m1/deep/er true
 RUN --mount=type=cache,target=/var/cache/new/c true
