@@ -21,7 +21,7 @@ from builder.emulation import check_can_run
 from builder.errors import ContainerError, ImageNotFound, RunFailed, UsageError
 from builder.image import configedit as ce
 from builder.image.commit import Layer, history_entry, image_layers, write_image
-from builder.image.compress import LayerWriter
+from builder.image.layerblob import store_layer
 from builder.image.imagenames import lookup_candidates, store_name
 from builder.image.oci import Descriptor, ImageConfig, Platform, layer_media_type, parse_config
 from builder.image.pull import pull_image, push_record
@@ -494,22 +494,8 @@ def commit_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, *, compr
     """Diff the container's snapshot into a compressed layer blob; None when nothing changed."""
     ignore = sorted(set(snapshots.SANDBOX_PATHS) | set(state.created_paths))
     store = ws.store
-
-    def sink(fh: Any) -> Any:
-        with store.writer() as blob:
-            writer = LayerWriter(blob, compression, level)
-            entries = _TarCounter(writer)
-            while chunk := fh.read(1 << 20):
-                entries.write(chunk)
-            digests = writer.close()
-            if entries.empty:
-                blob.abort()
-                return None
-            desc = blob.commit()
-        return digests, desc
-
     got = rt.stream_from(snapshots.diff_to_fd, str(rt.snapshots_root), state.driver, state.key, ignore, epoch,
-                         sink=sink)
+                         sink=lambda fh: store_layer(fh, store, compression, level))
     if got is None:
         return None
     digests, desc = got
@@ -517,21 +503,6 @@ def commit_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, *, compr
     d = Descriptor(media_type, desc.digest, desc.size)
     store.set_diff_id(digests.diff_id, d)
     return Layer(d, digests.diff_id)
-
-
-class _TarCounter:
-    """Passes tar bytes on and notes whether the archive had any member: an
-    archive without one starts with a zero block."""
-
-    def __init__(self, sink: Any) -> None:
-        self.sink, self.empty, self._head = sink, True, b""
-
-    def write(self, data: bytes) -> None:
-        if len(self._head) < 512:
-            self._head += data[:512 - len(self._head)]
-            if any(self._head):
-                self.empty = False
-        self.sink.write(data)
 
 
 def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Collection, Iterable
 
 from snapshotter.apply import DROPPED_XATTR_PREFIXES, OPAQUE, WHITEOUT_PREFIX
 from snapshotter.safepath import short_path
+from snapshotter.tarwriter import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ def filter_sandbox_paths(changes: list[Change], root: Path, ignore_if_empty: Col
 
 
 def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_date_epoch: int | None = None) -> int:
-    """Write the changes found under ``root`` as a layer tar; returns the number of entries."""
+    """Write the changes found under ``root`` as a layer tar into ``out`` (snapshotter.tarwriter:
+    tarfile's PAX-format bytes); returns the number of entries. SnapshotError when a file shrinks
+    while it is written, OSError when an entry cannot be read."""
     entries: dict[str, Change] = {}
     for c in changes:
         entries[c.path] = c
@@ -93,47 +95,49 @@ def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_da
             entries.setdefault(a, Change(a, "content"))
     links: dict[tuple[int, int], str] = {}
     count = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tw:
-        for path in sorted(entries, key=lambda p: p.split("/")):
-            c = entries[path]
-            name = path.lstrip("/")
-            host = short_path(root / name)  # names up to the kernel's limits: through a dir fd
-            if c.kind == "whiteout":
-                parent, base = os.path.split(name)
-                ti = tarfile.TarInfo(os.path.join(parent, WHITEOUT_PREFIX + base))
-                ti.mtime = _clamp(0, source_date_epoch)
-                ti.mode = 0o644
-                tw.addfile(ti)
-                count += 1
-                continue
-            try:
-                st = os.lstat(host)
-            except FileNotFoundError:
-                continue
-            header = _header(name, host, st, source_date_epoch)
-            if header is None:
-                continue
-            ti = header
-            if ti.isreg() and st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                if key in links:
-                    ti.type, ti.linkname, ti.size = tarfile.LNKTYPE, links[key], 0
-                    tw.addfile(ti)
-                    count += 1
-                    continue
-                links[key] = name
-            if ti.isreg():
-                with open(host, "rb") as fh:
-                    tw.addfile(ti, fh)
-            else:
-                tw.addfile(ti)
+    top = os.fspath(root)
+    marker_mtime = _clamp(0, source_date_epoch)
+    tw = TarStream(out)
+    for path in sorted(entries, key=lambda p: p.split("/")):
+        c = entries[path]
+        name = path.lstrip("/")
+        host = short_path(os.path.join(top, name))  # names up to the kernel's limits: through a dir fd
+        if c.kind == "whiteout":
+            parent, base = os.path.split(name)
+            tw.add(tar_header(os.path.join(parent, WHITEOUT_PREFIX + base), REGTYPE, 0o644, 0, 0, marker_mtime))
             count += 1
-            if c.kind == "opaque":
-                marker = tarfile.TarInfo(f"{name}/{OPAQUE}")
-                marker.mtime = _clamp(0, source_date_epoch)
-                marker.mode = 0o644
-                tw.addfile(marker)
+            continue
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            continue
+        fields = _fields(host, st)
+        if fields is None:
+            continue
+        type_, linkname, devmajor, devminor, pax = fields
+        mode, mtime = stat.S_IMODE(st.st_mode), _clamp(st.st_mtime, source_date_epoch)
+        if type_ == REGTYPE and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in links:
+                tw.add(tar_header(name, LNKTYPE, mode, st.st_uid, st.st_gid, mtime, linkname=links[key], pax=pax))
                 count += 1
+                continue
+            links[key] = name
+        if type_ == REGTYPE:
+            header = tar_header(name, REGTYPE, mode, st.st_uid, st.st_gid, mtime, size=st.st_size, pax=pax)
+            fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                tw.add_file(header, fd, st.st_size, path)
+            finally:
+                os.close(fd)
+        else:
+            tw.add(tar_header(name, type_, mode, st.st_uid, st.st_gid, mtime, linkname=linkname,
+                              devmajor=devmajor, devminor=devminor, pax=pax))
+        count += 1
+        if c.kind == "opaque":
+            tw.add(tar_header(f"{name}/{OPAQUE}", REGTYPE, 0o644, 0, 0, marker_mtime))
+            count += 1
+    tw.close()
     return count
 
 
@@ -142,27 +146,25 @@ def _clamp(mtime: float, epoch: int | None) -> int:
     return min(m, epoch) if epoch is not None else m
 
 
-def _header(name: str, host: str, st: os.stat_result, epoch: int | None) -> tarfile.TarInfo | None:
+def _fields(host: str, st: os.stat_result) -> tuple[bytes, str, int, int, dict[str, str]] | None:
+    """(tar type, link target, device major, minor, PAX records) of an entry, or None for what
+    a layer does not hold (sockets; a 0:0 device, an overlay whiteout reached by a walk, which
+    the caller reports as a deletion)."""
     mode = st.st_mode
-    ti = tarfile.TarInfo(name)
-    ti.mode = stat.S_IMODE(mode)
-    ti.uid, ti.gid = st.st_uid, st.st_gid
-    ti.uname = ti.gname = ""
-    ti.mtime = _clamp(st.st_mtime, epoch)
+    linkname, major, minor = "", 0, 0
     if stat.S_ISREG(mode):
-        ti.type, ti.size = tarfile.REGTYPE, st.st_size
+        type_ = REGTYPE
     elif stat.S_ISDIR(mode):
-        ti.type = tarfile.DIRTYPE
+        type_ = DIRTYPE
     elif stat.S_ISLNK(mode):
-        ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(host)
+        type_, linkname = SYMTYPE, os.readlink(host)
     elif stat.S_ISFIFO(mode):
-        ti.type = tarfile.FIFOTYPE
+        type_ = FIFOTYPE
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        if os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0:
-            return None  # an overlay whiteout reached by a walk; the caller reports it as a deletion
-        ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-        ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if major == 0 and minor == 0:
+            return None
+        type_ = CHRTYPE if stat.S_ISCHR(mode) else BLKTYPE
     else:
-        return None  # sockets do not belong in layers
-    ti.pax_headers = _xattrs(host)
-    return ti
+        return None
+    return type_, linkname, major, minor, _xattrs(host)

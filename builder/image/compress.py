@@ -23,11 +23,13 @@ import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Iterator, Protocol, runtime_checkable
 
 from builder.errors import FormatError, UsageError
 
 BLOCK = 1 << 20
+#: pieces compress_layer reads ahead of the compressor
+READ_AHEAD = 8
 WINDOW = 32 * 1024
 #: compressed bytes fed to inflate per step: bounds the copy zlib makes of unconsumed input
 _INFLATE_IN = 1 << 16
@@ -36,6 +38,14 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags,
 
 class Sink(Protocol):
     def write(self, data: bytes) -> Any: ...
+
+
+class Source(Protocol):
+    """What compress_layer reads: ``read(n)`` gives up to ``n`` bytes, b"" at the end."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -106,21 +116,43 @@ class _ParallelGzip:
         self.workers = max(1, min(8, os.cpu_count() or 1))
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
         self.pending: deque[Future[tuple[bytes, bytes]]] = deque()
-        self.buf = bytearray()
+        self.held: deque[bytes] = deque()  # input not yet submitted, as it came
+        self.held_size = 0
         self.prev_tail = b""
         self.crc, self.length = 0, 0
         out.write(_GZIP_HEADER)
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return
         self.crc = zlib.crc32(data, self.crc)
         self.length += len(data)
-        self.buf += data
-        if len(self.buf) > BLOCK:  # keep the last (partial or whole) block back: it may be the final one
-            whole = (len(self.buf) - 1) // BLOCK
-            with memoryview(self.buf) as view:
-                for i in range(whole):
-                    self._submit(bytes(view[i * BLOCK:(i + 1) * BLOCK]), last=False)
-            del self.buf[:whole * BLOCK]
+        self.held.append(data if type(data) is bytes else bytes(data))
+        self.held_size += len(data)
+        while self.held_size > BLOCK:  # keep the last (partial or whole) block back: it may be the final one
+            self._submit(self._take(BLOCK), last=False)
+
+    def _take(self, n: int) -> bytes:
+        """The first ``n`` held bytes (all of them if fewer); a held piece of exactly that size
+        (what compress_layer's reads give) is passed on as it is, uncopied."""
+        n = min(n, self.held_size)
+        first = self.held[0]
+        if len(first) == n:
+            self.held.popleft()
+        elif len(first) > n:
+            self.held[0], first = first[n:], first[:n]
+        else:
+            parts, got = [], 0
+            while got < n:
+                piece = self.held.popleft()
+                if got + len(piece) > n:
+                    self.held.appendleft(piece[n - got:])
+                    piece = piece[:n - got]
+                parts.append(piece)
+                got += len(piece)
+            first = b"".join(parts)
+        self.held_size -= n
+        return first
 
     def _submit(self, block: bytes, last: bool) -> None:
         self.pending.append(self.pool.submit(_deflate_block, block, self.prev_tail, self.level, last))
@@ -134,8 +166,7 @@ class _ParallelGzip:
         self.out.write(tail)
 
     def close(self) -> None:
-        self._submit(bytes(self.buf), last=True)
-        self.buf = bytearray()
+        self._submit(self._take(self.held_size) if self.held_size else b"", last=True)
         while self.pending:
             self._drain_one()
         self.pool.shutdown()
@@ -150,11 +181,14 @@ class _ParallelGzip:
 class LayerWriter:
     """Write an uncompressed tar stream in; the compressed blob goes to ``sink``.
     ``close()`` returns the digests of both. Each stream is hashed exactly once:
-    the tar here, the blob by ``sink`` itself when it is a ``DigestingSink``."""
+    the tar here (unless ``hash_input`` is False: the diff_id is then "", the caller
+    hashes the input itself, as compress_layer does), the blob by ``sink`` itself when
+    it is a ``DigestingSink``."""
 
-    def __init__(self, sink: Sink, compression: str = "gzip", level: int | None = None) -> None:
+    def __init__(self, sink: Sink, compression: str = "gzip", level: int | None = None, *,
+                 hash_input: bool = True) -> None:
         check_compression(compression, level)
-        self.diff_hash = hashlib.sha256()
+        self.diff_hash = hashlib.sha256() if hash_input else None  # None: the caller hashes it
         self.out = _Out(sink)
         self._zstd: Any = None
         self._gzip: _ParallelGzip | None = None
@@ -166,7 +200,8 @@ class LayerWriter:
             self._zstd = cctx.stream_writer(self.out, closefd=False)  # type: ignore[arg-type]
 
     def write(self, data: bytes) -> int:
-        self.diff_hash.update(data)
+        if self.diff_hash is not None:
+            self.diff_hash.update(data)
         if self._gzip is not None:
             self._gzip.write(data)
         elif self._zstd is not None:
@@ -182,15 +217,32 @@ class LayerWriter:
             self._zstd.flush(1)  # FLUSH_FRAME
             self._zstd.close()
         digest, size = self.out.digest()
-        return LayerDigests("sha256:" + self.diff_hash.hexdigest(), digest, size)
+        return LayerDigests("" if self.diff_hash is None else "sha256:" + self.diff_hash.hexdigest(), digest, size)
+
+    def abort(self) -> None:
+        """Stop after a failure: the gzip threads end; nothing more is written to the sink."""
+        if self._gzip is not None:
+            self._gzip.abort()
 
 
-def compress_layer(src: BinaryIO, sink: Sink, compression: str = "gzip", level: int | None = None) -> LayerDigests:
-    """Compress all of ``src`` into ``sink``; the digests of both sides."""
-    w = LayerWriter(sink, compression, level)
-    while chunk := src.read(BLOCK):
-        w.write(chunk)
-    return w.close()
+def compress_layer(src: Source, sink: Sink, compression: str = "gzip", level: int | None = None) -> LayerDigests:
+    """Compress all of ``src`` (read in pieces of BLOCK bytes) into ``sink``; the digests of
+    both sides. ``src`` is read and hashed (the diff_id) one thread ahead, up to READ_AHEAD
+    pieces, while this thread compresses: both run outside the GIL, so with a producer on the
+    far side of a pipe the three overlap. ``src`` stays open. Raises UsageError for an unknown
+    compression or level, and what reading ``src`` or writing ``sink`` raises."""
+    w = LayerWriter(sink, compression, level, hash_input=False)
+    reader = _Prefetched(src, READ_AHEAD, hashlib.sha256())
+    try:
+        for piece in reader.pieces():
+            w.write(piece)
+        digests = w.close()
+    except BaseException:
+        w.abort()
+        raise
+    finally:
+        reader.halt()
+    return LayerDigests("sha256:" + reader.digest.hexdigest(), digests.digest, digests.size)
 
 
 def detect(head: bytes) -> str:
@@ -313,10 +365,12 @@ class _Prefetched(_Pieces):
     that decompression, hashing and file reads (all outside the GIL) overlap with a
     consumer that parses the tar and writes files. The thread starts at the first
     read (never before a fork) and ends at the end of the stream or at close();
-    its exceptions (FormatError, DigestMismatch) are raised by the read that meets them."""
+    its exceptions (FormatError, DigestMismatch) are raised by the read that meets them.
+    With ``digest`` (a hashlib object) the thread also hashes every piece it reads."""
 
-    def __init__(self, inner: "_Pieces | BinaryIO", depth: int = 4) -> None:
+    def __init__(self, inner: "_Pieces | Source", depth: int = 4, digest: Any = None) -> None:
         self.inner = inner
+        self.digest = digest
         self.queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -331,6 +385,8 @@ class _Prefetched(_Pieces):
                     src.pos = len(src.buf)
                 else:
                     piece = src.read(BLOCK)
+                if self.digest is not None and piece:
+                    self.digest.update(piece)
                 self.queue.put(piece)
                 if not piece:
                     return
@@ -353,7 +409,16 @@ class _Prefetched(_Pieces):
         self.buf, self.pos = item, 0
         return True
 
-    def close(self) -> None:
+    def pieces(self) -> Iterator[bytes]:
+        """The rest of the stream, piece by piece as read (no copy)."""
+        if self.pos < len(self.buf):
+            yield self.buf[self.pos:]
+        while self._fill():
+            self.pos = len(self.buf)
+            yield self.buf
+
+    def halt(self) -> None:
+        """End the read-ahead thread (after the read it may be in returns); ``inner`` stays open."""
         self.stop.set()
         while self.thread is not None and self.thread.is_alive():  # unblock a put on a full queue
             try:
@@ -361,6 +426,9 @@ class _Prefetched(_Pieces):
             except queue.Empty:
                 pass
             self.thread.join(0.01)
+
+    def close(self) -> None:
+        self.halt()
         self.inner.close()
 
 

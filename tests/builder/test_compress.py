@@ -174,6 +174,45 @@ def test_layer_commit_into_the_store_hashes_each_stream_once(tmp_path, counted_h
     assert d.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_store_layer_hashes_each_stream_once_and_stores_nothing_for_an_empty_tar(tmp_path, counted_hashing, kind):
+    """The commit's sink (builder/image/layerblob.py store_layer, what commit_layer hands the
+    snapshot's diff to): the tar is read and hashed a thread ahead of the compressor, the blob
+    hashed by the store's writer only; an archive without members stores nothing."""
+    import tarfile
+    from builder.image.layerblob import store_layer
+    from builder.image.store import Store
+    store = Store(tmp_path)
+    data = _mixed(compress.BLOCK, 3 * compress.BLOCK + 700)
+    counted_hashing.fed = 0
+    d, desc = store_layer(io.BytesIO(data), store, kind, None)
+    stored = store.blob_path(desc.digest).read_bytes()
+    assert counted_hashing.fed == len(data) + len(stored)
+    assert d.digest == desc.digest == "sha256:" + hashlib.sha256(stored).hexdigest() and d.size == len(stored)
+    assert d.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert compress.decompress_reader(io.BytesIO(stored)).read() == data
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w|").close()
+    assert store_layer(io.BytesIO(empty.getvalue()), store, kind, None) is None
+    assert sorted(p.name for p in (tmp_path / "blobs" / "sha256").iterdir()) == [desc.digest.split(":")[1]]
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_compress_layer_stops_its_reader_when_the_sink_fails(kind):
+    """A sink error (a full disk) ends the read-ahead thread, with its queue full, and is raised."""
+    import threading
+
+    class Full:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    before = threading.active_count()
+    src = io.BytesIO(_mixed(compress.BLOCK, 40 * compress.BLOCK))
+    with pytest.raises(OSError, match="No space left"):
+        compress.compress_layer(src, Full(), kind)
+    assert threading.active_count() == before and not src.closed
+
+
 def test_plain_sinks_still_get_the_blob_digest(counted_hashing):
     data = _payload(compress.BLOCK)
     out = io.BytesIO()
