@@ -95,6 +95,39 @@ def test_resolve_user_forms(busybox_rootfs):
         resolve_user(busybox_rootfs, "app2")
 
 
+# moby/buildkit executor/oci/user.go GetUser: ParseUIDGID fast path (parseUID: "root" or
+# strconv.ParseUint(s, 10, 32)), else vendor/github.com/moby/sys/user/user.go GetExecUser:
+# parseNumeric (strconv.Atoi, minID 0 .. maxID 1<<31-1, else ErrRange "uids and gids must be in
+# range 0-2147483647"); parseParts reads passwd/group numbers with Atoi, errors ignored (0)
+@pytest.mark.parametrize("spec,ids", [
+    ("3000000000:0", (3000000000, 0)), ("root:4294967294", (0, 4294967294)), ("2147483647", (2147483647, 0)),
+    ("+42", (42, 0)), ("042:07", (42, 7)),
+])
+def test_resolve_user_numbers_as_buildkit_reads_them(busybox_rootfs, spec, ids):
+    assert resolve_user(busybox_rootfs, spec)[:2] == ids
+
+
+@pytest.mark.parametrize("spec,limit", [
+    ("99999999999999", 2147483647), ("3000000000", 2147483647), ("-1", 2147483647), ("4294967295", 2147483647),
+    ("99999999999999:0", 2147483647), ("app:-5", 2147483647),
+    ("4294967295:0", 4294967294),  # the fast path takes it; setresuid would read it as "unchanged"
+])
+def test_resolve_user_out_of_range_is_one_clean_line(busybox_rootfs, spec, limit):
+    with pytest.raises(ContainerError) as got:
+        resolve_user(busybox_rootfs, spec)
+    assert str(got.value) == f"user {spec}: uids and gids must be in range 0-{limit}"
+
+
+def test_resolve_user_reads_odd_files_as_buildkit_does(busybox_rootfs):
+    """A non-numeric id in the image's /etc/passwd reads as 0 (parseParts ignores Atoi errors);
+    a digit that is not ASCII is a name, not a number (Atoi takes 0-9 only)."""
+    with open(busybox_rootfs / "etc" / "passwd", "a") as fh:
+        fh.write("odd:x:abc:def::/home/odd:/bin/sh\n")
+    assert resolve_user(busybox_rootfs, "odd") == (0, 0, [], "/home/odd")
+    with pytest.raises(ContainerError, match="user \u00b2 not found"):
+        resolve_user(busybox_rootfs, "\u00b2")
+
+
 def test_resolve_user_is_confined_to_the_rootfs(busybox_rootfs):
     """A /etc/passwd symlinked to the host's must resolve inside the rootfs, not read the host's."""
     (busybox_rootfs / "etc" / "passwd").unlink()

@@ -61,6 +61,23 @@ def test_what_buildkit_refuses_while_converting_is_one_line_exit_1(bale, store_w
     assert one_line(r, 1) == "bale: " + line and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_user_out_of_range_fails_its_run_in_one_line(bale, store_with_busybox, tmp_path):
+    """BuildKit fails the RUN (executor/oci/user.go GetUser -> moby/sys/user GetExecUser ErrRange),
+    not the USER: an image whose USER is never used by a RUN builds, with that User."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nUSER 99999999999999\nRUN id\n")
+    r = bale("bud", str(ctx), root=store_with_busybox, check=False)
+    assert one_line(r, 1) == "bale: Dockerfile:3: RUN: user 99999999999999: uids and gids must be in range " \
+        "0-2147483647"
+    (ctx / "Dockerfile").write_text("FROM busybox\nUSER 4294967295\nRUN id\n")  # was: ran as root
+    assert "must be in range" in one_line(bale("bud", str(ctx), root=store_with_busybox, check=False), 1)
+    (ctx / "Dockerfile").write_text("FROM busybox\nUSER 99999999999999\n")
+    bale("bud", "-t", "highuser", str(ctx), root=store_with_busybox)
+    cfg = json.loads(bale("inspect", "--type", "image", "highuser", root=store_with_busybox).stdout)
+    assert _find(cfg, "User") == "99999999999999"
+
+
 def test_stop_signal_flag_is_checked(bale, store_with_busybox):
     ctr = bale("from", "-q", "busybox", root=store_with_busybox).stdout.strip()
     r = bale("config", "--stop-signal", "bogus", ctr, root=store_with_busybox, check=False)
