@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from snapshotter import owners
 from snapshotter.errors import SnapshotError
 from snapshotter.rmtree import remove_tree
 from snapshotter.safepath import clean, container_path, mkdir_all, secure_join, short_path
@@ -25,7 +26,13 @@ from snapshotter.tarlimits import open_stream
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTRS = ("user.overlay.opaque", "user.fuseoverlayfs.opaque")
-DROPPED_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.")
+#: overlay's own xattrs, and bale's owner records (owners.py): never written to a layer, never taken from one
+DROPPED_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.", "user.bale.")
+
+
+#: file type bits of a tar entry's type (what owners.record needs to know where the record goes)
+_TAR_TYPE_MODE = {tarfile.DIRTYPE: stat.S_IFDIR, tarfile.SYMTYPE: stat.S_IFLNK, tarfile.FIFOTYPE: stat.S_IFIFO,
+                  tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK}
 
 
 @dataclass
@@ -308,7 +315,10 @@ def _set_meta(dest: Path, m: tarfile.TarInfo, chown: tuple[int, int] | None, ign
               result: ApplyResult) -> None:
     uid, gid = chown if chown is not None else (m.uid, m.gid)
     try:
-        os.lchown(short_path(dest), uid, gid)
+        if owners.recording():  # bale cannot chown here (ptrace isolation): the owner is recorded
+            owners.record(short_path(dest), uid, gid, m.mode | _TAR_TYPE_MODE.get(m.type, stat.S_IFREG))
+        else:
+            os.lchown(short_path(dest), uid, gid)
     except OSError as exc:
         why = "outside the mapped user namespace range" if exc.errno == errno.EINVAL else exc.strerror
         if not ignore_chown_errors:

@@ -4,8 +4,9 @@ Both drivers produce a list of ``Change`` (a path and whether it is a whiteout,
 an opaque directory or plain content) and hand it to ``write_tar``, which
 emits entries sorted by path, every emitted path's ancestors too, hardlinks
 kept (never for whiteout inodes), xattrs as PAX SCHILY.xattr records minus
-overlay's own, ids as seen, and mtimes clamped to SOURCE_DATE_EPOCH when
-asked, so the same change set gives the same bytes from either driver.
+overlay's own, ids as seen (the recorded ones where owners.py records them),
+and mtimes clamped to SOURCE_DATE_EPOCH when asked, so the same change set
+gives the same bytes from either driver.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Collection, Iterable
 
+from snapshotter import owners
 from snapshotter.apply import DROPPED_XATTR_PREFIXES, OPAQUE, WHITEOUT_PREFIX
 from snapshotter.safepath import short_path
 from snapshotter.tarwriter import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, TarStream, tar_header
@@ -79,7 +81,8 @@ def filter_sandbox_paths(changes: list[Change], root: Path, ignore_if_empty: Col
         except FileNotFoundError:
             continue
         old = before(c.path)
-        if old is None or old == (st.st_mode, st.st_uid, st.st_gid):
+        uid, gid = owners.owner_of(host, st) if owners.recording() else (st.st_uid, st.st_gid)
+        if old is None or old == (st.st_mode, uid, gid):
             dropped.add(c.path)
     return [c for c in kept if c.path not in dropped]
 
@@ -116,22 +119,24 @@ def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_da
             continue
         type_, linkname, devmajor, devminor, pax = fields
         mode, mtime = stat.S_IMODE(st.st_mode), _clamp(st.st_mtime, source_date_epoch)
+        # bale's uid owns every file on disk where owners are recorded (ptrace isolation): the record goes in
+        uid, gid = owners.owner_of(host, st) if owners.recording() else (st.st_uid, st.st_gid)
         if type_ == REGTYPE and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             if key in links:
-                tw.add(tar_header(name, LNKTYPE, mode, st.st_uid, st.st_gid, mtime, linkname=links[key], pax=pax))
+                tw.add(tar_header(name, LNKTYPE, mode, uid, gid, mtime, linkname=links[key], pax=pax))
                 count += 1
                 continue
             links[key] = name
         if type_ == REGTYPE:
-            header = tar_header(name, REGTYPE, mode, st.st_uid, st.st_gid, mtime, size=st.st_size, pax=pax)
+            header = tar_header(name, REGTYPE, mode, uid, gid, mtime, size=st.st_size, pax=pax)
             fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
                 tw.add_file(header, fd, st.st_size, path)
             finally:
                 os.close(fd)
         else:
-            tw.add(tar_header(name, type_, mode, st.st_uid, st.st_gid, mtime, linkname=linkname,
+            tw.add(tar_header(name, type_, mode, uid, gid, mtime, linkname=linkname,
                               devmajor=devmajor, devminor=devminor, pax=pax))
         count += 1
         if c.kind == "opaque":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Collection
 
-from snapshotter import syscalls
+from snapshotter import owners, syscalls
 from snapshotter.apply import OPAQUE_XATTRS, _remove, apply_tar
 from snapshotter.diff import Change, filter_sandbox_paths, write_tar
 from snapshotter.errors import SnapshotError
@@ -475,6 +475,7 @@ def _scan(rootfs: Path) -> dict[str, list[Any]]:
     generation: ext4 hands a deleted directory's inode number to the next mkdir, so the
     number alone cannot tell "replaced" from "modified"; the handle can."""
     out: dict[str, list[Any]] = {}
+    recording = owners.recording()  # owners are records, not the disk's (ptrace isolation)
     for dirpath, dirnames, filenames in walk(rootfs):  # fd-based: trees deeper than PATH_MAX
         rel = os.path.relpath(dirpath, rootfs)
         base = "" if rel == "." else "/" + rel
@@ -483,7 +484,8 @@ def _scan(rootfs: Path) -> dict[str, list[Any]]:
             st = os.lstat(host)
             link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
             handle = syscalls.file_handle(host) if stat.S_ISDIR(st.st_mode) else None
-            out[f"{base}/{name}"] = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            uid, gid = owners.owner_of(host, st) if recording else (st.st_uid, st.st_gid)
+            out[f"{base}/{name}"] = [st.st_mode, uid, gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                                      st.st_ino, st.st_rdev, link, handle]
     return out
 

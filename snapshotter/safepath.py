@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from snapshotter import owners
 from snapshotter.errors import SnapshotError
 
 MAX_LINKS = 255
@@ -92,7 +93,10 @@ def mkdir_all(root: Path | str, path: str, *, mode: int = 0o755, owner: tuple[in
             in_the_way(cur, cpath)
         os.mkdir(short_path(cur), 0o700)
         if owner is not None:
-            os.lchown(short_path(cur), *owner)
+            if owners.recording():  # bale cannot chown here (ptrace isolation): recorded
+                owners.record(short_path(cur), *owner)
+            else:
+                os.lchown(short_path(cur), *owner)
         os.chmod(short_path(cur), mode)
         created.append(cpath)
     return created

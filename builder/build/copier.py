@@ -33,6 +33,7 @@ from builder.build import gomatch
 from builder.build.tarstream import TarWriter
 from builder.errors import BuildError, UsageError
 from builder.sandbox.users import _read_db
+from snapshotter import owners
 from snapshotter.safepath import reach, secure_join
 from snapshotter.tarlimits import open_stream
 
@@ -326,7 +327,8 @@ def _xattr_headers(host: str) -> dict[str, str]:
     except OSError:
         return out
     for name in sorted(names):
-        if name.startswith(("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "security.selinux")):
+        if name.startswith(("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.bale.",
+                           "security.selinux")):
             continue
         try:
             value = os.getxattr(host, name, follow_symlinks=False)
@@ -372,6 +374,8 @@ class _TarOut:
             return
         if not keep_owner:
             ti.uid = ti.gid = 0
+        elif owners.recording():  # another stage's files are bale's on disk: their recorded owners
+            ti.uid, ti.gid = owners.owner_of(str(host), os.lstat(host))
         ti.uname = ti.gname = ""
         if mtime is not None:
             ti.mtime = int(mtime)

@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from builder.errors import StoreError, UsageError
+from builder.sandbox import ptrace
 from builder.sandbox.userns import UserNamespace
 from snapshotter import syscalls as sc
 from snapshotter.drivers import probe_overlay
 
-PROBE_VERSION = 4
+PROBE_VERSION = 5
 
 
 @dataclass
@@ -41,6 +42,10 @@ class Capabilities:
     hostname_error: str | None = None
     #: newuidmap/newgidmap refused (no_new_privs...): the single-id mapping is used
     mapping_error: str | None = None
+    #: the ptrace isolation works (proot, Landlock ABI >= 6, seccomp user notification; non-root
+    #: only), else why not
+    ptrace: bool = False
+    ptrace_error: str | None = None
 
 
 def _try_fresh_proc() -> bool:
@@ -155,9 +160,11 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
                     uerr = None
             except Exception as exc:  # noqa: BLE001
                 uerr = str(exc)
+    perr = "bale runs as root (chroot isolation is used where namespaces are refused)" if is_root else \
+        ptrace.unavailable()
     caps = Capabilities(is_root, userns, uerr, full, mounts, merr, overlay, oerr,
                         bool(shutil.which("fuse-overlayfs")) and os.access("/dev/fuse", os.R_OK | os.W_OK),
-                        fresh_proc, root_userns, rerr, herr, maperr)
+                        fresh_proc, root_userns, rerr, herr, maperr, perr is None, perr)
     try:
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "caps": asdict(caps)}))
@@ -174,7 +181,10 @@ def refusals(caps: Capabilities) -> list[str]:
         out.append(f"mount namespace as root (unshare(CLONE_NEWNS)/mount: {caps.root_error})"
                    + (" -> a user namespace mapping 0..65535 onto itself" if caps.root_userns else ""))
     if caps.userns_error:
-        out.append(f"user namespace (unshare(CLONE_NEWUSER): {caps.userns_error}) -> chroot isolation")
+        instead = "chroot isolation" if caps.is_root else ("ptrace isolation" if caps.ptrace else "no RUN")
+        out.append(f"user namespace (unshare(CLONE_NEWUSER): {caps.userns_error}) -> {instead}")
+    if caps.userns_error and not caps.is_root and not caps.ptrace:
+        out.append(f"ptrace isolation ({caps.ptrace_error})")
     if caps.mapping_error:
         out.append(f"id mapping ({caps.mapping_error}) -> single-id mapping")
     if caps.mounts_error and not caps.mounts:
@@ -191,16 +201,30 @@ def refusals(caps: Capabilities) -> list[str]:
 
 
 def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tuple[str, str, str | None]:
-    """(isolation, driver, notice): rootless+overlay where possible, else chroot+native with a notice."""
+    """(isolation, driver, notice): rootless+overlay where possible, else chroot+native with a notice
+    (root), else ptrace+native (non-root: a restricted pod). UsageError when nothing can run a RUN
+    safely here or the isolation asked for is not available."""
     notice = None
     namespaces_ok = caps.mounts and (caps.userns or caps.is_root)
-    if not namespaces_ok and not caps.is_root and isolation in (None, "chroot"):
-        # a restricted pod (non-root, no user namespaces, no chroot): nothing can isolate a RUN, and
-        # layers cannot keep their owners; refuse before anything starts, in one line
-        raise UsageError(f"cannot build here as uid {os.getuid()}: user namespaces are refused "
-                         f"({caps.userns_error or caps.mounts_error}) and chroot isolation needs root; run bale "
-                         "as root in this container, or allow user namespaces (a seccomp profile permitting "
-                         "unshare, or Unconfined)")
+    if isolation == "ptrace" and not caps.ptrace:
+        raise UsageError(f"--isolation ptrace: not available here ({caps.ptrace_error})")
+    if not namespaces_ok and not caps.is_root and isolation in (None, "chroot", "ptrace"):
+        # a restricted pod (non-root, no user namespaces, no chroot): proot under Landlock, owners
+        # recorded by bale (sandbox/ptrace.py); where that does not work either, refuse before
+        # anything starts, in one line
+        if not caps.ptrace:
+            raise UsageError(f"cannot build here as uid {os.getuid()}: user namespaces are refused "
+                             f"({caps.userns_error or caps.mounts_error}), chroot isolation needs root, and "
+                             f"ptrace isolation is not available ({caps.ptrace_error}); run bale as root in this "
+                             "container, or allow user namespaces (a seccomp profile permitting unshare, or "
+                             "Unconfined)")
+        if isolation == "chroot":
+            notice = (f"--isolation chroot needs root; as uid {os.getuid()} the strongest isolation that works "
+                      "here is used: ptrace (proot under Landlock)")
+        elif isolation is None:
+            notice = (f"user namespaces unavailable ({caps.userns_error or caps.mounts_error}): using ptrace "
+                      "isolation (proot under Landlock) with the native driver")
+        isolation = "ptrace"
     if isolation is None:
         if namespaces_ok:
             isolation = "rootless"
@@ -220,7 +244,7 @@ def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tup
         notice = (f"--isolation chroot needs root; as uid {os.getuid()} the strongest isolation that works here "
                   "is used: rootless (user namespace)")
     if driver is None:
-        if isolation == "chroot":
+        if isolation in ("chroot", "ptrace"):
             driver = "native"
         elif caps.overlay:
             driver = "overlay"
@@ -228,6 +252,6 @@ def choose(caps: Capabilities, isolation: str | None, driver: str | None) -> tup
             driver = "fuse-overlayfs"
         else:
             driver = "native"
-    if isolation == "chroot" and driver != "native":
-        raise UsageError(f"--storage-driver {driver} needs mounts; chroot isolation uses the native driver")
+    if isolation in ("chroot", "ptrace") and driver != "native":
+        raise UsageError(f"--storage-driver {driver} needs mounts; {isolation} isolation uses the native driver")
     return isolation, driver, notice

@@ -18,10 +18,13 @@ from builder.sandbox import kernel
 from builder.sandbox.chroot import NOTE, run_chroot
 from builder.sandbox.idmap import identity_idmap
 from builder.sandbox.probe import choose, probe
+from builder.sandbox.ptrace import NOTE as PTRACE_NOTE
+from builder.sandbox.ptrace import run_ptrace
 from builder.sandbox.runtime import run_oci
 from builder.sandbox.userns import UserNamespace
 from builder.sandbox.wire import plain
 from builder.workspace.gc import recover_once
+from snapshotter import owners
 
 T = TypeVar("T")
 log = logging.getLogger("bale")
@@ -51,6 +54,9 @@ class Runtime:
             log.warning(notice)
         if self.isolation == "chroot":
             _note_once(NOTE)
+        if self.isolation == "ptrace":  # bale's uid owns every file: owners are recorded instead
+            _note_once(PTRACE_NOTE)
+            owners.enable()
         if self.isolation in ("rootless", "oci") and caps.hostname_error:
             _note_once(f"sethostname is refused here ({caps.hostname_error}): RUN keeps the outer hostname")
         if self.isolation == "rootless" and not caps.fresh_proc:
@@ -74,7 +80,7 @@ class Runtime:
         come back as lists): it crosses back from the namespace child as JSON (sandbox/wire.py), and
         is normalised the same way in chroot isolation so callers see one shape.
         ``close``: (fd, inode) of pipe ends the forked child must not keep (see pipe_end)."""
-        if self.isolation == "chroot":  # mounts and namespaces may be forbidden: plain call
+        if self.isolation in ("chroot", "ptrace"):  # mounts and namespaces may be forbidden: plain call
             return plain(fn(*args))
         return self.userns().call(fn, *args, _close=close)
 
@@ -83,6 +89,11 @@ class Runtime:
         if self.isolation == "chroot":
             with kernel.undumpable():
                 return run_chroot(spec, provider)
+        if self.isolation == "ptrace":
+            tmp_root = self.store_root / "tmp" / lease_for(self.store_root).id
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            with kernel.undumpable():
+                return run_ptrace(spec, provider, str(tmp_root))
         if self.isolation == "oci":
             tmp_root = self.store_root / "tmp" / lease_for(self.store_root).id
             tmp_root.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 #: snapshot driver names; ``vfs`` is accepted as buildah's name for the copy-based driver
 DRIVERS = ("overlay", "fuse-overlayfs", "native")
-#: isolation names (buildah's ``--isolation``; ``rootless`` is bale's user-namespace sandbox)
-ISOLATIONS = ("rootless", "chroot", "oci")
+#: isolation names (buildah's ``--isolation``; ``rootless`` is bale's user-namespace sandbox, ``ptrace``
+#: proot under Landlock for restricted pods: builder/sandbox/ptrace.py)
+ISOLATIONS = ("rootless", "chroot", "oci", "ptrace")
 
 
 class Workspace:

@@ -49,11 +49,27 @@ def test_choose_the_strongest_isolation_for_any_user():
     pod is refused before anything runs; bale info's refusals name the call and the fallback."""
     iso, drv, notice = choose(caps(), "chroot", None)
     assert (iso, drv) == ("rootless", "overlay") and "strongest isolation that works here" in notice
-    restricted = caps(userns=False, userns_error="unshare: Operation not permitted", mounts=False)
-    for asked in (None, "chroot"):
-        with pytest.raises(UsageError, match=r"^cannot build here as uid \d+: user namespaces are refused "
-                                             r"\(unshare: Operation not permitted\) and chroot isolation needs root"):
+    restricted = caps(userns=False, userns_error="unshare: Operation not permitted", mounts=False,
+                      ptrace_error="proot is not installed")
+    for asked in (None, "chroot", "ptrace"):
+        with pytest.raises(UsageError, match=r"^(cannot build here as uid \d+: user namespaces are refused "
+                                             r"\(unshare: Operation not permitted\), chroot isolation needs root, "
+                                             r"and ptrace isolation is not available \(proot is not installed\)|"
+                                             r"--isolation ptrace: not available here \(proot is not installed\))"):
             choose(restricted, asked, None)
+    assert any(l == "ptrace isolation (proot is not installed)" for l in refusals(restricted))
+    # the restricted pod where proot and Landlock work: the ptrace isolation, said once, native driver
+    restricted_ptrace = caps(userns=False, userns_error="unshare: Operation not permitted", mounts=False,
+                             ptrace=True)
+    iso, drv, notice = choose(restricted_ptrace, None, None)
+    assert (iso, drv) == ("ptrace", "native") and "using ptrace isolation" in notice
+    iso, drv, notice = choose(restricted_ptrace, "chroot", None)
+    assert (iso, drv) == ("ptrace", "native") and "strongest isolation that works here is used: ptrace" in notice
+    assert choose(restricted_ptrace, "ptrace", None) == ("ptrace", "native", None)
+    with pytest.raises(UsageError, match="ptrace isolation uses the native driver"):
+        choose(restricted_ptrace, "ptrace", "overlay")
+    assert choose(caps(ptrace=True), "ptrace", None) == ("ptrace", "native", None)  # forced on a host
+    assert any(l.endswith("-> ptrace isolation") for l in refusals(restricted_ptrace))
     pod_root = caps(is_root=True, userns=True, root_userns=True, root_error="unshare: Operation not permitted",
                     hostname_error="Operation not permitted", mapping_error=None, fresh_proc=False)
     assert choose(pod_root, None, None)[:2] == ("rootless", "overlay")

@@ -110,6 +110,8 @@ SETUPS = {
     "chroot-as-root": ("root", [], [], "chroot"),
     # root without CAP_SYS_ADMIN (a pod's root): a user namespace over its own ids before chroot
     "root-without-sys-admin": ("root", NO_SYS_ADMIN, [], None),
+    # the restricted pod's isolation (proot under Landlock, owners recorded), forced on the host
+    "ptrace": ("baletest", [], [], "ptrace"),
 }
 
 
@@ -137,7 +139,7 @@ def test_hostile_runs_hold(setup, unprivileged_user, user_tmp, busybox_layout, h
     base = user_tmp / "h"
     base.mkdir()
     ctx, outside, token = _setup(base, hostile_bin, (u.uid, u.gid) if who != "root" else None,
-                                 with_bind=isolation != "chroot" or who != "root")
+                                 with_bind=not (isolation == "chroot" and who == "root") and isolation != "ptrace")
     env = {"BALE_TEST_TOKEN": token, "CI_JOB_TOKEN": token}
     if who == "root":
         env.update({"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -159,6 +161,9 @@ def test_hostile_runs_hold(setup, unprivileged_user, user_tmp, busybox_layout, h
     if setup == "rootless-masked-proc":
         assert "proc=minimal" in lines and "fresh /proc:     no" in info, r.stdout
         assert any("no fresh /proc can be mounted here" in l for l in lines)
+    elif setup == "ptrace":
+        assert "proc=minimal" in lines, r.stdout
+        assert any("ptrace isolation: RUN runs under proot inside a Landlock domain" in l for l in lines), r.stderr
     elif setup == "chroot-as-root":
         assert "proc=none" in lines and any("the RUN gets no /proc" in l for l in lines)
     else:

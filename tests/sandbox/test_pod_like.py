@@ -1,9 +1,13 @@
 """Pod-like restrictions made on this host with a seccomp filter installed before bale starts
-(seccomp_wrap.py), as the unprivileged user: a restricted pod (no_new_privs, no unshare, no mount:
-what containerd's RuntimeDefault leaves a non-root process) is refused before any step with one line,
-and `bale info` names what is refused; a profile that refuses sethostname only costs the hostname."""
+(seccomp_wrap.py), as the unprivileged user. A restricted pod (no_new_privs, no unshare, no mount:
+what containerd's RuntimeDefault leaves a non-root process) builds with the ptrace isolation (proot
+under Landlock, owners recorded): a Dockerfile whose RUN steps chown, chmod, write and delete gives
+the digest of root's build on the host; where Landlock is missing as well it is refused before any
+step with one line, and `bale info` names what is refused; a profile that refuses sethostname only
+costs the hostname."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,12 +17,19 @@ import pytest
 
 pytestmark = [pytest.mark.slow]
 WRAP = Path(__file__).with_name("seccomp_wrap.py")
+EPOCH = "1700000000"
+DOCKERFILE = """FROM busybox
+RUN echo data > /data && chown 42:43 /data && mkdir -p /d/e && echo f > /d/e/f && chown -R 7:8 /d
+RUN rm -rf /home && rm /data && echo again > /data2 && chmod 4755 /data2 && ln -s data2 /link
+RUN echo x > /x && chmod 4755 /x && chown 5:6 /x && chown -h 9:9 /link && mkdir /e && chmod 0700 /e \\
+    && chown 11:12 /e && touch /e/f && chown -R 13:12 /e && ls -ln / > /dev/null
+"""
 
 
 def _bale_under(mode: str, u, store: Path, *args: str) -> subprocess.CompletedProcess:
     from tests.fixtures.users import REPO
     cmd = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-           u.python, "-m", "builder.cli.main", "--root", str(store), *args]
+           f"SOURCE_DATE_EPOCH={EPOCH}", u.python, "-m", "builder.cli.main", "--root", str(store), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, str(WRAP), mode, *cmd], capture_output=True, text=True, env=env,
                           timeout=300, cwd="/tmp")
@@ -29,24 +40,73 @@ def store(unprivileged_user, user_tmp, busybox_layout) -> Path:
     return unprivileged_user.busybox_store(user_tmp, busybox_layout)
 
 
-def test_restricted_pod_is_refused_before_any_step(unprivileged_user, user_tmp, store):
+def _layout_digest(layout: Path) -> str:
+    manifests = json.loads((layout / "index.json").read_text())["manifests"]
+    assert len(manifests) == 1, manifests
+    return str(manifests[0]["digest"])
+
+
+def _root_build(base: Path, busybox_layout: Path, dockerfile: str) -> str:
+    """``dockerfile`` built by root on the host (a user namespace-free build that can chown):
+    the manifest digest of its OCI layout."""
+    from tests.fixtures.users import REPO
+    ctx = base / "ctx"
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
+
+    def bale(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(base / "store"), *args],
+                              capture_output=True, text=True, env=env, timeout=600, cwd="/tmp")
+    image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
+    assert bale("tag", image, "busybox").returncode == 0
+    r = bale("bud", "-t", f"oci:{base}/out:t", str(ctx))
+    assert r.returncode == 0, r.stderr
+    return _layout_digest(base / "out")
+
+
+def test_restricted_pod_builds_with_ptrace_isolation_and_root_s_digest(unprivileged_user, user_tmp, store,
+                                                                      busybox_layout, tmp_path):
+    """The issue's "Done when" for the restricted pod, on this host: uid 1000-style (no user namespace,
+    no mount, no_new_privs), RUN steps that chown (files, a symlink with -h, recursively), chmod (set-uid
+    cleared by a later chown, as the kernel does), write and delete give the digest of root's build."""
+    u = unprivileged_user
+    reference = _root_build(tmp_path / "root", busybox_layout, DOCKERFILE)
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    os.chown(ctx, u.uid, u.gid)
+    os.chown(ctx / "Dockerfile", u.uid, u.gid)
+    (store / "probe.json").unlink(missing_ok=True)
+    info = _bale_under("restricted", u, store, "info")
+    assert "isolation:       ptrace" in info.stdout, info.stdout + info.stderr
+    r = _bale_under("restricted", u, store, "bud", "-t", f"oci:{user_tmp}/out:t", str(ctx))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "using ptrace isolation (proot under Landlock)" in r.stderr, r.stderr
+    assert _layout_digest(user_tmp / "out") == reference
+
+
+def test_restricted_pod_without_landlock_is_refused_before_any_step(unprivileged_user, user_tmp, store):
     u = unprivileged_user
     ctx = user_tmp / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo ran > /ran\n")
     os.chown(ctx, u.uid, u.gid)
     (store / "probe.json").unlink(missing_ok=True)
-    r = _bale_under("restricted", u, store, "bud", "-t", "x", str(ctx))
+    r = _bale_under("restricted-no-landlock", u, store, "bud", "-t", "x", str(ctx))
     assert r.returncode == 2, r.stderr
+    release = os.uname().release
     assert r.stderr.splitlines() == [
         f"bale: cannot build here as uid {u.uid}: user namespaces are refused (_try_mounts: unshare: Operation "
-        "not permitted) and chroot isolation needs root; run bale as root in this container, or allow user "
-        "namespaces (a seccomp profile permitting unshare, or Unconfined)"], r.stderr
-    info = _bale_under("restricted", u, store, "info")
+        "not permitted), chroot isolation needs root, and ptrace isolation is not available (Landlock ABI 0 "
+        f"(kernel {release}): ABI 6 (Linux 6.12) with Landlock enabled is needed); run bale as root in this "
+        "container, or allow user namespaces (a seccomp profile permitting unshare, or Unconfined)"], r.stderr
+    info = _bale_under("restricted-no-landlock", u, store, "info")
     assert info.returncode == 0, info.stderr
     assert "isolation:       none" in info.stdout
     assert "refused:         user namespace (unshare(CLONE_NEWUSER): _try_mounts: unshare: Operation not " \
-           "permitted)" in info.stdout
+           "permitted) -> no RUN" in info.stdout
+    assert "refused:         ptrace isolation (Landlock ABI 0" in info.stdout
 
 
 def test_sethostname_refused_keeps_the_outer_hostname(unprivileged_user, user_tmp, store):

@@ -147,7 +147,7 @@ def _layers_default() -> bool:
 @click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to RUN's /etc/hosts.")
 @click.option("--network", "--net", "network", default="host", show_default=True,
               help="host, none, or default/private (= host; bale has no network namespace of its own).")
-@click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci"]), default=None,
+@click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci", "ptrace"]), default=None,
               envvar="BUILDAH_ISOLATION")
 @click.option("--runtime", default=None, envvar="BALE_RUNTIME", help="OCI runtime for --isolation oci.")
 @click.option("--rm/--no-rm", "remove_intermediate", default=True, help="Remove intermediate containers.")

@@ -21,7 +21,7 @@ def _isolation(f: Any) -> Any:
     """--isolation, and --runtime for the oci isolation (runc, crun or a path)."""
     f = click.option("--runtime", default=None, envvar="BALE_RUNTIME", callback=_set_runtime, expose_value=False,
                      help="OCI runtime for --isolation oci (default runc, then crun).")(f)
-    return click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci"]), default=None,
+    return click.option("--isolation", type=click.Choice(["rootless", "chroot", "oci", "ptrace"]), default=None,
                         envvar="BUILDAH_ISOLATION", help="How RUN is isolated (default: probed).")(f)
 
 

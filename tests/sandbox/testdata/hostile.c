@@ -29,6 +29,21 @@ static void try_read(const char *what, const char *path, const char *needle) {
     else printf("held %s: read something else\n", what);
 }
 
+/* openat2(2): a call proot 5.1 does not translate, so under the ptrace isolation it names the
+ * pod's own file system; only the filter (ENOSYS) and Landlock stand in the way */
+static void try_openat2(const char *planted, const char *needle) {
+    unsigned long long how[3] = {O_RDONLY, 0, 0};  /* struct open_how: flags, mode, resolve */
+    char buf[4096];
+    long fd = syscall(437, AT_FDCWD, planted, how, sizeof how);
+    if (fd < 0) { held("openat2"); return; }
+    ssize_t n = read((int)fd, buf, sizeof buf - 1);
+    close((int)fd);
+    if (n < 0) { held("openat2"); return; }
+    buf[n] = 0;
+    if (!needle || strstr(buf, needle)) printf("ESCAPED openat2: %s\n", planted);
+    else printf("held openat2: read something else\n");
+}
+
 /* mkdir x; chroot x; chdir .. x64; chroot . : the classic escape from a chroot (not from pivot_root) */
 static void chroot_twice(const char *planted, const char *needle) {
     mkdir("/.hostile-x", 0755);
@@ -70,6 +85,7 @@ int main(int argc, char **argv) {
         kill(child, SIGKILL);
         waitpid(child, NULL, 0);
     }
+    try_openat2(planted, needle);
     chroot_twice(planted, needle);
     return 0;
 }

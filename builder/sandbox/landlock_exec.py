@@ -1,0 +1,156 @@
+"""A tiny static x86_64 program, written here byte by byte, that restricts itself with a Landlock
+ruleset and execs its first argument: the RUN's first process under proot (ptrace.py).
+
+Why a program of its own: proot and the RUN's processes share the Landlock domain that bale
+gives proot, and proot (Debian's 5.1) must write in the host's /tmp (its temporary files have
+that path built in). The RUN must reach neither /tmp nor proot: this program, exec'd by proot
+as the RUN's first process, adds a nested domain holding only the RUN's own paths (named as the
+RUN sees them: proot translates the opens) with the signal and abstract-socket scopes, so the
+RUN can neither signal nor ptrace proot (outside its domain), nor open anything of /tmp, even
+through a system call proot does not translate. It needs no libc and no file of the image.
+
+Layout: one read-write-execute PT_LOAD segment at 0x400000 holding the ELF header, the code and
+the data (the ruleset attribute, one landlock_path_beneath_attr and one path per rule, the error
+message). Code, in order: landlock_create_ruleset; per rule open(path, O_PATH|O_CLOEXEC) (a
+missing path is skipped) and landlock_add_rule; landlock_restrict_self; execve of the command
+and environment held in the data (so proot itself runs with an environment of bale's, and the
+RUN's ENV, LD_PRELOAD or PROOT_* included, reaches the RUN only). Any failure writes one line to
+stderr and exits 126.
+"""
+from __future__ import annotations
+
+import struct
+
+BASE = 0x400000
+EHDR, PHDR = 64, 56
+O_PATH_CLOEXEC = 0x200000 | 0x80000
+SYS_OPEN, SYS_WRITE, SYS_GETPID, SYS_EXECVE, SYS_EXIT_GROUP = 2, 1, 39, 59, 231
+SYS_CREATE, SYS_ADD_RULE, SYS_RESTRICT = 444, 445, 446
+MESSAGE = b"bale: cannot restrict the RUN with Landlock\n"
+
+
+class _Asm:
+    """Just enough of an x86_64 assembler: bytes, with rip-relative fix-ups to data labels and
+    32-bit jumps to code labels resolved at the end."""
+
+    def __init__(self) -> None:
+        self.code = bytearray()
+        self.fix_data: list[tuple[int, str]] = []  # (offset of disp32, data label)
+        self.fix_code: list[tuple[int, str]] = []
+        self.labels: dict[str, int] = {}
+
+    def emit(self, raw: bytes) -> None:
+        self.code += raw
+
+    def rip(self, prefix: bytes, label: str) -> None:
+        """An instruction ending in a rip-relative disp32 to data ``label``."""
+        self.code += prefix
+        self.fix_data.append((len(self.code), label))
+        self.code += b"\0\0\0\0"
+
+    def jump(self, opcode: bytes, label: str) -> None:
+        self.code += opcode
+        self.fix_code.append((len(self.code), label))
+        self.code += b"\0\0\0\0"
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def syscall_nr(self, nr: int) -> None:
+        self.emit(b"\xb8" + struct.pack("<I", nr) + b"\x0f\x05")  # mov eax, nr; syscall
+
+    def check(self, on_negative: str) -> None:
+        self.emit(b"\x48\x85\xc0")  # test rax, rax
+        self.jump(b"\x0f\x88", on_negative)  # js
+
+
+def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: bytes, argv: list[bytes],
+          envp: list[bytes]) -> bytes:
+    """The program for ``rules`` ((path as the RUN names it, Landlock rights); a directory's rights
+    hold beneath it) with ``handled_fs`` handled and the ``scoped`` flags, then exec'ing ``argv``
+    at ``path`` (as the RUN names it) with the environment ``envp`` (b"NAME=value"),
+    both held in the program itself: ELF bytes. ValueError for an empty argv or a NUL byte."""
+    if not argv or any(b"\0" in s for s in [path, *argv, *envp]):
+        raise ValueError("argv and environment must be non-empty strings without NUL bytes")
+    a = _Asm()
+    data = bytearray()
+    places: dict[str, int] = {}
+    pointers: list[tuple[int, str]] = []  # (offset in data of a u64, label it points to)
+
+    def put(label: str, raw: bytes, align: int = 8) -> None:
+        while len(data) % align:
+            data.append(0)
+        places[label] = len(data)
+        data.extend(raw)
+
+    put("attr", struct.pack("<QQQ", handled_fs, 0, scoped))
+    put("msg", MESSAGE)
+    # a first harmless call: proot may still be finishing the execve when the program starts
+    a.syscall_nr(SYS_GETPID)
+    # landlock_create_ruleset(&attr, 24, 0) -> r12
+    a.rip(b"\x48\x8d\x3d", "attr")  # lea rdi, [rip+attr]
+    a.emit(b"\xbe" + struct.pack("<I", 24))  # mov esi, 24
+    a.emit(b"\x31\xd2")  # xor edx, edx
+    a.syscall_nr(SYS_CREATE)
+    a.check("fail")
+    a.emit(b"\x49\x89\xc4")  # mov r12, rax
+    for i, (rule_path, rights) in enumerate(rules):
+        put(f"path{i}", rule_path.encode() + b"\0", 1)
+        put(f"rule{i}", struct.pack("<Qi", rights, -1), 8)
+        # fd = open(path, O_PATH|O_CLOEXEC); a missing path is skipped
+        a.rip(b"\x48\x8d\x3d", f"path{i}")  # lea rdi, [rip+path]
+        a.emit(b"\xbe" + struct.pack("<I", O_PATH_CLOEXEC))  # mov esi, flags
+        a.emit(b"\x31\xd2")  # xor edx, edx
+        a.syscall_nr(SYS_OPEN)
+        a.check(f"skip{i}")
+        a.rip(b"\x89\x05", f"rule{i}+8")  # mov [rip+rule.parent_fd], eax
+        # landlock_add_rule(r12, LANDLOCK_RULE_PATH_BENEATH, &rule, 0)
+        a.emit(b"\x4c\x89\xe7")  # mov rdi, r12
+        a.emit(b"\xbe\x01\x00\x00\x00")  # mov esi, 1
+        a.rip(b"\x48\x8d\x15", f"rule{i}")  # lea rdx, [rip+rule]
+        a.emit(b"\x45\x31\xd2")  # xor r10d, r10d
+        a.syscall_nr(SYS_ADD_RULE)
+        a.check("fail")
+        a.label(f"skip{i}")
+    # landlock_restrict_self(r12, 0)
+    a.emit(b"\x4c\x89\xe7")  # mov rdi, r12
+    a.emit(b"\x31\xf6")  # xor esi, esi
+    a.syscall_nr(SYS_RESTRICT)
+    a.check("fail")
+    # execve(path, argv, envp), all in the data
+    for kind, strings in (("arg", argv), ("env", envp)):
+        for i, raw in enumerate(strings):
+            put(f"{kind}{i}", raw + b"\0", 1)
+        put(f"{kind}v", b"\0" * 8 * (len(strings) + 1))
+        for i in range(len(strings)):
+            pointers.append((places[f"{kind}v"] + 8 * i, f"{kind}{i}"))
+    put("exe", path + b"\0", 1)
+    a.rip(b"\x48\x8d\x3d", "exe")  # lea rdi, [rip+exe]
+    a.rip(b"\x48\x8d\x35", "argv")  # lea rsi, [rip+argv]
+    a.rip(b"\x48\x8d\x15", "envv")  # lea rdx, [rip+envv]
+    a.syscall_nr(SYS_EXECVE)
+    a.label("fail")
+    a.emit(b"\xbf\x02\x00\x00\x00")  # mov edi, 2
+    a.rip(b"\x48\x8d\x35", "msg")  # lea rsi, [rip+msg]
+    a.emit(b"\xba" + struct.pack("<I", len(MESSAGE)))  # mov edx, len
+    a.syscall_nr(SYS_WRITE)
+    a.emit(b"\xbf\x7e\x00\x00\x00")  # mov edi, 126
+    a.syscall_nr(SYS_EXIT_GROUP)
+
+    code_off = EHDR + PHDR
+    data_off = code_off + len(a.code)
+    data_off += (-data_off) % 16
+    for at, name in a.fix_code:
+        struct.pack_into("<i", a.code, at, a.labels[name] - (at + 4))
+    for at, ref in a.fix_data:
+        name, _, extra = ref.partition("+")
+        target = data_off + places[name] + int(extra or 0)
+        struct.pack_into("<i", a.code, at, target - (code_off + at + 4))
+    for at, name in pointers:
+        struct.pack_into("<Q", data, at, BASE + data_off + places[name])
+    body = bytes(a.code) + b"\0" * (data_off - code_off - len(a.code)) + bytes(data)
+    size = code_off + len(body)
+    ehdr = (b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+            + struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, BASE + code_off, EHDR, 0, 0, EHDR, PHDR, 1, 0, 0, 0))
+    phdr = struct.pack("<IIQQQQQQ", 1, 7, 0, BASE, BASE, size, size, 0x1000)
+    return ehdr + phdr + body

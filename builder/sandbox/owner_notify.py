@@ -1,0 +1,264 @@
+"""bale's side of the ptrace isolation's user notifications (ptrace_filter.NOTIFIED): the RUN's
+chown, fchown, lchown and fchownat calls are answered by recording the owner
+(snapshotter/owners.py) on the file inside the rootfs, never by changing it; its calls setting
+or removing extended attributes are carried out here, refusing the ``user.bale.`` names that
+hold the records (a RUN running as a non-root USER could otherwise claim root's files).
+
+Safe against a RUN that races: the arguments are read once from its memory (/proc/PID/mem,
+checked still valid with SECCOMP_IOCTL_NOTIF_ID_VALID), and the path is resolved here, inside
+the rootfs with chroot semantics (safepath.secure_join), from the RUN's cwd or dirfd read from
+/proc/PID (which must lie inside the rootfs). Whatever the RUN changes meanwhile can only point
+this at another file of its own rootfs. The kernel never runs these calls for the RUN.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import select
+import stat
+import threading
+
+from builder.sandbox.ptrace_filter import NR_NAMES
+from snapshotter import owners
+from snapshotter.safepath import secure_join
+
+IOCTL_RECV = 0xC0502100
+IOCTL_SEND = 0xC0182101
+IOCTL_ID_VALID = 0x40082102
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+PATH_MAX = 4096
+XATTR_VALUE_MAX = 65536
+RESERVED = "user.bale."
+
+
+class _Data(ctypes.Structure):
+    _fields_ = [("nr", ctypes.c_int), ("arch", ctypes.c_uint32), ("ip", ctypes.c_uint64),
+                ("args", ctypes.c_uint64 * 6)]
+
+
+class _Notif(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("data", _Data)]
+
+
+class _Resp(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("val", ctypes.c_int64), ("error", ctypes.c_int32),
+                ("flags", ctypes.c_uint32)]
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+class Supervisor:
+    """Answers the notifications of ``listener`` for the RUN over ``rootfs`` (a host directory)
+    in a thread of its own, until ``stop()`` or until no process of the RUN is left. ``count``:
+    how many calls it answered."""
+
+    def __init__(self, listener: int, rootfs: str, fake: tuple[int, int] = (0, 0)) -> None:
+        self.fd = listener
+        self.rootfs = os.path.realpath(rootfs)
+        self.fake = fake
+        self.real = (os.getuid(), os.getgid())
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bale-owner-notify", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop answering (after the RUN ended) and close the listener."""
+        self._stop.set()
+        self._thread.join()
+        os.close(self.fd)
+
+    def _loop(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while not self._stop.is_set():
+            events = poller.poll(100)
+            if not events:
+                continue
+            if any(ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLIN for _, ev in events):
+                return  # every process of the RUN is gone
+            notif = _Notif()
+            try:
+                fcntl.ioctl(self.fd, IOCTL_RECV, notif)  # type: ignore[call-overload]
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EINTR):
+                    continue  # the caller died meanwhile
+                return
+            try:
+                err = self._answer(notif)
+            except OSError as exc:
+                err = exc.errno or errno.EIO
+            except Exception:  # noqa: BLE001 - never leave the RUN hanging
+                err = errno.EIO
+            resp = _Resp(notif.id, 0, -err if err else 0, 0)
+            try:
+                fcntl.ioctl(self.fd, IOCTL_SEND, resp)  # type: ignore[call-overload]
+            except OSError:
+                pass  # the caller died meanwhile
+            self.count += 1
+
+    # -- reading the caller ---------------------------------------------------------------------
+
+    def _valid(self, notif: _Notif) -> bool:
+        try:
+            fcntl.ioctl(self.fd, IOCTL_ID_VALID, ctypes.c_uint64(notif.id))  # type: ignore[call-overload]
+            return True
+        except OSError:
+            return False
+
+    def _read(self, mem: int, addr: int, size: int) -> bytes:
+        try:
+            return os.pread(mem, size, addr)
+        except OSError:
+            raise OSError(errno.EFAULT, "bad address") from None
+
+    def _string(self, mem: int, addr: int, limit: int = PATH_MAX) -> bytes:
+        out = b""
+        while len(out) < limit:
+            chunk = self._read(mem, addr + len(out), min(4096 - (addr + len(out)) % 4096, limit - len(out)))
+            if not chunk:
+                raise OSError(errno.EFAULT, "bad address")
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                return out + chunk[:nul]
+            out += chunk
+        raise OSError(errno.ENAMETOOLONG, "path too long")
+
+    def _inside(self, host: str) -> str:
+        """``host`` as a path of the rootfs ("/..."); EPERM for anything outside it."""
+        if host == self.rootfs:
+            return "/"
+        if host.startswith(self.rootfs + "/"):
+            return host[len(self.rootfs):]
+        raise OSError(errno.EPERM, "outside the rootfs")
+
+    def _fd_path(self, pid: int, fd: int) -> str:
+        try:
+            return os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            raise OSError(errno.EBADF, "bad fd") from None
+
+    def _resolve(self, pid: int, dirfd: int, path: bytes, follow: bool, empty: bool) -> str:
+        """The host path inside the rootfs the caller names (RUN's view, chroot semantics)."""
+        text = os.fsdecode(path)
+        if not text:
+            if not empty:
+                raise OSError(errno.ENOENT, "empty path")
+            guest = self._inside(self._fd_path(pid, dirfd) if dirfd != AT_FDCWD else
+                                 os.readlink(f"/proc/{pid}/cwd"))
+            host = secure_join(self.rootfs, guest, follow_final=False)
+        elif text.startswith("/"):
+            if text == self.rootfs or text.startswith(self.rootfs + "/"):
+                text = self._inside(text)  # already translated by proot (a syscall-entry stop)
+            host = secure_join(self.rootfs, text, follow_final=follow)
+        else:
+            base = os.readlink(f"/proc/{pid}/cwd") if dirfd == AT_FDCWD else self._fd_path(pid, dirfd)
+            host = secure_join(self.rootfs, self._inside(base) + "/" + text, follow_final=follow)
+        if not os.path.lexists(host):
+            raise OSError(errno.ENOENT, "no such file")
+        return str(host)
+
+    # -- the calls --------------------------------------------------------------------------------
+
+    def _answer(self, notif: _Notif) -> int:
+        name = NR_NAMES.get(notif.data.nr)
+        args = list(notif.data.args)
+        pid = notif.pid
+        try:
+            mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return errno.ESRCH
+        try:
+            if name in ("chown", "lchown", "fchownat"):
+                if name == "fchownat":
+                    dirfd, addr, uid, gid, flags = _s32(args[0]), args[1], args[2], args[3], args[4]
+                else:
+                    dirfd, addr, uid, gid, flags = AT_FDCWD, args[0], args[1], args[2], 0
+                    flags = AT_SYMLINK_NOFOLLOW if name == "lchown" else 0
+                path = self._string(mem, addr)
+                if not self._valid(notif):
+                    return errno.ESRCH
+                host = self._resolve(pid, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
+                seen = not path or self._translated(path)
+                return self._chown(host, *(self._unswap(uid, gid) if seen else (uid, gid)))
+            if name == "fchown":
+                if not self._valid(notif):
+                    return errno.ESRCH
+                host = self._resolve(pid, _s32(args[0]), b"", False, True)
+                return self._chown(host, *self._unswap(args[1], args[2]))
+            if name in ("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"):
+                return self._xattr(name, pid, mem, notif, args)
+            return errno.ENOSYS
+        finally:
+            os.close(mem)
+
+    def _translated(self, path: bytes) -> bool:
+        """Whether proot already translated ``path`` (a host path of the rootfs): proot stopped the
+        call at its syscall entry (it does when the previous call needed its exit handled), saw it
+        before bale, and also swapped the ids (below)."""
+        text = os.fsdecode(path)
+        return text == self.rootfs or text.startswith(self.rootfs + "/")
+
+    def _unswap(self, uid: int, gid: int) -> tuple[int, int]:
+        """Undo proot's fake-id swap (its fake_id0 extension replaces the faked uid and gid in a chown
+        it sees by bale's real ones): bale's own ids mean the RUN's faked ones. A RUN naming bale's
+        uid or gid number itself is taken for its own user then (README: the pod's uid)."""
+        uid, gid = uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
+        return (self.fake[0] if uid == self.real[0] else uid, self.fake[1] if gid == self.real[1] else gid)
+
+    def _chown(self, host: str, uid: int, gid: int) -> int:
+        st = os.lstat(host)
+        old_uid, old_gid = owners.owner_of(host, st)
+        uid, gid = uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
+        new = (old_uid if uid == 0xFFFFFFFF else uid, old_gid if gid == 0xFFFFFFFF else gid)
+        owners.record(host, new[0], new[1], st.st_mode)
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            # as the kernel's chown: set-user-ID always goes, set-group-ID with group execute
+            mode = stat.S_IMODE(st.st_mode)
+            cleared = mode & ~stat.S_ISUID
+            if mode & stat.S_ISGID and mode & stat.S_IXGRP:
+                cleared &= ~stat.S_ISGID
+            if cleared != mode:
+                os.chmod(host, cleared, follow_symlinks=False)
+        else:
+            # the record of a symlink sits on its parent: touch its own ctime, as a chown would
+            os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        return 0
+
+    def _xattr(self, name: str, pid: int, mem: int, notif: _Notif, args: list[int]) -> int:
+        setting = "set" in name
+        attr = os.fsdecode(self._string(mem, args[1], 256))
+        value = b""
+        if setting:
+            size = args[3]
+            if size > XATTR_VALUE_MAX:
+                return errno.E2BIG
+            value = self._read(mem, args[2], size) if size else b""
+            if len(value) != size:
+                return errno.EFAULT
+        if not self._valid(notif):
+            return errno.ESRCH
+        if attr.startswith(RESERVED):
+            return errno.EPERM
+        if name.startswith("f"):
+            host = self._resolve(pid, _s32(args[0]), b"", False, True)
+            follow = False
+        else:
+            follow = not name.startswith("l")
+            host = self._resolve(pid, AT_FDCWD, self._string(mem, args[0]), follow, False)
+            follow = False  # resolved already, inside the rootfs
+        if setting:
+            os.setxattr(host, attr, value, int(args[4]) & 0xFFFFFFFF, follow_symlinks=follow)
+        else:
+            os.removexattr(host, attr, follow_symlinks=follow)
+        return 0
+

@@ -1,0 +1,79 @@
+"""The seccomp filter of the ptrace isolation (ptrace.py), installed before proot is exec'd, so it
+holds for proot and for every process of the RUN (x86_64 only, like landlock_exec):
+
+* what bale's RUN filter refuses everywhere (seccomp.REFUSED: mounts, namespaces, kexec, bpf...);
+* ENOSYS for the calls proot 5.1 does not translate (statx, openat2, faccessat2, renameat2,
+  execveat, fchmodat2, the *xattrat calls, file_getattr/setattr) and for io_uring, whose requests
+  name paths proot never sees: C libraries fall back to the older calls, which proot translates
+  (a RUN that insists gets nothing outside its Landlock domain either way);
+* SECCOMP_RET_USER_NOTIF for chown, fchown, lchown and fchownat, and for the calls that set or
+  remove extended attributes: bale answers them (owners.py), recording owners instead of
+  changing them. A user notification takes precedence over proot's SECCOMP_RET_TRACE, so proot
+  never sees these calls: the path arrives as the RUN named it.
+
+``install_with_listener()`` returns the listener fd (SECCOMP_FILTER_FLAG_NEW_LISTENER).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import struct
+
+from builder.sandbox import seccomp
+from builder.sandbox.seccomp import JEQ_K, LD_W_ABS, RET_ALLOW, RET_ERRNO, RET_K, Insn, _jump, _stmt
+
+AUDIT_X86_64 = 0xC000003E
+SYS_SECCOMP = 317
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+RET_USER_NOTIF = 0x7FC00000
+
+#: x86_64 numbers (arch/x86/entry/syscalls/syscall_64.tbl)
+UNTRANSLATED = {"renameat2": 316, "execveat": 322, "statx": 332, "io_uring_setup": 425, "io_uring_enter": 426,
+                "io_uring_register": 427, "openat2": 437, "faccessat2": 439, "quotactl_fd": 443, "fchmodat2": 452,
+                "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
+                "open_tree_attr": 467, "file_getattr": 468, "file_setattr": 469}
+NOTIFIED = {"chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
+            "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
+            "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199}
+NR_NAMES = {nr: name for name, nr in NOTIFIED.items()}
+
+
+def program() -> list[Insn]:
+    """The filter as BPF instructions (x86_64)."""
+    _audit, nr = seccomp.ARCHES["x86_64"]
+    eperm, enosys = RET_ERRNO | errno.EPERM, RET_ERRNO | errno.ENOSYS
+    p: list[Insn] = [_stmt(LD_W_ABS, 4), _jump(JEQ_K, AUDIT_X86_64, 1, 0), _stmt(RET_K, enosys),
+                     _stmt(LD_W_ABS, 0), (0x35, 0, 1, 0x40000000), _stmt(RET_K, enosys)]
+    for name in seccomp.REFUSED:
+        p += [_jump(JEQ_K, nr[name], 0, 1), _stmt(RET_K, eperm)]
+    for number in sorted(set(UNTRANSLATED.values()) | {nr["clone3"]}):
+        p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, enosys)]
+    for number in sorted(NOTIFIED.values()):
+        p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, RET_USER_NOTIF)]
+    p += [_jump(JEQ_K, nr["clone"], 0, 4), _stmt(LD_W_ABS, 16), (0x45, 0, 1, seccomp.CLONE_NS_FLAGS),
+          _stmt(RET_K, eperm), _stmt(RET_K, RET_ALLOW)]
+    p.append(_stmt(RET_K, RET_ALLOW))
+    return p
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def install_with_listener() -> int:
+    """Load the filter into this (single-threaded) process with a user-notification listener;
+    returns the listener fd (close-on-exec). Needs no_new_privs; OSError when refused."""
+    prog = program()
+    raw = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    fprog = SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+    fd = int(_libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                           ctypes.byref(fprog)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER): {errno.errorcode.get(err, err)}")
+    return fd

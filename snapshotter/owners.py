@@ -1,0 +1,84 @@
+"""Recorded owners: where bale cannot chown (a non-root process without user namespaces, the
+ptrace isolation of a restricted pod), every file on disk belongs to bale's uid and the owner
+the image gives it is kept beside it, in the style of containers/storage's
+``user.containers.override_stat``:
+
+* a regular file or directory: the ``user.bale.owner`` xattr, ``b"UID:GID"``;
+* anything else (symlinks, fifos, sockets, device nodes; no ``user.*`` xattr is allowed on
+  them): ``user.bale.owner.NAME`` on its parent directory (lost when it is renamed to another
+  directory: it is root's there);
+* no record: 0:0.
+
+Recording is switched on once per process (``enable``) by the isolation that needs it; then
+layer extraction and directory creation record instead of chowning, and layer writing reads the
+records (``owner_of``). ``user.bale.`` xattrs never reach a layer and are never taken from one
+(apply.DROPPED_XATTR_PREFIXES). Paths are host paths (short_path forms are fine).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+XATTR = "user.bale.owner"
+CHILD_PREFIX = XATTR + "."
+_enabled = False
+
+
+def enable(on: bool = True) -> None:
+    """Record owners instead of chowning, for the rest of this process."""
+    global _enabled
+    _enabled = on
+
+
+def recording() -> bool:
+    """Whether owners are recorded (see ``enable``)."""
+    return _enabled
+
+
+def _where(host: str, mode: int) -> tuple[str, str]:
+    """(path carrying the record, xattr name) for a file of ``mode`` at ``host``."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return host, XATTR
+    parent, name = os.path.split(host.rstrip("/"))
+    return parent or "/", CHILD_PREFIX + name
+
+
+def record(host: str, uid: int, gid: int, mode: int | None = None) -> None:
+    """Record ``uid``:``gid`` as the owner of ``host`` (never followed if a symlink); 0:0 removes
+    the record. OSError when the file system refuses user xattrs (or the name is too long)."""
+    if mode is None:
+        mode = os.lstat(host).st_mode
+    path, name = _where(host, mode)
+    if (uid, gid) == (0, 0):
+        try:
+            os.removexattr(path, name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:
+                raise
+        return
+    os.setxattr(path, name, f"{uid}:{gid}".encode(), follow_symlinks=False)
+
+
+def owner_of(host: str, st: os.stat_result) -> tuple[int, int]:
+    """The recorded owner of ``host`` (stat ``st``), 0:0 when none is recorded."""
+    path, name = _where(host, st.st_mode)
+    try:
+        raw = os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return 0, 0
+    uid, _, gid = raw.decode("ascii", "replace").partition(":")
+    try:
+        return int(uid), int(gid)
+    except ValueError:
+        return 0, 0
+
+
+def has_record(host: str, st: os.stat_result) -> bool:
+    """Whether an owner is recorded for ``host`` (0:0 never is)."""
+    path, name = _where(host, st.st_mode)
+    try:
+        os.getxattr(path, name, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
