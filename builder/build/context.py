@@ -15,6 +15,7 @@ from pathlib import Path
 
 from builder.errors import BuildError, UsageError
 from snapshotter.apply import apply_tar
+from snapshotter.safepath import PathEscape, secure_join
 
 
 @dataclass
@@ -81,17 +82,36 @@ def open_context(context: str, dockerfile: str | None, tmp_root: Path) -> Contex
         return Context(ctx_dir, df_text, "Dockerfile", None, temp)
     if dockerfile == "-":
         return Context(ctx_dir, sys.stdin.buffer.read().decode("utf-8", "surrogateescape"), "Dockerfile", None, temp)
-    if dockerfile:
-        path = Path(dockerfile)
-        if not path.is_file() and (ctx_dir / dockerfile).is_file():
-            path = ctx_dir / dockerfile
-    else:
-        path = next((ctx_dir / n for n in ("Dockerfile", "Containerfile") if (ctx_dir / n).is_file()),
-                    ctx_dir / "Dockerfile")
     try:
+        path = _dockerfile_path(ctx_dir, dockerfile, temp is not None)
         text = path.read_bytes().decode("utf-8", "surrogateescape")  # the frontend names a bad line
-    except OSError as exc:
+    except (OSError, PathEscape) as exc:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
-        raise UsageError(f"{path}: cannot read the Dockerfile: {exc.strerror}") from None
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        if temp is None:
+            raise UsageError(f"{path}: cannot read the Dockerfile: {why}") from None
+        # an archive or a clone: named as the user gave it, never by the store's scratch directory
+        where = "on stdin" if context == "-" else context
+        holder = "repository" if _is_git(context) else "archive"
+        name = dockerfile or "Dockerfile"
+        if isinstance(exc, FileNotFoundError):
+            raise UsageError(f"build context {where}: no {name} in the {holder}") from None
+        raise UsageError(f"build context {where}: cannot read {name}: {why}") from None
     return Context(ctx_dir, text, str(dockerfile or path.name), path, temp)
+
+
+def _dockerfile_path(ctx_dir: Path, dockerfile: str | None, unpacked: bool) -> Path:
+    """The Dockerfile: ``dockerfile`` as a path of its own if it is a file, else in the context;
+    by default Dockerfile, else Containerfile. In a context unpacked from an archive or cloned
+    (``unpacked``), symlinks are resolved inside the context (secure_join): an archive's
+    Dockerfile linked to /etc/hostname must not read the host's file."""
+    def inside(name: str) -> Path:
+        return secure_join(ctx_dir, name) if unpacked else ctx_dir / name
+    if dockerfile:
+        path = Path(dockerfile)
+        if path.is_file():
+            return path
+        return inside(dockerfile) if unpacked or inside(dockerfile).is_file() else path
+    candidates = [inside(n) for n in ("Dockerfile", "Containerfile")]
+    return next((p for p in candidates if p.is_file()), candidates[0])

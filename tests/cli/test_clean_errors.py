@@ -78,6 +78,45 @@ def test_user_out_of_range_fails_its_run_in_one_line(bale, store_with_busybox, t
     assert _find(cfg, "User") == "99999999999999"
 
 
+def _tar(members: dict[str, str | bytes]) -> bytes:
+    """A tar of regular files (str: a symlink to that target)."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, body in members.items():
+            ti = tarfile.TarInfo(name)
+            if isinstance(body, str):
+                ti.type, ti.linkname = tarfile.SYMTYPE, body
+                t.addfile(ti)
+            else:
+                ti.size = len(body)
+                t.addfile(ti, io.BytesIO(body))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("members,args,line", [
+    ({"a.txt": b"a\n"}, ["-"], "build context on stdin: no Dockerfile in the archive"),
+    ({"Dockerfile": b"FROM busybox\n"}, ["-f", "Other", "-"], "build context on stdin: no Other in the archive"),
+    # a Dockerfile linked out of the archive is resolved inside it (as BuildKit reads the context),
+    # never the host's file (it was: 'Dockerfile:1: <first line of the host file>: unknown instruction')
+    ({"Dockerfile": "/etc/hostname"}, ["-"], "build context on stdin: no Dockerfile in the archive"),
+])
+def test_stdin_context_without_dockerfile_names_no_internal_path(store_with_busybox, members, args, line):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(store_with_busybox), "bud", *args],
+                       input=_tar(members), capture_output=True, env=env, timeout=120)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.strip().splitlines() == ["bale: " + line], err
+    assert str(store_with_busybox) not in err
+
+
+def test_tar_file_context_without_dockerfile(bale, store_with_busybox, tmp_path):
+    (tmp_path / "ctx.tar").write_bytes(_tar({"a.txt": b"a\n"}))
+    r = bale("bud", "ctx.tar", root=store_with_busybox, check=False, cwd=tmp_path)
+    assert one_line(r, 2) == "bale: build context ctx.tar: no Dockerfile in the archive"
+
+
 def test_stop_signal_flag_is_checked(bale, store_with_busybox):
     ctr = bale("from", "-q", "busybox", root=store_with_busybox).stdout.strip()
     r = bale("config", "--stop-signal", "bogus", ctr, root=store_with_busybox, check=False)
