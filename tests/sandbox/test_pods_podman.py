@@ -3,7 +3,7 @@ Kubernetes Jobs in examples/kubernetes/ (read from the YAML, so recipes and test
 
 * baseline.yaml: root, containerd's default capabilities, RuntimeDefault;
 * userns.yaml (hostUsers: false): the same, as root of a user namespace mapping 0..65535 onto 300000..;
-* restricted.yaml: uid 1000, every capability dropped, no_new_privs (allowPrivilegeEscalation: false),
+* restricted.yaml: uid 100000, every capability dropped, no_new_privs (allowPrivilegeEscalation: false),
   RuntimeDefault.
 
 RuntimeDefault is containerd's profile, generated from containerd's source into
@@ -217,7 +217,7 @@ RUN rm -rf /home && rm /data && echo again > /data2 && chmod 4755 /data2 && ln -
 
 
 def test_restricted_job_under_a_profile_allowing_unshare(tmp_path, busybox_layout):
-    """What restricted.yaml's comment promises: with unshare permitted, uid 1000 without capabilities
+    """What restricted.yaml's comment promises: with unshare permitted, a non-root uid without capabilities
     builds in a single-id user namespace (files its RUN makes are root's, the host digest), and a chown
     to another id fails in one line naming the step."""
     reference = _host_build(tmp_path / "host", busybox_layout, NO_CHOWN)
@@ -256,7 +256,7 @@ def test_kubernetes_recipes_are_the_podman_set_ups():
     assert POD["userns"]["flags"] == profile + default_caps + [
         "--uidmap", f"0:{USERNS_BASE}:65536", "--gidmap", f"0:{USERNS_BASE}:65536"]
     assert POD["restricted"]["flags"] == profile + ["--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-                                                    "--user", "1000:1000"]
+                                                    "--user", "100000:100000"]
     for name in ("baseline", "userns", "restricted"):
         ctx = recipe(name)
         assert ctx["args"][:3] == ["--root", "/store", "bud"] and "--push" in ctx["args"], ctx["args"]
