@@ -95,6 +95,56 @@ def test_chunked_upload(registry, monkeypatch):
     assert sink.getvalue() == data
 
 
+def test_pull_into_the_store_hashes_each_byte_once_and_sends_in_large_pieces(registry, tmp_path, monkeypatch):
+    """`bale pull`'s path (a blob fetched into the store's BlobWriter): the writer's own hash is
+    the check, the client does not hash the bytes a second time; a mismatch is still the
+    client's one-line DigestMismatch. Pushes hand the connection pieces of SEND_CHUNK bytes."""
+    import hashlib
+    from builder.image.store import Store
+    data, desc = _big_blob(3 * (1 << 20) + 5)
+    c = RegistryClient(registry.host, options_for(registry))
+    sends = []
+    real_sendall = __import__("socket").socket.sendall
+    monkeypatch.setattr("socket.socket.sendall", lambda self, b, *a: sends.append(len(b)) or real_sendall(self, b, *a))
+    assert c.push_blob("bale/once", desc, lambda off: io.BytesIO(data[off:])) == "uploaded"
+    monkeypatch.undo()
+    assert max(sends) == client_mod.SEND_CHUNK
+    fed = []
+    real_new = hashlib.new
+
+    class Counting:
+        def __init__(self, h):
+            self.h, self.name = h, h.name
+
+        def update(self, b):
+            fed.append(len(b))
+            self.h.update(b)
+
+        def hexdigest(self):
+            return self.h.hexdigest()
+
+        def copy(self):
+            return Counting(self.h.copy())
+    monkeypatch.setattr(hashlib, "new", lambda *a, **kw: Counting(real_new(*a, **kw)))
+    store = Store(tmp_path)
+    with store.writer(desc.digest, desc.size) as w:
+        c.fetch_blob("bale/once", desc, w)
+        w.commit()
+    assert store.blob_path(desc.digest).read_bytes() == data and sum(fed) == len(data)
+
+    class Lying:  # a digesting sink whose hash disagrees: the client trusts it, and so refuses
+        def __init__(self):
+            self.n = 0
+
+        def write(self, b):
+            self.n += len(b)
+
+        def written(self):
+            return "sha256:" + "0" * 64, self.n
+    with pytest.raises(DigestMismatch, match=r"content does not match its digest$"):
+        c.fetch_blob("bale/once", desc, Lying())
+
+
 def test_interrupted_chunk_resumes_from_registry_offset(registry, flaky_proxy, monkeypatch):
     monkeypatch.setattr(client_mod, "MONOLITHIC_LIMIT", 1 << 20)
     monkeypatch.setattr(client_mod, "CHUNK_SIZE", 1 << 20)

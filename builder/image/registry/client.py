@@ -12,9 +12,10 @@ import logging
 import os
 import threading
 import urllib.parse
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from builder.errors import AuthError, BaleError, DigestMismatch, NotFoundError, RegistryError
+from builder.image.compress import DigestingSink
 from builder.image.oci import MANIFEST_ACCEPT, Descriptor, detect_media_type, new_hasher, sha256_digest
 from builder.image.reference import check_not_blocked
 from builder.image.registry import auth
@@ -25,11 +26,18 @@ from builder.progress import NullProgress, Progress
 log = logging.getLogger("bale")
 MONOLITHIC_LIMIT = int(os.environ.get("BALE_MONOLITHIC_LIMIT", 32 << 20))
 CHUNK_SIZE = int(os.environ.get("BALE_CHUNK_SIZE", 16 << 20))
+#: bytes asked of the connection per read of a blob's body (a broken connection loses the piece in
+#: flight: the resume starts after the last whole one)
+READ_CHUNK = 1 << 18
+#: bytes of a blob handed to the connection per send
+SEND_CHUNK = 1 << 20
 MAX_RESUMES = 8
 
 
 class _Body:
-    """A sized, readable request body: requests sends Content-Length and streams it."""
+    """A sized request body, streamed: requests sends Content-Length (``len``) and then the
+    pieces iteration gives, each up to SEND_CHUNK bytes. Iterable and without ``read``, so
+    urllib3 sends whole pieces rather than reading it 16 KiB at a time."""
 
     def __init__(self, reader: BinaryIO, length: int, on_read: Callable[[int], None] | None = None) -> None:
         self.reader, self.remaining, self.on_read = reader, length, on_read
@@ -37,15 +45,15 @@ class _Body:
     def __len__(self) -> int:
         return self.remaining
 
-    def read(self, n: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
-        data = self.reader.read(n)
-        self.remaining -= len(data)
-        if self.on_read and data:
-            self.on_read(len(data))
-        return data
+    def __iter__(self) -> Iterator[bytes]:
+        while self.remaining > 0:
+            data = self.reader.read(min(SEND_CHUNK, self.remaining))
+            if not data:
+                return
+            self.remaining -= len(data)
+            if self.on_read:
+                self.on_read(len(data))
+            yield data
 
 
 class RegistryClient:
@@ -271,6 +279,8 @@ class RegistryClient:
 
     def fetch_blob(self, repo: str, desc: Descriptor, sink: Any, reset: Callable[[], None] | None = None) -> None:
         """Stream the blob into ``sink``, verified against ``desc`` (DigestMismatch otherwise).
+        Each byte is hashed once: by ``sink`` when it is a DigestingSink (its ``written()`` is
+        checked), else here.
 
         A broken connection resumes with ``Range: bytes=N-``. A registry that ignores Range (200
         instead of 206) sends the blob again from byte 0: with ``reset`` the sink is emptied and
@@ -278,7 +288,10 @@ class RegistryClient:
         final digest check covers both halves). Fails after MAX_RESUMES breaks, or after two
         breaks in a row that brought no new byte."""
         what = f"blob {desc.digest[:19]} of {self._what(repo)}"
-        hasher = new_hasher(desc.digest)
+        # a sink that hashes what it is given (the store's BlobWriter) is not hashed again here; one
+        # that already held bytes, or that ``reset`` refills, is
+        own_hash = reset is not None or not isinstance(sink, DigestingSink) or sink.written()[1] != 0
+        hasher = new_hasher(desc.digest) if own_hash else None
         got = 0
         stalled = 0
         self.progress.start(desc.digest, desc.digest[7:19], desc.size or None)
@@ -297,7 +310,7 @@ class RegistryClient:
                 if reset is not None:
                     reset()
                     self.progress.advance(desc.digest, -got)
-                    hasher, got = new_hasher(desc.digest), 0
+                    hasher, got = new_hasher(desc.digest), 0  # reset is given: this side hashes
                 else:
                     skip = got
             elif resp.status_code == 206 and got and not _range_starts_at(resp.headers.get("Content-Range"), got):
@@ -308,13 +321,14 @@ class RegistryClient:
                 raise self._fail(resp, what)
             before = got
             try:
-                for chunk in resp.iter_content(1 << 16):
+                for chunk in resp.iter_content(READ_CHUNK):
                     if skip:
                         drop = min(skip, len(chunk))
                         chunk, skip = chunk[drop:], skip - drop
                         if not chunk:
                             continue
-                    hasher.update(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
                     sink.write(chunk)
                     got += len(chunk)
                     self.progress.advance(desc.digest, len(chunk))
@@ -331,7 +345,11 @@ class RegistryClient:
                 if attempt == MAX_RESUMES or stalled >= 2:
                     raise RegistryError(f"{what}: download failed: {describe(exc)}") from None
                 log.info("%s: %s after %d bytes, resuming", what, describe(exc), got)
-        if (desc.size and got != desc.size) or "sha256:" + hasher.hexdigest() != desc.digest:
+        if hasher is not None:
+            digest, written = f"{desc.digest.split(':', 1)[0]}:{hasher.hexdigest()}", got
+        else:
+            digest, written = sink.written()
+        if (desc.size and got != desc.size) or written != got or digest != desc.digest:
             raise DigestMismatch(f"{what}: content does not match its digest")
         self.progress.done(desc.digest)
 
