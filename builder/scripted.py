@@ -259,7 +259,13 @@ def container_path_kind(rt: "Runtime", state: ContainerState, path: str) -> str 
 
 def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: Any,
                    chown: str | None) -> list[str]:
-    """Stream ``plan`` (a builder.build.copier.CopyPlan) into the container's snapshot."""
+    """Copy ``plan`` (a builder.build.copier.CopyPlan) into the container's snapshot: directly
+    (snapshotter.copytree, fed the plan's entries) unless it unpacks archives (then as a tar)."""
+    if copier.direct(plan):
+        done: list[str] = rt.stream_to(snapshots.copy_from_fd, str(rt.snapshots_root), state.driver, state.key,
+                                       plan.dest_dir, None, chown, plan.mkdir, plan.chmod,
+                                       source=lambda out: copier.write_items(plan, out))  # type: ignore[arg-type]
+        return done
     warnings: list[str] = rt.stream_to(snapshots.apply_from_fd, str(rt.snapshots_root), state.driver, state.key,
                                        plan.dest_dir, None, chown, plan.mkdir, plan.chmod,
                                        source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]

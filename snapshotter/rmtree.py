@@ -30,22 +30,26 @@ def _open_dir(name: str, parent: int | None) -> int:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
 
 
-def remove_tree(path: str | os.PathLike[str]) -> int:
-    """Remove ``path`` (a file, symlink or directory tree); a missing path is no error.
+def remove_tree(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> int:
+    """Remove ``path`` (a file, symlink or directory tree); a missing path is no error. With
+    ``dir_fd``, ``path`` is one name in that directory (nothing on the way is followed).
     Returns the bytes freed (sizes of what was removed, directories excluded).
     Raises OSError for anything else that cannot be removed."""
     path = os.fspath(path)
     try:
-        st = os.lstat(path)
+        st = os.lstat(path, dir_fd=dir_fd)
     except FileNotFoundError:
         return 0
     if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
         return st.st_size
     freed = 0
     keep_open = max(4, min(KEEP_OPEN, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
-    parent_dir, top = os.path.split(os.path.abspath(path))
-    base = os.open(parent_dir, _DIR_FLAGS)
+    if dir_fd is not None:
+        top, base = path, os.dup(dir_fd)
+    else:
+        parent_dir, top = os.path.split(os.path.abspath(path))
+        base = os.open(parent_dir, _DIR_FLAGS)
     # stack of (fd of a directory being emptied, its name in the parent below it)
     stack: list[tuple[int | None, str]] = []
     try:

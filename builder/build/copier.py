@@ -1,7 +1,10 @@
 """COPY/ADD sources on the host side: resolve them inside a context directory,
-then stream them as one tar whose member names are relative to the
-destination directory. The tar is applied in the container by the
-snapshotter's confined ``apply_tar`` (buildah's copier.Get / copier.Put cut).
+then hand their entries, named relative to the destination directory, to the
+copier in the container: as direct-copy items (``plan_items``: the
+snapshotter's ``copytree`` copies each file straight from the source directory,
+contents moved by the kernel) or, for ADD's archives, as one tar applied by the
+confined ``apply_tar`` (buildah's copier.Get / copier.Put cut). Both carry the
+same entries with the same owners, modes, times and xattrs.
 
 Rules (BuildKit's, see plan_copy): wildcards are Go's filepath.Match (gomatch);
 a directory source copies its contents; each source and each wildcard match
@@ -34,6 +37,7 @@ from builder.build.tarstream import TarWriter
 from builder.errors import BuildError, UsageError
 from builder.sandbox.users import _read_db
 from snapshotter import owners
+from snapshotter.copytree import Item, encode_item
 from snapshotter.safepath import reach, secure_join
 from snapshotter.tarlimits import open_stream
 
@@ -352,7 +356,8 @@ class _TarOut:
         self.seen_dirs: set[str] = set()
 
     def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
-            keep_owner: bool = False, rel: str = "") -> None:
+            keep_owner: bool = False, rel: str = "", root: Path | None = None, sub: str = "",
+            st: os.stat_result | None = None) -> None:
         try:
             with reach(host) as path:  # a context deeper than PATH_MAX: through directory fds
                 self._add(path, name, mode, mtime, keep_owner, rel)
@@ -401,7 +406,8 @@ class _TarOut:
         else:
             self.tar.header(ti)
 
-    def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "") -> None:
+    def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "",
+                      root: Path | None = None, sub: str = "") -> None:
         if name not in self.seen_dirs:
             self.seen_dirs.add(name)
             self.add(host, name, keep_owner=keep_owner, rel=rel)
@@ -435,6 +441,69 @@ class _TarOut:
         writer holds no buffer of its own; the caller closes ``out``)."""
 
 
+class _ItemOut:
+    """The walk's entries as direct-copy items (snapshotter.copytree.Item), handed to ``emit``.
+    A regular file the builder cannot read is an error here, as opening it for the tar is (the
+    copier may run with more rights: root of a user namespace reads files of the mapped ids)."""
+
+    def __init__(self, emit: Callable[[Item], None], chmod: int | None) -> None:
+        self.emit, self.chmod = emit, chmod
+        self.check_access = os.geteuid() != 0
+        self.seen_dirs: set[str] = set()
+
+    def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
+            keep_owner: bool = False, rel: str = "", root: Path | None = None, sub: str = "",
+            st: os.stat_result | None = None, once: bool = False) -> None:
+        if root is None:  # a file source: its directory is the root
+            root, sub = host.parent, host.name
+        forced = self.chmod if self.chmod is not None else mode
+        if self.check_access and not once:
+            try:
+                with reach(host) as path:  # a context deeper than PATH_MAX: through directory fds
+                    if st is None:
+                        st = os.lstat(path)
+                    readable = not stat.S_ISREG(st.st_mode) or os.access(path, os.R_OK)
+            except OSError as exc:
+                raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
+            if not readable:
+                raise BuildError(f"copy source {rel or name}: Permission denied")
+        self.emit(Item(os.fspath(root), sub, name, forced, None if mtime is None else int(mtime), keep_owner,
+                       rel or name, once))
+
+    def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "",
+                      root: Path | None = None, sub: str = "") -> None:
+        if name not in self.seen_dirs:  # _ensure_parents names them again for every kept file
+            self.seen_dirs.add(name)
+            self.add(host, name, keep_owner=keep_owner, rel=rel, root=root, sub=sub, once=True)
+
+
+def direct(plan: CopyPlan) -> bool:
+    """Whether the plan can be copied directly (snapshotter.copytree) rather than through a tar:
+    everything but ADD's archives, which are unpacked from their tar, and any copy while owners
+    are recorded rather than set (the ptrace isolation: snapshotter.owners; the tar path reads and
+    writes the records)."""
+    return not owners.recording() and not any(s.archive for s in plan.sources)
+
+
+def plan_items(plan: CopyPlan, emit: Callable[[Item], None]) -> None:
+    """The plan's entries, in order, as direct-copy items (``direct(plan)`` must hold): what
+    write_tar would put in its tar, with the same names, exclusions, owners, modes and mtimes."""
+    out = _ItemOut(emit, plan.chmod)
+    for src in plan.sources:
+        name = src.name if src.name is not None else (plan.rename or _base(src))
+        if src.is_dir:
+            _walk_dir(out, src, name, plan.excluded, plan.source_excluded)
+        else:
+            out.add(src.path, name, mode=src.mode, mtime=src.mtime, keep_owner=src.keep_owner, rel=src.rel)
+
+
+def write_items(plan: CopyPlan, out: BinaryIO) -> None:
+    """``plan_items`` as a stream of JSON lines (copytree.encode_item) for a copier elsewhere."""
+    def emit(item: Item) -> None:
+        out.write(encode_item(item))
+    plan_items(plan, emit)
+
+
 def zlib_error() -> type[Exception]:
     return zlib.error
 
@@ -457,7 +526,7 @@ def write_tar(plan: CopyPlan, out: BinaryIO) -> None:
         raise
 
 
-def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
+def _walk_dir(tw: "_TarOut | _ItemOut", src: Source, name: str, excluded: Excluder | None,
               source_excluded: Excluder | None = None) -> None:
     """Contents of a directory source (not the directory itself) under ``name``, symlinks kept as
     symlinks, in lexical order. A directory that cannot be listed is an error naming it."""
@@ -499,7 +568,8 @@ def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
             if hit and not _may_contain_exceptions(excluded, ctx_rel):  # type: ignore[arg-type]
                 continue
             if not hit:
-                tw.add_dir_entry(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
+                tw.add_dir_entry(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel,
+                                 root=base, sub=rel_dir + n)
             stack.append((full, rel_dir + n + "/", listing(full, rel_dir + n + "/")))
             continue
         if excluded and excluded(ctx_rel, False):
@@ -507,17 +577,18 @@ def _walk_dir(tw: _TarOut, src: Source, name: str, excluded: Excluder | None,
         if stat.S_ISSOCK(st.st_mode):
             continue  # fsutil's walker drops the socket bit; nothing readable to copy
         _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
-        tw.add(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel)
+        tw.add(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel, root=base, sub=rel_dir + n,
+               st=st)
 
     # the destination directory itself is made by the applier (mkdir with the --chown owner)
 
 
-def _ensure_parents(tw: _TarOut, base: Path, rel_dir: str, out_prefix: str, keep_owner: bool) -> None:
+def _ensure_parents(tw: "_TarOut | _ItemOut", base: Path, rel_dir: str, out_prefix: str, keep_owner: bool) -> None:
     """A file kept inside an excluded directory (a ``!`` exception) still needs its parents."""
     parts = [p for p in rel_dir.split("/") if p]
     for i in range(1, len(parts) + 1):
         rel = "/".join(parts[:i])
-        tw.add_dir_entry(base / rel, out_prefix + rel, keep_owner=keep_owner)
+        tw.add_dir_entry(base / rel, out_prefix + rel, keep_owner=keep_owner, root=base, sub=rel)
 
 
 def _hidden(excluded: Excluder | None, ctx: Path, rel: str) -> bool:

@@ -25,6 +25,7 @@ from builder.image.lease import lease_for
 from builder.image.storelock import lock_for
 from snapshotter.api import get_driver
 from snapshotter.apply import apply_tar
+from snapshotter.copytree import Copier, copy_items, read_items
 from snapshotter.errors import SnapshotError
 from snapshotter.safepath import mkdir_all, secure_join
 
@@ -137,6 +138,22 @@ def apply_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owne
     return list(result.warnings)
 
 
+def copy_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owner: tuple[int, int] | None,
+                 user: str | None, mkdir: str = "", chmod: int | None = None) -> list[str]:
+    """The direct COPY: entries (copytree.encode_item lines read from ``fd``) copied from their
+    source directories under ``dest_dir`` of the mounted container, no tar in between. ``mkdir``
+    (default ``dest_dir``) is made first, every missing level owned by the --chown owner
+    (``owner``, or ``user`` resolved in the container); returns warnings (logged where they happen)."""
+    merged = _driver(root, driver).mount(key)
+    if owner is None and user:
+        owner = resolve_chown(merged, user)
+    _mkdir_all(merged, mkdir or dest_dir, owner, _dir_mode(chmod))
+    target = secure_join(merged, dest_dir)
+    with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as src:
+        warnings = copy_items(read_items(src), target, owner)
+    return warnings
+
+
 def _mkdir_all(merged: Path, path: str, owner: tuple[int, int] | None = None, mode: int = 0o755) -> list[str]:
     """mkdir -p of a container path confined to the rootfs, through symlinks whose targets are
     missing (issue 8 class 9); new levels get ``mode`` and ``owner``. A file in the way is an error."""
@@ -193,6 +210,11 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
     plan = copier.plan_copy(sources, dest, kind, chmod=chmod)
     owner = copier.resolve_chown(dst, chown) if chown else None
     _mkdir_all(dst, plan.mkdir or plan.dest_dir, owner, _dir_mode(chmod))
+    if copier.direct(plan):  # snapshot to snapshot: no tar round trip
+        with Copier(secure_join(dst, plan.dest_dir), owner) as c:
+            copier.plan_items(plan, c.add)
+            c.close()
+        return
     with tempfile.TemporaryFile() as spool:
         copier.write_tar(plan, spool)
         spool.seek(0)

@@ -1,6 +1,6 @@
 """COPY/ADD from the build context (or a ``--build-context`` directory): files,
-globs, URLs and archives (ADD), heredoc files, streamed as one tar into the
-stage's snapshot.
+globs, URLs and archives (ADD), heredoc files, copied straight into the stage's
+snapshot (snapshotter.copytree; ADD's archives as a tar).
 
 Cache key: the parent filesystem, the expanded fields (sources, destination,
 --chown, --chmod, --exclude, ...), heredoc contents and a digest of the selected

@@ -1,0 +1,564 @@
+"""Copy planned entries from source directories straight into a destination
+directory: the direct path of a COPY (no tar in between), run where the
+snapshot is mounted (inside the user namespace when rootless).
+
+The plan is a sequence of ``Item`` records, each naming one entry by a source
+root (a directory), a path relative to that root, and the path it takes under
+the destination directory, in walk order (a directory before what it holds).
+Both trees are reached through directory file descriptors opened one level
+at a time with ``O_NOFOLLOW`` (no joined paths, whatever the depth), so a
+symlink in a source tree is copied as a symlink and never followed, and a
+symlink met on the destination side is resolved inside the destination
+directory (``safepath.secure_join`` semantics, as ``apply_tar`` resolves it).
+
+What lands is what ``apply_tar`` makes of the equivalent tar (the tar path is
+kept for ADD archives and URLs): a directory already there is kept (its
+metadata replaced), anything else already there is removed first; hard links
+within one plan stay hard links; owners are the --chown owner, else the
+source's (``keep_owner``) or 0:0; modes are the forced mode (not for symlinks
+or hard links) or the source's; times are the forced mtime (whole seconds) or
+the source's (nanoseconds), directories' set last; extended attributes are
+copied except overlay's own and SELinux labels, and one that cannot be set is
+a warning. FIFOs are made as FIFOs, device nodes as device nodes (an error
+when that is refused); sockets are skipped. Every source entry's type is
+checked with ``lstat`` before it is opened, and again on the opened fd.
+
+Contents move in the kernel: FICLONE (a reflink) where the filesystem shares
+extents, else ``copy_file_range``, else ``sendfile``, else reads and writes.
+Big files go to a small thread pool (the copies release the GIL), so two cores
+copy at once; memory stays flat (no file is read into Python buffers unless
+the kernel refuses every other way, and then 1 MiB at a time).
+
+Items travel as JSON lines (``encode_item`` / ``read_items``) so the planner
+may run in another process than the copier.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import stat
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator, NamedTuple
+
+from snapshotter.errors import SnapshotError
+from snapshotter.rmtree import remove_tree
+from snapshotter.safepath import mkdir_all, secure_join, short_path
+
+#: xattr names never copied: overlayfs's own, bale's owner records (snapshotter.owners) and SELinux
+#: labels (as the tar path drops them)
+SKIPPED_XATTRS = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.bale.", "security.selinux")
+#: files at least this big (bytes) are copied by the thread pool
+BIG_FILE = 1 << 20
+#: copy threads, and regular files in flight at most (open fds stay bounded)
+THREADS = 2
+IN_FLIGHT = 8
+#: bytes per copy_file_range / sendfile / read call
+CHUNK = 8 << 20
+FICLONE = 0x40049409
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Item(NamedTuple):
+    """One entry to copy.
+
+    root: a source directory (host path, absolute); rel: the entry's path under it ("a/b",
+    never empty, no ``..``); name: its path under the destination directory; mode: a forced
+    permission mode (None: the source's); mtime: a forced mtime in whole seconds (None: the
+    source's); keep_owner: the source's uid/gid (else 0:0, unless the copy has an owner);
+    what: how errors name the source (a context-relative path); once: a directory entry that
+    may appear several times (made by the first, later ones skipped)."""
+
+    root: str
+    rel: str
+    name: str
+    mode: int | None = None
+    mtime: int | None = None
+    keep_owner: bool = False
+    what: str = ""
+    once: bool = False
+
+
+def encode_item(item: Item) -> bytes:
+    """One JSON line (names surrogate-escaped as \\udcXX, so any bytes survive)."""
+    return json.dumps(list(item)).encode("ascii") + b"\n"
+
+
+def read_items(stream: IO[bytes]) -> Iterator[Item]:
+    """The items of a stream of ``encode_item`` lines; SnapshotError for a malformed line."""
+    for line in stream:
+        try:
+            root, rel, name, mode, mtime, keep, what, once = json.loads(line)
+            yield Item(str(root), str(rel), str(name), None if mode is None else int(mode),
+                       None if mtime is None else int(mtime), bool(keep), str(what), bool(once))
+        except (ValueError, TypeError) as exc:
+            raise SnapshotError(f"copy plan: malformed entry: {exc}") from None
+
+
+def _parts(path: str, what: str) -> list[str]:
+    parts = [p for p in path.split("/") if p and p != "."]
+    if not parts or ".." in parts:
+        raise SnapshotError(f"copy plan: bad path {path!r} for {what or path}")
+    return parts
+
+
+class _Chain:
+    """Open directory fds along one path below a root fd, reused between neighbouring entries
+    (entries come in walk order). ``descend`` opens a missing level; ``close`` releases all."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.names: list[str] = []
+        self.fds: list[int] = []
+
+    def top(self) -> int:
+        return self.fds[-1] if self.fds else self.root_fd
+
+    def truncate(self, depth: int) -> None:
+        while len(self.fds) > depth:
+            os.close(self.fds.pop())
+            self.names.pop()
+
+    def common(self, parts: list[str]) -> int:
+        n = 0
+        while n < len(self.names) and n < len(parts) and self.names[n] == parts[n]:
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self.truncate(0)
+        os.close(self.root_fd)
+
+
+@dataclass
+class _Stats:
+    files: int = 0
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    reflink: bool = True
+    copy_range: bool = True
+    sendfile: bool = True
+
+
+class Copier:
+    """Copies items into ``target`` (an existing directory, host path). ``owner``: the (uid, gid)
+    every entry gets (--chown), else each item's owner rule. Use as a context manager; ``add``
+    each item in walk order; ``close`` waits for the copies, sets the directories' times and
+    returns the warnings. Errors are SnapshotError naming the entry (one line)."""
+
+    def __init__(self, target: Path, owner: tuple[int, int] | None = None) -> None:
+        self.target = Path(target)
+        self.owner = owner
+        self.stats = _Stats()
+        self._dst = _Chain(os.open(short_path(self.target), _DIR_FLAGS & ~os.O_NOFOLLOW))
+        self._src: _Chain | None = None
+        self._src_root = ""
+        self._links: dict[tuple[int, int], str] = {}  # (dev, ino) of multiply-linked sources -> dest name
+        self._seen_dirs: set[str] = set()
+        self._dir_times: list[tuple[str, int]] = []
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="copy")
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._pending: list[Future[None]] = []
+
+    def __enter__(self) -> "Copier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self._abort()
+
+    # --- sources ---------------------------------------------------------------------------
+    def _source_parent(self, item: Item, parts: list[str]) -> int:
+        """The fd of the source directory holding ``parts[-1]``, each level opened O_NOFOLLOW."""
+        if self._src is None or item.root != self._src_root:
+            if self._src is not None:
+                self._src.close()
+                self._src = None
+            try:
+                self._src = _Chain(os.open(short_path(item.root), _DIR_FLAGS & ~os.O_NOFOLLOW))
+            except OSError as exc:
+                raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
+            self._src_root = item.root
+        chain = self._src
+        want = parts[:-1]
+        keep = chain.common(want)
+        chain.truncate(keep)
+        for name in want[keep:]:
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top())
+            except OSError as exc:
+                raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
+            chain.fds.append(fd)
+            chain.names.append(name)
+        return chain.top()
+
+    # --- destination -----------------------------------------------------------------------
+    def _dest_parent(self, parts: list[str]) -> int:
+        """The fd of the destination directory that will hold ``parts[-1]``: each level opened
+        O_NOFOLLOW; a missing level is made (0755, 0:0, as apply_tar's parents); a symlink or
+        anything else in the way takes the confined path walk (mkdir_all inside the target)."""
+        chain = self._dst
+        want = parts[:-1]
+        keep = chain.common(want)
+        chain.truncate(keep)
+        for i in range(keep, len(want)):
+            name = want[i]
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top())
+            except FileNotFoundError:
+                os.mkdir(name, 0o700, dir_fd=chain.top())
+                os.chmod(name, 0o755, dir_fd=chain.top(), follow_symlinks=False)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top())
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                fd = self._confined_dir(want[:i + 1])
+            chain.fds.append(fd)
+            chain.names.append(name)
+        return chain.top()
+
+    def _confined_dir(self, parts: list[str]) -> int:
+        """A destination level that is a symlink or a file: resolved and made inside the target
+        (symlinks followed with the target as /, a file in the way replaced), as apply_tar does."""
+        cpath = "/" + "/".join(parts)
+        def in_the_way(host: Path, _cpath: str) -> None:
+            remove_tree(short_path(host))
+        mkdir_all(self.target, cpath, in_the_way=in_the_way)
+        host = secure_join(self.target, cpath)
+        return os.open(short_path(host), _DIR_FLAGS)
+
+    # --- entries ---------------------------------------------------------------------------
+    def add(self, item: Item) -> None:
+        """Copy one entry (its parents exist or are made). SnapshotError on failure."""
+        src_parts = _parts(item.rel, item.what)
+        dst_parts = _parts(item.name, item.what)
+        name = "/".join(dst_parts)
+        if item.once:
+            if name in self._seen_dirs:
+                return
+            self._seen_dirs.add(name)
+        try:
+            self._add(item, src_parts, dst_parts, name)
+        except SnapshotError:
+            raise
+        except OSError as exc:
+            raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
+
+    def _add(self, item: Item, src_parts: list[str], dst_parts: list[str], name: str) -> None:
+        sdir = self._source_parent(item, src_parts)
+        sname = src_parts[-1]
+        try:
+            st = os.stat(sname, dir_fd=sdir, follow_symlinks=False)
+        except OSError as exc:
+            raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFSOCK:
+            return  # fsutil's walker drops sockets; nothing readable to copy
+        ddir = self._dest_parent(dst_parts)
+        dname = dst_parts[-1]
+        if kind == stat.S_IFREG and st.st_nlink > 1:
+            first = self._links.get((st.st_dev, st.st_ino))
+            if first is not None and first != name:
+                self._replace(ddir, dname, False)
+                self._hardlink(first, ddir, dname, name)
+                return
+            self._links[(st.st_dev, st.st_ino)] = name
+        self._replace(ddir, dname, kind == stat.S_IFDIR)
+        uid, gid = self.owner if self.owner is not None else \
+            ((st.st_uid, st.st_gid) if item.keep_owner else (0, 0))
+        mode = item.mode if item.mode is not None else stat.S_IMODE(st.st_mode)
+        mtime_ns = item.mtime * 1_000_000_000 if item.mtime is not None else st.st_mtime_ns
+        if kind == stat.S_IFREG:
+            self._file(item, sdir, sname, st, ddir, dname, name, (uid, gid, mode, mtime_ns))
+        elif kind == stat.S_IFDIR:
+            self._dir(item, sdir, sname, ddir, dname, name, (uid, gid, mode, mtime_ns))
+        elif kind == stat.S_IFLNK:
+            target = os.readlink(sname, dir_fd=sdir)
+            os.symlink(target, dname, dir_fd=ddir)
+            xattrs = _xattrs(_at(sdir, sname))
+            self._chown_at(ddir, dname, name, uid, gid, mode)
+            self._set_xattrs(_at(ddir, dname), name, xattrs)
+            try:
+                os.utime(dname, ns=(mtime_ns, mtime_ns), dir_fd=ddir, follow_symlinks=False)
+            except OSError:
+                pass
+        else:  # FIFO, character or block device
+            if kind == stat.S_IFIFO:
+                os.mkfifo(dname, 0o600, dir_fd=ddir)
+            else:
+                try:
+                    os.mknod(dname, kind | 0o600, st.st_rdev, dir_fd=ddir)
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EACCES):
+                        raise
+                    # BuildKit makes device nodes (fsutil copy/copy.go:456-461) or fails
+                    raise SnapshotError(f"{name}: cannot create device node: {exc.strerror} "
+                                        "(device nodes need real root)") from None
+            xattrs = _xattrs(_at(sdir, sname))
+            self._chown_at(ddir, dname, name, uid, gid, mode)
+            self._set_xattrs(_at(ddir, dname), name, xattrs)
+            os.chmod(dname, mode & 0o7777, dir_fd=ddir)
+            os.utime(dname, ns=(mtime_ns, mtime_ns), dir_fd=ddir)
+
+    def _replace(self, ddir: int, dname: str, is_dir: bool) -> None:
+        """Remove what is at ``dname`` unless both it and the new entry are directories."""
+        try:
+            old = os.stat(dname, dir_fd=ddir, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if is_dir and stat.S_ISDIR(old.st_mode):
+            return
+        # (the chain of open destination fds ends at ddir, the parent: nothing cached lies below)
+        remove_tree(dname, dir_fd=ddir)
+
+    def _hardlink(self, first: str, ddir: int, dname: str, name: str) -> None:
+        src = secure_join(self.target, first, follow_final=False)
+        ssrc = short_path(src)
+        if not os.path.lexists(ssrc) or os.path.isdir(ssrc) and not os.path.islink(ssrc):
+            raise SnapshotError(f"{name}: hard link to missing {first}")
+        os.link(ssrc, dname, dst_dir_fd=ddir, follow_symlinks=False)
+
+    def _dir(self, item: Item, sdir: int, sname: str, ddir: int, dname: str, name: str,
+             meta: tuple[int, int, int, int]) -> None:
+        uid, gid, mode, mtime_ns = meta
+        try:
+            sfd = os.open(sname, _DIR_FLAGS, dir_fd=sdir)
+        except OSError as exc:
+            raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
+        try:
+            xattrs = _xattrs(sfd)
+        finally:
+            os.close(sfd)
+        try:
+            os.mkdir(dname, 0o700, dir_fd=ddir)
+        except FileExistsError:
+            pass
+        fd = os.open(dname, _DIR_FLAGS, dir_fd=ddir)
+        try:
+            self._fchown(fd, name, uid, gid, mode)
+            self._set_xattrs(fd, name, xattrs)
+            os.fchmod(fd, mode & 0o7777)
+        finally:
+            os.close(fd)
+        self._dir_times.append((name, mtime_ns))
+
+    def _file(self, item: Item, sdir: int, sname: str, st: os.stat_result, ddir: int, dname: str, name: str,
+              meta: tuple[int, int, int, int]) -> None:
+        try:
+            sfd = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sdir)
+        except OSError as exc:
+            raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
+        try:
+            now = os.fstat(sfd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise SnapshotError(f"copy source {item.what or item.rel}: changed while being copied")
+            dfd = os.open(dname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                          dir_fd=ddir)
+        except BaseException:
+            os.close(sfd)
+            raise
+        what = item.what or item.rel
+        if st.st_size >= BIG_FILE:
+            self._reap()
+            self._slots.acquire()
+            self._pending.append(self._pool.submit(self._finish, sfd, dfd, st.st_size, name, what, meta))
+        else:
+            self._finish(sfd, dfd, st.st_size, name, what, meta, slot=False)
+
+    def _finish(self, sfd: int, dfd: int, size: int, name: str, what: str, meta: tuple[int, int, int, int],
+                slot: bool = True) -> None:
+        """Contents, then owner, xattrs, mode and times; closes both fds (a pool job when ``slot``)."""
+        uid, gid, mode, mtime_ns = meta
+        try:
+            try:
+                _copy_data(sfd, dfd, size, what, self.stats)
+            except OSError as exc:
+                raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
+            xattrs = _xattrs(sfd)
+            self._fchown(dfd, name, uid, gid, mode)
+            self._set_xattrs(dfd, name, xattrs)
+            os.fchmod(dfd, mode & 0o7777)
+            os.utime(dfd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+            if slot:
+                self._slots.release()
+
+    def _reap(self) -> None:
+        """Raise the first error of a finished pool job; forget finished jobs."""
+        still: list[Future[None]] = []
+        for f in self._pending:
+            if f.done():
+                f.result()
+            else:
+                still.append(f)
+        self._pending = still
+
+    # --- metadata --------------------------------------------------------------------------
+    def _owner_error(self, name: str, uid: int, gid: int, mode: int, exc: OSError) -> SnapshotError:
+        why = "outside the mapped user namespace range" if exc.errno == errno.EINVAL else exc.strerror
+        return SnapshotError(f"cannot set owner of {name} to {uid}:{gid}: {why}")
+
+    def _fchown(self, fd: int, name: str, uid: int, gid: int, mode: int) -> None:
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError as exc:
+            raise self._owner_error(name, uid, gid, mode, exc) from None
+
+    def _chown_at(self, ddir: int, dname: str, name: str, uid: int, gid: int, mode: int) -> None:
+        try:
+            os.chown(dname, uid, gid, dir_fd=ddir, follow_symlinks=False)
+        except OSError as exc:
+            raise self._owner_error(name, uid, gid, mode, exc) from None
+
+    def _set_xattrs(self, where: int | str, name: str, xattrs: list[tuple[str, bytes]]) -> None:
+        for key, value in xattrs:
+            try:
+                os.setxattr(where, key, value, follow_symlinks=isinstance(where, int))
+            except OSError as exc:
+                # Docker goes on: BuildKit's copy logs it (solver/llbsolver/file/backend.go:201-204)
+                with self.stats.lock:
+                    self.stats.warnings.append(f"{name}: cannot set xattr {key}: {exc.strerror}")
+
+    # --- end -------------------------------------------------------------------------------
+    def close(self) -> list[str]:
+        """Wait for every copy, set the directories' times (last made first), release the fds;
+        returns the warnings. The first error of a copy is raised here."""
+        try:
+            for f in self._pending:
+                f.result()
+            self._pending = []
+            for name, mtime_ns in reversed(self._dir_times):
+                parts = name.split("/")
+                try:
+                    ddir = self._dest_parent(parts)
+                    os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=ddir, follow_symlinks=False)
+                except OSError:
+                    pass
+        finally:
+            self._release()
+        _report(self.stats.warnings)
+        return list(self.stats.warnings)
+
+    def _abort(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+        if self._dst.root_fd >= 0:
+            self._dst.close()
+            self._dst.root_fd = -1
+
+
+def copy_items(items: Iterable[Item], target: Path, owner: tuple[int, int] | None = None) -> list[str]:
+    """Copy ``items`` (walk order) into the directory ``target``; returns warnings (xattrs that
+    could not be set). SnapshotError naming the entry on any failure."""
+    with Copier(target, owner) as c:
+        for item in items:
+            c.add(item)
+        return c.close()
+
+
+def _report(warnings: list[str], shown: int = 5) -> None:
+    """What the copy could not keep (an xattr) is said, never dropped silently, as apply_tar says it
+    (Docker logs the same and goes on: backend.go:201-204)."""
+    log = logging.getLogger("bale")
+    for w in warnings[:shown]:
+        log.warning("%s", w)
+    if len(warnings) > shown:
+        log.warning("... and %d more entries like these", len(warnings) - shown)
+
+
+def _at(dir_fd: int, name: str) -> str:
+    """A path naming ``name`` in the directory ``dir_fd`` (for calls without a dir_fd form);
+    the final component is not followed by the callers."""
+    return f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def _xattrs(where: int | str) -> list[tuple[str, bytes]]:
+    """The entry's extended attributes worth copying (name order); unreadable ones are skipped."""
+    follow = isinstance(where, int)  # an fd: follow_symlinks must stay True (nothing is followed)
+    try:
+        names = os.listxattr(where, follow_symlinks=follow)
+    except OSError:
+        return []
+    out: list[tuple[str, bytes]] = []
+    for key in sorted(names):
+        if key.startswith(SKIPPED_XATTRS):
+            continue
+        try:
+            out.append((key, os.getxattr(where, key, follow_symlinks=follow)))
+        except OSError:
+            continue
+    return out
+
+
+def _copy_data(sfd: int, dfd: int, size: int, what: str, stats: _Stats) -> None:
+    """``size`` bytes of ``sfd`` (from offset 0) into the empty ``dfd``: a reflink, else
+    copy_file_range, else sendfile, else 1 MiB reads and writes. A source that grew is cut at
+    ``size`` (what its stat said); one that shrank is a SnapshotError naming ``what``."""
+    if size == 0:
+        return
+    if stats.reflink:
+        try:
+            fcntl.ioctl(dfd, FICLONE, sfd)
+            if os.fstat(dfd).st_size > size:
+                os.ftruncate(dfd, size)
+            if os.fstat(dfd).st_size == size:
+                return
+            os.ftruncate(dfd, 0)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+                             errno.EPERM, errno.EBADF):
+                stats.reflink = False
+            else:
+                raise
+    done = 0
+    if stats.copy_range:
+        done = _loop(sfd, dfd, size, stats, "copy_range")
+    if done < size and stats.sendfile:
+        done = _loop(sfd, dfd, size, stats, "sendfile", done)
+    while done < size:
+        chunk = os.pread(sfd, min(1 << 20, size - done), done)
+        if not chunk:
+            raise SnapshotError(f"copy source {what}: file shrank while being copied (read {done} of {size} bytes)")
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(dfd, view, done)
+            done += n
+            view = view[n:]
+
+
+def _loop(sfd: int, dfd: int, size: int, stats: _Stats, how: str, done: int = 0) -> int:
+    """Bytes copied up to ``size`` with ``how`` ("copy_range" or "sendfile"), from ``done``; stops
+    early (and turns ``how`` off for this copier) when the kernel refuses it for these files."""
+    if how == "sendfile":
+        os.lseek(dfd, done, os.SEEK_SET)  # sendfile writes at the output's position
+    while done < size:
+        try:
+            if how == "copy_range":
+                n = os.copy_file_range(sfd, dfd, min(CHUNK, size - done), done, done)
+            else:
+                n = os.sendfile(dfd, sfd, done, min(CHUNK, size - done))
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF) and done == 0:
+                setattr(stats, "copy_range" if how == "copy_range" else "sendfile", False)
+                return done
+            raise
+        if n == 0:
+            return done  # end of file: the caller's read loop reports the shrink
+        done += n
+    return done
