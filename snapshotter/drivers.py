@@ -263,14 +263,9 @@ class OverlayDriver(_Base):
         lowers = [str(self.layer_dir(l)) for l in top_first_unique(self.layer_ids(key))] or [str(d / "empty")]
         fds: list[int] = []
         try:
-            strings = []
-            for path in lowers:
-                if len(path) > 200:  # fsconfig strings must stay under 256 bytes
-                    fd = os.open(path, os.O_PATH | os.O_DIRECTORY)
-                    fds.append(fd)
-                    path = f"/proc/self/fd/{fd}"
-                strings.append(("lowerdir+", path))
-            strings += [("upperdir", str(d / "upper")), ("workdir", str(d / "work"))]
+            strings = [("lowerdir+", fsconfig_path(path, fds)) for path in lowers]
+            strings += [("upperdir", fsconfig_path(str(d / "upper"), fds)),
+                        ("workdir", fsconfig_path(str(d / "work"), fds))]
             if in_initial_userns():
                 strings += [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")]
                 flags: list[str] = []
@@ -506,6 +501,21 @@ def get_driver(name: str, root: Path) -> _Base:
     return drivers[name](Path(root) / name)
 
 
+#: fsconfig string values must stay under 256 bytes (a 257-byte path gives EINVAL, PLATFORM.md 2.4)
+FSCONFIG_PATH_MAX = 200
+
+
+def fsconfig_path(path: str, fds: list[int]) -> str:
+    """``path`` as an fsconfig value for overlay's ``lowerdir+``, ``upperdir`` and ``workdir``
+    (kernel 6.8+): as it is when shorter than FSCONFIG_PATH_MAX, else ``/proc/self/fd/N`` of an
+    O_PATH descriptor of the directory, appended to ``fds`` (the caller closes them once the
+    mount is made), so a store of any depth mounts. Raises OSError when it cannot be opened."""
+    if len(os.fsencode(path)) < FSCONFIG_PATH_MAX:
+        return path
+    fds.append(os.open(short_path(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    return f"/proc/self/fd/{fds[-1]}"
+
+
 def probe_overlay(root: Path) -> str | None:
     """Try a real overlay mount under ``root`` (call inside the namespace that will mount);
     None when it works, else the error."""
@@ -515,8 +525,13 @@ def probe_overlay(root: Path) -> str | None:
         for sub in ("l1", "l2", "u", "w", "m"):
             (d / sub).mkdir()
         flags = [] if in_initial_userns() else ["userxattr"]
-        syscalls.fs_mount("overlay", str(d / "m"), [("lowerdir+", str(d / "l1")), ("lowerdir+", str(d / "l2")),
-                                                     ("upperdir", str(d / "u")), ("workdir", str(d / "w"))], flags)
+        fds: list[int] = []
+        try:
+            syscalls.fs_mount("overlay", str(d / "m"), [(key, fsconfig_path(str(d / sub), fds)) for key, sub in (
+                ("lowerdir+", "l1"), ("lowerdir+", "l2"), ("upperdir", "u"), ("workdir", "w"))], flags)
+        finally:
+            for fd in fds:
+                os.close(fd)
         (d / "m" / "x").write_text("x")
         syscalls.umount(str(d / "m"), syscalls.MNT_DETACH)
         return None

@@ -17,7 +17,7 @@ from builder.sandbox.userns import UserNamespace
 from snapshotter import syscalls as sc
 from snapshotter.drivers import probe_overlay
 
-PROBE_VERSION = 5
+PROBE_VERSION = 6  # 6: the overlay probe mounts under a long store root (fsconfig paths via fds)
 
 
 @dataclass
