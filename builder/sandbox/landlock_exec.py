@@ -14,8 +14,8 @@ the data (the ruleset attribute, one landlock_path_beneath_attr and one path per
 message). Code, in order: landlock_create_ruleset; per rule open(path, O_PATH|O_CLOEXEC) (a
 missing path is skipped) and landlock_add_rule; landlock_restrict_self; execve of the command
 and environment held in the data (so proot itself runs with an environment of bale's, and the
-RUN's ENV, LD_PRELOAD or PROOT_* included, reaches the RUN only). Any failure writes one line to
-stderr and exits 126.
+RUN's ENV, LD_PRELOAD or PROOT_* included, reaches the RUN only). A failure before the exec writes one
+line to stderr and exits 126; a failed execve says so and exits 127.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ O_PATH_CLOEXEC = 0x200000 | 0x80000
 SYS_OPEN, SYS_WRITE, SYS_GETPID, SYS_EXECVE, SYS_EXIT_GROUP = 2, 1, 39, 59, 231
 SYS_CREATE, SYS_ADD_RULE, SYS_RESTRICT = 444, 445, 446
 MESSAGE = b"bale: cannot restrict the RUN with Landlock\n"
+EXEC_MESSAGE = b"bale: cannot run the RUN's command (execve failed)\n"
 
 
 class _Asm:
@@ -85,6 +86,7 @@ def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: byte
 
     put("attr", struct.pack("<QQQ", handled_fs, 0, scoped))
     put("msg", MESSAGE)
+    put("xmsg", EXEC_MESSAGE)
     # a first harmless call: proot may still be finishing the execve when the program starts
     a.syscall_nr(SYS_GETPID)
     # landlock_create_ruleset(&attr, 24, 0) -> r12
@@ -129,13 +131,14 @@ def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: byte
     a.rip(b"\x48\x8d\x35", "argv")  # lea rsi, [rip+argv]
     a.rip(b"\x48\x8d\x15", "envv")  # lea rdx, [rip+envv]
     a.syscall_nr(SYS_EXECVE)
-    a.label("fail")
-    a.emit(b"\xbf\x02\x00\x00\x00")  # mov edi, 2
-    a.rip(b"\x48\x8d\x35", "msg")  # lea rsi, [rip+msg]
-    a.emit(b"\xba" + struct.pack("<I", len(MESSAGE)))  # mov edx, len
-    a.syscall_nr(SYS_WRITE)
-    a.emit(b"\xbf\x7e\x00\x00\x00")  # mov edi, 126
-    a.syscall_nr(SYS_EXIT_GROUP)
+    for label, message, code in (("execfail", "xmsg", 127), ("fail", "msg", 126)):  # execve falls through
+        a.label(label)
+        a.emit(b"\xbf\x02\x00\x00\x00")  # mov edi, 2
+        a.rip(b"\x48\x8d\x35", message)  # lea rsi, [rip+message]
+        a.emit(b"\xba" + struct.pack("<I", len(MESSAGE if message == "msg" else EXEC_MESSAGE)))  # mov edx, len
+        a.syscall_nr(SYS_WRITE)
+        a.emit(b"\xbf" + struct.pack("<I", code))  # mov edi, code
+        a.syscall_nr(SYS_EXIT_GROUP)
 
     code_off = EHDR + PHDR
     data_off = code_off + len(a.code)

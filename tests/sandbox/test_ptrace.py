@@ -1,0 +1,139 @@
+"""The ptrace isolation (builder/sandbox/ptrace.py: proot under two Landlock domains, owners recorded
+by bale), forced on this host as the unprivileged user:
+
+* landlock_exec's program alone (no proot) keeps a process to the paths it lists: the boundary that
+  holds whatever proot fails to translate;
+* every owner-changing call a RUN can make (fchown, fchownat with AT_EMPTY_PATH and with a dirfd,
+  lchown of a symlink, chown through a symlink, chown of a set-uid file) is recorded and lands in the
+  layer as root's build gives it; bale's record xattr cannot be set by the RUN, another user xattr
+  can; what a RUN with a non-root USER makes is that user's. The layers are read with tarfile;
+* a RUN that kills every process it may signal (kill -9 -1) reaches none outside its Landlock domain
+  (neither proot nor bale, nor anything else of the pod): the build goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.sandbox import landlock, landlock_exec
+from tests.fixtures.rootfs import make_busybox_rootfs
+from tests.helpers.oci_reader import flatten, read_layout
+
+pytestmark = [pytest.mark.slow]
+HERE = Path(__file__).parent
+EPOCH = "1700000000"
+OWNERS_DOCKERFILE = """FROM busybox
+COPY owners /owners
+RUN /owners
+USER 7:8
+RUN touch /tmp/u && mkdir /tmp/ud && ln -s u /tmp/ul
+"""
+
+
+@pytest.fixture(scope="module")
+def owners_bin(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("owners") / "owners"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(HERE / "testdata" / "owners.c")], check=True)
+    return out
+
+
+def test_landlock_exec_alone_keeps_a_process_to_its_rootfs(tmp_path):
+    """No proot: the program's domain (the rootfs only, the scopes) refuses a file outside by its host
+    path, as it would one that proot failed to translate, and execs the command inside it."""
+    if landlock.abi() < 6:
+        pytest.fail(f"this kernel offers Landlock ABI {landlock.abi()}; the ptrace isolation needs 6")
+    root = make_busybox_rootfs(tmp_path / "root")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "planted").write_text("PLANTED\n")
+    (root / "inside").write_text("INSIDE\n")
+    everything = landlock.all_fs_rights(landlock.abi())
+    busybox = str(root / "bin" / "busybox").encode()
+    script = f"cat {root}/inside; cat {outside}/planted; kill -0 1 || echo no-signal-out".encode()
+    prog = tmp_path / "enter"
+    prog.write_bytes(landlock_exec.build([(str(root), everything)], everything,
+                                         landlock.SCOPE_SIGNAL | landlock.SCOPE_ABSTRACT_UNIX_SOCKET,
+                                         busybox, [b"sh", b"-c", script], [b"PATH=/nonexistent"]))
+    prog.chmod(0o755)
+    r = subprocess.run(["setpriv", "--no-new-privs", str(prog)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.splitlines() == ["INSIDE", "no-signal-out"], r.stdout + r.stderr
+    assert "planted': Permission denied" in r.stderr, r.stderr
+    # without no_new_privs (nor CAP_SYS_ADMIN) the kernel refuses the domain: one line, 126, nothing run
+    r = subprocess.run(["capsh", "--drop=cap_sys_admin", "--", "-c", 'exec "$0"', str(prog)], capture_output=True,
+                       text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (126, "", "bale: cannot restrict the RUN with Landlock\n")
+
+
+def _layout_digest(layout: Path) -> str:
+    manifests = json.loads((layout / "index.json").read_text())["manifests"]
+    return str(manifests[0]["digest"])
+
+
+def _root_build(base: Path, busybox_layout: Path, ctx: Path) -> Path:
+    """``ctx`` built by root on the host (who really chowns): its OCI layout."""
+    from tests.fixtures.users import REPO
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
+
+    def bale(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(base / "store"), *args],
+                              capture_output=True, text=True, env=env, timeout=600, cwd="/tmp")
+    image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
+    assert bale("tag", image, "busybox").returncode == 0
+    r = bale("bud", "-t", f"oci:{base}/out:latest", str(ctx))
+    assert r.returncode == 0, r.stderr
+    return base / "out"
+
+
+def test_every_owner_call_is_recorded_as_root_s_build_gives_it(unprivileged_user, user_tmp, busybox_layout,
+                                                             owners_bin, tmp_path):
+    u = unprivileged_user
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(OWNERS_DOCKERFILE)
+    (ctx / "owners").write_bytes(owners_bin.read_bytes())
+    (ctx / "owners").chmod(0o755)
+    for p in (ctx, ctx / "Dockerfile", ctx / "owners"):
+        os.chown(p, u.uid, u.gid)
+    reference = _root_build(tmp_path / "root", busybox_layout, ctx)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store,
+               env={"SOURCE_DATE_EPOCH": EPOCH}, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = dict(line.rsplit(" ", 1) for line in r.stdout.splitlines()
+                if line.startswith(("fchown", "lchown", "chown-", "setxattr")) and " " in line)
+    assert said == {"fchown": "ok", "fchownat-empty": "ok", "fchownat-dirfd": "ok", "lchown": "ok",
+                    "chown-through-link": "ok", "chown-suid": "ok", "setxattr-user": "ok"}, r.stdout
+    fs = flatten(read_layout(user_tmp / "out")[2])
+    owner = {p: (e.info.uid, e.info.gid) for p, e in fs.items()}
+    assert owner["/o-fchown"] == (21, 22) and owner["/o-empty"] == (23, 24)
+    assert owner["/o-dir/rel"] == (25, 26) and owner["/o-link"] == (27, 28)
+    assert owner["/o-target"] == (29, 30) and owner["/o-suid"] == (31, 0)
+    assert fs["/o-suid"].info.mode == 0o755  # set-uid cleared by the chown, as the kernel does
+    assert owner["/tmp/u"] == owner["/tmp/ud"] == owner["/tmp/ul"] == (7, 8)
+    assert fs["/o-xattr"].info.pax_headers.get("SCHILY.xattr.user.note") == "hi"
+    assert owner["/o-xattr"] == (0, 0)  # the RUN's own user.bale.owner "5:5" was refused
+    assert not [k for e in fs.values() for k in e.info.pax_headers if "user.bale" in k]
+    assert _layout_digest(user_tmp / "out") == _layout_digest(reference)
+
+
+def test_a_run_killing_everything_it_may_reaches_nothing_outside(unprivileged_user, user_tmp, busybox_layout):
+    u = unprivileged_user
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN kill -9 -1; sleep 1; echo survived\nRUN echo next\n")
+    os.chown(ctx, u.uid, u.gid)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    sleeper = subprocess.Popen(["runuser", "-u", u.name, "--", "sleep", "60"])  # another process of bale's uid
+    try:
+        r = u.bale("bud", "--isolation", "ptrace", "-t", "k", str(ctx), root=store, check=False)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "survived" in r.stdout.splitlines() and "next" in r.stdout.splitlines(), r.stdout
