@@ -98,13 +98,13 @@ def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_da
             entries.setdefault(a, Change(a, "content"))
     links: dict[tuple[int, int], str] = {}
     count = 0
-    top = os.fspath(root)
+    top = os.fspath(root).rstrip("/") + "/"
     marker_mtime = _clamp(0, source_date_epoch)
     tw = TarStream(out)
     for path in sorted(entries, key=lambda p: p.split("/")):
         c = entries[path]
         name = path.lstrip("/")
-        host = short_path(os.path.join(top, name))  # names up to the kernel's limits: through a dir fd
+        host = short_path(top + name)  # names up to the kernel's limits: through a dir fd
         if c.kind == "whiteout":
             parent, base = os.path.split(name)
             tw.add(tar_header(os.path.join(parent, WHITEOUT_PREFIX + base), REGTYPE, 0o644, 0, 0, marker_mtime))

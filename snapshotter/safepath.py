@@ -112,6 +112,8 @@ def short_path(path: Path | str) -> str:
     becomes ``/proc/self/fd/N/REST`` with N an O_PATH descriptor of a directory on the way
     (opened in hops below PATH_MAX and kept in a small cache), so names up to the kernel's
     limits work however deep the snapshot itself lies. Shorter paths come back as they are."""
+    if type(path) is str and len(path) * 4 < LONG_PATH:  # short whatever it encodes to (<= 4 bytes a char)
+        return path
     raw = os.fsencode(path)
     while len(raw) >= LONG_PATH:
         cut = raw.rfind(b"/", 0, LONG_PATH)

@@ -30,8 +30,9 @@ BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240
 #: bodies up to this many bytes are read into the buffer; larger ones are sent by the kernel
 SMALL_BODY = 1 << 16
-#: bytes buffered before one write to the output fd
-FLUSH_AT = 1 << 20
+#: bytes buffered before one write to the output fd (a quarter of a 1 MiB pipe: the writer goes
+#: on while the reader drains the rest)
+FLUSH_AT = 1 << 18
 #: bytes asked of one sendfile
 SEND_CHUNK = 1 << 22
 
@@ -41,6 +42,7 @@ _OCTAL11 = 8 ** 11
 _NO_DEVICE = bytes(16)
 _TAIL = b"ustar\x0000" + bytes(64)  # magic and version, empty uname and gname
 _PREFIX_PAD = bytes(155 + 12)  # the empty prefix field and the block's last 12 bytes
+_CHECK_BASE = 8 * ord(" ") + sum(_TAIL)
 
 REGTYPE, LNKTYPE, SYMTYPE = tarfile.REGTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
 CHRTYPE, BLKTYPE, DIRTYPE, FIFOTYPE = tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE
@@ -66,11 +68,12 @@ def tar_header(name: str, type_: bytes, mode: int, uid: int, gid: int, mtime: in
         else:
             dev = _NO_DEVICE
         raw_name, raw_link = name.encode("ascii"), linkname.encode("ascii")
-        buf = b"".join((raw_name, bytes(100 - len(raw_name)),
-                        b"%07o\0%07o\0%07o\0%011o\0%011o\0        " % (mode & 0o7777, uid, gid, size, mtime),
-                        type_, raw_link, bytes(100 - len(raw_link)), _TAIL, dev, _PREFIX_PAD))
-        # the checksum field counts as eight spaces, which is what it holds here (tarfile.calc_chksums)
-        return b"%s%06o\0%s" % (buf[:148], sum(buf), buf[155:])
+        numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
+        # the checksum is the sum of the block's bytes with its own field as eight spaces
+        # (tarfile.calc_chksums); the zero padding adds nothing
+        check = sum(raw_name) + sum(numbers) + _CHECK_BASE + type_[0] + sum(raw_link) + sum(dev)
+        return b"".join((raw_name, bytes(100 - len(raw_name)), numbers, b"%06o\0 " % check, type_, raw_link,
+                         bytes(100 - len(raw_link)), _TAIL, dev, _PREFIX_PAD))
     return _tarfile_header(name, type_, mode, uid, gid, mtime, size, linkname, devmajor, devminor, pax)
 
 

@@ -45,7 +45,7 @@ class Source(Protocol):
 
     def read(self, n: int = -1, /) -> bytes: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None: ...  # (an optional ``read1(n)`` is used when present)
 
 
 @runtime_checkable
@@ -226,13 +226,14 @@ class LayerWriter:
 
 
 def compress_layer(src: Source, sink: Sink, compression: str = "gzip", level: int | None = None) -> LayerDigests:
-    """Compress all of ``src`` (read in pieces of BLOCK bytes) into ``sink``; the digests of
-    both sides. ``src`` is read and hashed (the diff_id) one thread ahead, up to READ_AHEAD
-    pieces, while this thread compresses: both run outside the GIL, so with a producer on the
-    far side of a pipe the three overlap. ``src`` stays open. Raises UsageError for an unknown
-    compression or level, and what reading ``src`` or writing ``sink`` raises."""
+    """Compress all of ``src`` into ``sink``; the digests of both sides. ``src`` is read (with
+    ``read1`` when it has one: what a pipe holds, up to BLOCK bytes, so the writer on its far
+    side never waits for a whole piece to drain) and hashed (the diff_id) one thread ahead, up
+    to READ_AHEAD pieces, while this thread compresses: both run outside the GIL, so with a
+    producer on the far side of a pipe the three overlap. ``src`` stays open. Raises UsageError
+    for an unknown compression or level, and what reading ``src`` or writing ``sink`` raises."""
     w = LayerWriter(sink, compression, level, hash_input=False)
-    reader = _Prefetched(src, READ_AHEAD, hashlib.sha256())
+    reader = _Prefetched(src, READ_AHEAD, hashlib.sha256(), partial=True)
     try:
         for piece in reader.pieces():
             w.write(piece)
@@ -366,11 +367,14 @@ class _Prefetched(_Pieces):
     consumer that parses the tar and writes files. The thread starts at the first
     read (never before a fork) and ends at the end of the stream or at close();
     its exceptions (FormatError, DigestMismatch) are raised by the read that meets them.
-    With ``digest`` (a hashlib object) the thread also hashes every piece it reads."""
+    With ``digest`` (a hashlib object) the thread also hashes every piece it reads; with
+    ``partial`` it takes what ``inner.read1`` has (a pipe: whatever the writer put there so
+    far, up to BLOCK bytes) instead of waiting for whole pieces."""
 
-    def __init__(self, inner: "_Pieces | Source", depth: int = 4, digest: Any = None) -> None:
+    def __init__(self, inner: "_Pieces | Source", depth: int = 4, digest: Any = None, partial: bool = False) -> None:
         self.inner = inner
         self.digest = digest
+        self.partial = partial
         self.queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -378,11 +382,14 @@ class _Prefetched(_Pieces):
 
     def _run(self) -> None:
         src = self.inner
+        read = getattr(src, "read1", None) if self.partial else None
         try:
             while not self.stop.is_set():
                 if isinstance(src, _Pieces):  # take its pieces as they come: no joining
                     piece = src.buf[src.pos:] if src.pos < len(src.buf) or src._fill() else b""
                     src.pos = len(src.buf)
+                elif read is not None:
+                    piece = read(BLOCK)
                 else:
                     piece = src.read(BLOCK)
                 if self.digest is not None and piece:

@@ -39,7 +39,13 @@ class _FirstBlock:
         return not any(self.head)
 
     def read(self, n: int = -1, /) -> bytes:
-        data = self.src.read(n)
+        return self._note(self.src.read(n))
+
+    def read1(self, n: int = -1, /) -> bytes:
+        """What the pipe holds now, up to ``n`` bytes (at least one; b"" at the end)."""
+        return self._note(getattr(self.src, "read1", self.src.read)(n))
+
+    def _note(self, data: bytes) -> bytes:
         if len(self.head) < 512:
             self.head += data[:512 - len(self.head)]
         return data
