@@ -253,7 +253,9 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         # their directories): made here, and dropped from the layer while empty, as in every isolation
         for guest in [*binds, *devices]:
             _make_point(root, guest, guest == "/proc", created)
-        argv = [proot, *(["-0"] if (uid, gid) == (0, 0) else ["-i", f"{uid}:{gid}"]), "-r", str(root), "-w", cwd]
+        # -v -1: proot's errors only (its notes, e.g. on a killed process, would mix into the RUN's output)
+        argv = [proot, "-v", "-1", *(["-0"] if (uid, gid) == (0, 0) else ["-i", f"{uid}:{gid}"]), "-r", str(root),
+                "-w", cwd]
         for guest, host in binds.items():
             argv += ["-b", f"{host}:{guest}"]
         for d in devices:
