@@ -148,11 +148,21 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise SnapshotError(f"cannot read layer: {exc}") from None
     m: tarfile.TarInfo | None = None
+    unlocked: list[tuple[str, int]] = []  # (host dir, its mode) opened for writing, restored at the end
     try:
         for m in tf:
             result.entries += 1
-            _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors and not strict, created,
-                          dir_times, result, strict, parents)
+            try:
+                _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors and not strict, created,
+                              dir_times, result, strict, parents)
+            except PermissionError:
+                # recording owners, bale owns every directory but has no CAP_DAC_OVERRIDE: a directory
+                # the image made read-only (0555 /usr/bin) is opened to its owner for the extraction
+                if not owners.recording() or not _unlock_parents(target, m.name, unlocked):
+                    raise
+                parents.forget()
+                _apply_member(tf, m, target, whiteout_format, chown, ignore_chown_errors and not strict, created,
+                              dir_times, result, strict, parents)
     except (tarfile.TarError, EOFError) as exc:
         raise SnapshotError(f"corrupt layer tar: {exc}") from None
     except OSError as exc:
@@ -160,6 +170,11 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
         raise SnapshotError(f"{what}: {exc.strerror or exc}") from None
     finally:
         tf.close()
+        for host, mode in reversed(unlocked):
+            try:
+                os.chmod(host, mode, follow_symlinks=False)
+            except OSError:
+                pass
     for path, mtime in reversed(dir_times):
         try:
             os.utime(short_path(path), (mtime, mtime), follow_symlinks=False)
@@ -167,6 +182,32 @@ def apply_tar(src: BinaryIO, target: Path, *, whiteout_format: str = "native",
             pass
     _report(result)
     return result
+
+
+def _unlock_parents(target: Path, name: str, unlocked: list[tuple[str, int]]) -> bool:
+    """Give the owner rwx on every existing directory from ``target`` down to entry ``name``'s
+    parent that lacks it (each recorded in ``unlocked`` with its mode); False when none did."""
+    changed = False
+    cur = target
+    for part in [p for p in clean(name).split("/") if p][:-1]:
+        cur = secure_join(target, container_path(target, cur) + "/" + part)
+        host = short_path(cur)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            break
+        if not stat.S_ISDIR(st.st_mode):
+            break
+        if st.st_mode & 0o700 != 0o700:
+            unlocked.append((host, stat.S_IMODE(st.st_mode)))
+            os.chmod(host, stat.S_IMODE(st.st_mode) | 0o700, follow_symlinks=False)
+            changed = True
+    top = short_path(target)
+    if os.stat(top).st_mode & 0o700 != 0o700:
+        unlocked.insert(0, (top, stat.S_IMODE(os.stat(top).st_mode)))
+        os.chmod(top, stat.S_IMODE(os.stat(top).st_mode) | 0o700)
+        changed = True
+    return changed
 
 
 def _report(result: ApplyResult, shown: int = 5) -> None:

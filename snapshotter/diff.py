@@ -130,7 +130,7 @@ def write_tar(root: Path, changes: Iterable[Change], out: BinaryIO, *, source_da
             links[key] = name
         if type_ == REGTYPE:
             header = tar_header(name, REGTYPE, mode, uid, gid, mtime, size=st.st_size, pax=pax)
-            fd = os.open(host, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = owners.open_to_read(host, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
                 tw.add_file(header, fd, st.st_size, path)
             finally:

@@ -12,15 +12,16 @@ import stat
 from pathlib import Path
 
 from builder.workspace import snapshots
-from snapshotter import safepath
+from snapshotter import owners, safepath
 
 
 def _record(rel: str, path: Path) -> bytes:
     st = os.lstat(path)
-    parts = [rel, f"{st.st_mode:o}", f"{st.st_uid}:{st.st_gid}"]
+    uid, gid = owners.owner_of(str(path), st) if owners.recording() else (st.st_uid, st.st_gid)
+    parts = [rel, f"{st.st_mode:o}", f"{uid}:{gid}"]
     if stat.S_ISREG(st.st_mode):
         h = hashlib.sha256()
-        with open(path, "rb") as fh:
+        with os.fdopen(owners.open_to_read(str(path)), "rb") as fh:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
         parts += [str(st.st_size), h.hexdigest()]

@@ -7,6 +7,9 @@ by bale), forced on this host as the unprivileged user:
   lchown of a symlink, chown through a symlink, chown of a set-uid file) is recorded and lands in the
   layer as root's build gives it; bale's record xattr cannot be set by the RUN, another user xattr
   can; what a RUN with a non-root USER makes is that user's. The layers are read with tarfile;
+* read-only directories (0555, as /usr/bin in Fedora images) and unreadable files (0000, as their
+  /etc/shadow) work as root's build has them: extracted again into a later stage, written by a RUN,
+  read for a layer and by COPY --from, with root's digest;
 * a RUN that kills every process it may signal (kill -9 -1) reaches none outside its Landlock domain
   (neither proot nor bale, nor anything else of the pod): the build goes on.
 """
@@ -118,6 +121,35 @@ def test_every_owner_call_is_recorded_as_root_s_build_gives_it(unprivileged_user
     assert fs["/o-xattr"].info.pax_headers.get("SCHILY.xattr.user.note") == "hi"
     assert owner["/o-xattr"] == (0, 0)  # the RUN's own user.bale.owner "5:5" was refused
     assert not [k for e in fs.values() for k in e.info.pax_headers if "user.bale" in k]
+    assert _layout_digest(user_tmp / "out") == _layout_digest(reference)
+
+
+READONLY_DOCKERFILE = """FROM busybox AS one
+RUN mkdir -p /ro/sub && echo x > /ro/sub/f && echo s > /secret && chmod 0000 /secret && chmod 0555 /ro/sub /ro
+RUN echo more > /ro/sub/g && echo changed > /secret && chmod 0000 /secret
+FROM one AS two
+RUN echo again > /ro/sub/h && cat /secret
+FROM busybox
+COPY --from=two /secret /ro /x/
+"""
+
+
+def test_read_only_directories_and_unreadable_files_as_root_s_build(unprivileged_user, user_tmp, busybox_layout,
+                                                                    tmp_path):
+    u = unprivileged_user
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(READONLY_DOCKERFILE)
+    os.chown(ctx, u.uid, u.gid)
+    reference = _root_build(tmp_path / "root", busybox_layout, ctx)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store,
+               env={"SOURCE_DATE_EPOCH": EPOCH}, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "changed" in r.stdout.splitlines()
+    fs = flatten(read_layout(user_tmp / "out")[2])
+    assert fs["/x/secret"].content == b"changed\n" and fs["/x/secret"].info.mode == 0
+    assert fs["/x/sub/h"].content == b"again\n" and fs["/x/sub"].info.mode == 0o555
     assert _layout_digest(user_tmp / "out") == _layout_digest(reference)
 
 
