@@ -238,3 +238,24 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def handoff() -> list[tuple[str, str, str, int]]:
+    """(store key, lease id, lease path, fd) of each lease this process holds a file for: what a
+    worker of the namespace helper needs (the fds sent with SCM_RIGHTS) to record into them."""
+    with _guard:
+        return [(key, l.id, str(l.path), l._fd) for key, l in _leases.items() if l._fd >= 0]
+
+
+def adopt(entries: list[tuple[str, str, str, int]]) -> None:
+    """In a worker of bale's namespace helper (forked from a process forked from bale, maybe before
+    bale took its leases): forget every inherited lease and record into bale's own instead, given
+    as ``handoff`` made them with the fds received in this process. The worker never releases them."""
+    _leases.clear()
+    for key, lease_id, path, fd in entries:
+        lease = Lease.__new__(Lease)
+        lease.id, lease.path, lease._fd = lease_id, Path(path), fd
+        lease._recorded = set()
+        lease._guard = threading.Lock()
+        lease._pid = -1  # release() is for the process that took it
+        _leases[key] = lease

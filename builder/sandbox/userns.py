@@ -19,7 +19,7 @@ import threading
 from typing import Any, Callable, Iterator
 
 from builder.errors import SandboxError
-from builder.sandbox import kernel, wire
+from builder.sandbox import helper, kernel, request, wire
 from builder.sandbox.idmap import IDMap, default_idmap, helper_args
 from snapshotter import syscalls as sc
 
@@ -154,6 +154,32 @@ class _Forwarder:
             raise KeyboardInterrupt
         else:
             signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def _watching(pid: int) -> Iterator[None]:
+    """While a helper's worker runs for this thread: tracked for stop_all, signals forwarded."""
+    track(pid)
+    try:
+        with _Forwarder(pid):
+            yield
+    finally:
+        untrack(pid)
+
+
+#: the namespace helper of this process for each (rootful, id map asked for / obtained)
+_helpers: dict[tuple[bool, IDMap | None], helper.Helper] = {}
+_helpers_lock = threading.Lock()
+
+
+def _forget_helpers() -> None:
+    """In a forked child: the helpers are the parent's (their sockets are its conversations)."""
+    global _helpers_lock
+    _helpers_lock = threading.Lock()
+    _helpers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_helpers)
 
 
 # --- namespaces -----------------------------------------------------------------------
@@ -298,11 +324,64 @@ class UserNamespace:
         self._warn_single()
         return result
 
+    # --- through the namespace helper (builder/sandbox/helper.py) ---------------------------
+    def _helper(self, what: str) -> helper.Helper:
+        """This process's helper for this mapping, started on first use (one user namespace per
+        bale process, and one newuidmap/newgidmap); a helper found gone is started again."""
+        key = (self.rootful, self.idmap)
+        with _helpers_lock:
+            h = _helpers.get(key)
+            if h is None or not h.alive:
+                h = self._start_helper(what)
+                _helpers[key] = _helpers[(self.rootful, h.idmap)] = h
+        self.idmap = h.idmap
+        self.map_error = h.map_error or self.map_error
+        return h
+
+    def _start_helper(self, what: str) -> helper.Helper:
+        flags = self._flags(sc.CLONE_NEWNS)
+        while True:
+            try:
+                h = helper.start(lambda ready_w, go_r: self._child_enter(flags, ready_w, go_r), self._parent_map,
+                                 self.idmap, self.map_error, what)
+            except _MapRefused as exc:
+                self._downgrade(str(exc))
+                continue
+            self._warn_single()
+            return h
+
+    def _via_helper(self, req: dict[str, Any], fds: list[int], flags: int, what: str) -> Any:
+        for attempt in (0, 1):
+            h = self._helper(what)
+            try:
+                return h.call(req, fds, flags, what, on_pid=_watching)
+            except helper.HelperGone:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
     def call(self, fn: Callable[..., Any], *args: Any, _close: tuple[tuple[int, int], ...] = ()) -> Any:
         """``fn(*args)`` in a child with new user and mount namespaces. Its result must be plain
         data (see wire.plain: tuples come back as lists); errors come back as their class when it is
-        one of wire.ERROR_CLASSES, OSErrors and others as SandboxError."""
-        return self._fork(self._flags(sc.CLONE_NEWNS), lambda: fn(*args), getattr(fn, "__name__", "call"), _close)
+        one of wire.ERROR_CLASSES, OSErrors and others as SandboxError.
+
+        In a user namespace, a function of bale's modules with arguments request.py can carry
+        (request.Fd for fds) runs in a worker of this process's namespace helper, in the one user
+        namespace of the process; anything else (a closure, another module's function) in a child
+        forked for it, in a user namespace of its own (``_close``: (fd, inode) of pipe ends that
+        child must not keep)."""
+        what = getattr(fn, "__name__", "call")
+        if self.use_userns:
+            try:
+                req, fds = request.encode_call(fn, args)
+            except request.NotPortable as exc:
+                log.debug("%s: not through the namespace helper (%s)", what, exc)
+            else:
+                try:
+                    return self._via_helper(req, fds, sc.CLONE_NEWNS, what)
+                except request.NotPortable:
+                    pass
+        return self._fork(self._flags(sc.CLONE_NEWNS), lambda: fn(*args), what, _close)
 
     def run(self, spec: Any, rootfs: Any) -> Any:
         """Run ``spec`` over the root ``rootfs.setup()`` mounts; returns a RunResult."""
@@ -325,13 +404,28 @@ class UserNamespace:
                     pass
             feeder = threading.Thread(target=feed, daemon=True)
         close = ((stdin_w, os.fstat(stdin_w).st_ino),) if feeder is not None else ()
+        req: dict[str, Any] | None = None
+        if self.use_userns:
+            self._helper("run")  # the mapping (maybe downgraded) decides full_mapping
+            try:
+                req, fds = request.encode_call(helper.run_request, (spec, rootfs, self.full_mapping,
+                                                                    None if stdin_r is None else request.Fd(stdin_r)))
+            except request.NotPortable as exc:
+                log.debug("run: not through the namespace helper (%s)", exc)
         full = self.full_mapping
         try:
             if feeder is not None:
                 feeder.start()
             with kernel.undumpable():
-                doc = self._fork(self._flags(flags),
-                                 lambda: run_in_namespace(spec, rootfs, full, stdin_r).to_plain(), "run", close)
+                doc = None
+                if req is not None:
+                    try:
+                        doc = self._via_helper(req, fds, flags, "run")
+                    except request.NotPortable:
+                        req = None
+                if req is None:
+                    doc = self._fork(self._flags(flags),
+                                     lambda: run_in_namespace(spec, rootfs, full, stdin_r).to_plain(), "run", close)
             return RunResult.from_plain(doc)
         finally:
             if stdin_r is not None:

@@ -20,6 +20,7 @@ from builder.sandbox.idmap import identity_idmap
 from builder.sandbox.probe import choose, probe
 from builder.sandbox.ptrace import NOTE as PTRACE_NOTE
 from builder.sandbox.ptrace import run_ptrace
+from builder.sandbox.request import Fd
 from builder.sandbox.runtime import run_oci
 from builder.sandbox.userns import UserNamespace
 from builder.sandbox.wire import plain
@@ -102,7 +103,8 @@ class Runtime:
         return self.userns().run(spec, provider)
 
     def stream_from(self, fn: Callable[..., Any], *args: Any, sink: Callable[[IO[bytes]], T]) -> T:
-        """Run ``fn(write_fd, *args)`` in the namespace while ``sink`` consumes what it writes."""
+        """Run ``fn(write_fd, *args)`` in the namespace while ``sink`` consumes what it writes.
+        The fd travels to the namespace helper's worker with SCM_RIGHTS (request.Fd)."""
         r, w = os.pipe()
         enlarge_pipe(w)
         far_end = pipe_end(r)
@@ -110,7 +112,7 @@ class Runtime:
 
         def producer() -> None:
             try:
-                result["value"] = self.call(fn, w, *args, close=(far_end,))
+                result["value"] = self.call(fn, Fd(w), *args, close=(far_end,))
             except BaseException as exc:  # re-raised below, after the reader finished
                 result["error"] = exc
             finally:
@@ -128,7 +130,8 @@ class Runtime:
         return out
 
     def stream_to(self, fn: Callable[..., Any], *args: Any, source: Callable[[IO[bytes]], None]) -> Any:
-        """Run ``fn(read_fd, *args)`` in the namespace while ``source`` writes its input."""
+        """Run ``fn(read_fd, *args)`` in the namespace while ``source`` writes its input.
+        The fd travels to the namespace helper's worker with SCM_RIGHTS (request.Fd)."""
         r, w = os.pipe()
         enlarge_pipe(w)
         far_end = pipe_end(w)
@@ -146,7 +149,7 @@ class Runtime:
         t = threading.Thread(target=feeder, daemon=True)
         t.start()
         try:
-            value = self.call(fn, r, *args, close=(far_end,))
+            value = self.call(fn, Fd(r), *args, close=(far_end,))
         except BaseException as exc:
             os.close(r)
             t.join()
