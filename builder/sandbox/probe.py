@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from builder.errors import StoreError, UsageError
-from builder.sandbox import ptrace
+from builder.sandbox import probecache, ptrace
 from builder.sandbox.userns import UserNamespace
 from snapshotter import syscalls as sc
 from snapshotter.drivers import probe_overlay
@@ -124,7 +124,8 @@ def _require_writable(store_root: Path) -> None:
 
 
 def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
-    """Probe once per store root (cached in STORE/probe.json, keyed on kernel and uid)."""
+    """Probe once per store root (cached in STORE/probe.json, keyed on kernel and uid) and once per
+    host, user and confinement (probecache.py: a new store's first command does not probe)."""
     cache = Path(store_root) / "probe.json"
     key = {"v": PROBE_VERSION, "kernel": platform.release(), "uid": os.geteuid()}
     if use_cache:
@@ -134,6 +135,19 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
                 return Capabilities(**data["caps"])
         except (OSError, ValueError, TypeError):
             pass
+    host_key = probecache.key(Path(store_root), PROBE_VERSION)
+    if use_cache:
+        known = probecache.load(host_key)
+        if known is not None:
+            try:
+                caps = Capabilities(**known)
+            except TypeError:
+                pass
+            else:
+                Path(store_root).mkdir(parents=True, exist_ok=True)
+                _require_writable(Path(store_root))
+                _save(cache, key, caps)
+                return caps
     Path(store_root).mkdir(parents=True, exist_ok=True)
     _require_writable(Path(store_root))
     is_root = os.geteuid() == 0
@@ -165,13 +179,18 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     caps = Capabilities(is_root, userns, uerr, full, mounts, merr, overlay, oerr,
                         bool(shutil.which("fuse-overlayfs")) and os.access("/dev/fuse", os.R_OK | os.W_OK),
                         fresh_proc, root_userns, rerr, herr, maperr, perr is None, perr)
+    _save(cache, key, caps)
+    probecache.save(host_key, asdict(caps))
+    return caps
+
+
+def _save(cache: Path, key: dict[str, object], caps: Capabilities) -> None:
     try:
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "caps": asdict(caps)}))
         os.replace(tmp, cache)
     except OSError:
         pass
-    return caps
 
 
 def refusals(caps: Capabilities) -> list[str]:

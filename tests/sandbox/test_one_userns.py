@@ -1,0 +1,84 @@
+"""One user namespace per bale invocation (issue 10): the namespace helper
+(builder/sandbox/helper.py) enters it once, with one newuidmap and one newgidmap,
+and serves every snapshot, copy, commit and RUN of the build from there.
+
+Counted, not timed: newuidmap/newgidmap are wrapped by scripts first on PATH that
+log each run with the user namespace of the process they map
+(/proc/PID/ns/user), and every RUN prints the user namespace it runs in. A
+second namespace anywhere (the probe, an unpack, a COPY, a commit, a RUN) shows
+up as a second mapping run or as a RUN in a namespace no mapping was made for."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+WRAPPER = """#!/bin/sh
+echo "$(basename "$0") $(readlink /proc/$1/ns/user)" >> {log}
+exec {real} "$@"
+"""
+
+
+@pytest.fixture
+def counted(unprivileged_user, user_tmp) -> tuple[dict[str, str], Path]:
+    """(env, log): PATH with newuidmap/newgidmap wrappers first, and the log they append to."""
+    u = unprivileged_user
+    bindir = user_tmp / "wrap"
+    bindir.mkdir()
+    log = user_tmp / "maps.log"
+    for tool in ("newuidmap", "newgidmap"):
+        real = next(p for p in ("/usr/bin/" + tool, "/bin/" + tool) if os.path.exists(p))
+        (bindir / tool).write_text(WRAPPER.format(log=log, real=real))
+        (bindir / tool).chmod(0o755)
+    os.chown(bindir, u.uid, u.gid)
+    return {"PATH": f"{bindir}:{u.env()['PATH']}"}, log
+
+
+def _maps(log: Path) -> list[tuple[str, str]]:
+    if not log.exists():
+        return []
+    return [tuple(line.split(" ", 1)) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+def test_four_step_build_enters_one_user_namespace(unprivileged_user, user_tmp, busybox_layout, counted):
+    u = unprivileged_user
+    env, log = counted
+    store = u.busybox_store(user_tmp, busybox_layout)
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text("from the context\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "RUN echo \"ns-a $(readlink /proc/self/ns/user)\" && echo a > /a\n"
+        "COPY f /f\n"
+        "RUN echo \"ns-b $(readlink /proc/self/ns/user)\" && cat /f /a > /b\n"
+        "RUN echo \"ns-c $(readlink /proc/self/ns/user)\" && test -s /b\n")
+    for p in (ctx, ctx / "f", ctx / "Dockerfile"):
+        os.chown(p, u.uid, u.gid)
+    log.unlink(missing_ok=True)
+    r = u.bale("bud", "--no-cache", "-t", "counted", str(ctx), root=store, env=env)
+    maps = _maps(log)
+    assert [tool for tool, _ in maps] == ["newuidmap", "newgidmap"], (maps, r.stderr)
+    (ns_uid, ns_gid) = (ns for _, ns in maps)
+    assert ns_uid == ns_gid and re.fullmatch(r"user:\[\d+\]", ns_uid), maps
+    runs = dict(re.findall(r"^(ns-[abc]) (user:\[\d+\])$", r.stdout, re.M))
+    assert runs == {"ns-a": ns_uid, "ns-b": ns_uid, "ns-c": ns_uid}, (runs, r.stdout)
+
+
+def test_new_store_first_command_enters_one_user_namespace(unprivileged_user, user_tmp, counted):
+    """`bale from scratch` on a new store: the probe (its cache outside the store is emptied here:
+    a new XDG_RUNTIME_DIR) and the snapshot share the helper's one namespace."""
+    u = unprivileged_user
+    env, log = counted
+    run = user_tmp / "xdg"
+    run.mkdir(mode=0o700)
+    os.chown(run, u.uid, u.gid)
+    env = dict(env, XDG_RUNTIME_DIR=str(run))
+    for store in ("s1", "s2"):
+        log.unlink(missing_ok=True)
+        r = u.bale("from", "scratch", root=user_tmp / store, env=env)
+        assert r.stdout.strip().startswith("working-container"), r.stdout
+        assert [tool for tool, _ in _maps(log)] == ["newuidmap", "newgidmap"], (store, _maps(log), r.stderr)
+    assert list((run / "bale").glob("probe-*.json")), "the probe's answer was not kept outside the store"
