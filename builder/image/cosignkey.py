@@ -18,14 +18,20 @@ import base64
 import json
 import os
 import struct
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from cryptography.hazmat.primitives.poly1305 import Poly1305
-from cryptography.hazmat.primitives.serialization import load_der_private_key
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import UsageError
+from builder.lazyimport import lazy
+
+if TYPE_CHECKING:
+    from cryptography import exceptions as crypto_exceptions
+    from cryptography.hazmat.primitives import poly1305, serialization
+    from cryptography.hazmat.primitives.kdf import scrypt
+else:  # imported at the first key decrypted (start-up: builder/lazyimport.py)
+    crypto_exceptions = lazy("cryptography.exceptions")
+    poly1305 = lazy("cryptography.hazmat.primitives.poly1305")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
+    scrypt = lazy("cryptography.hazmat.primitives.kdf.scrypt")
 
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 _MASK = 0xFFFFFFFF
@@ -83,8 +89,8 @@ def secretbox_open(box: bytes, nonce: bytes, key: bytes) -> bytes | None:
     tag, ct = box[:16], box[16:]
     stream = _xsalsa20_stream(key, nonce, 32 + len(ct))
     try:
-        Poly1305.verify_tag(stream[:32], ct, tag)
-    except InvalidSignature:
+        poly1305.Poly1305.verify_tag(stream[:32], ct, tag)
+    except crypto_exceptions.InvalidSignature:
         return None
     return bytes(a ^ b for a, b in zip(ct, stream[32:]))
 
@@ -93,7 +99,7 @@ def secretbox_seal(message: bytes, nonce: bytes, key: bytes) -> bytes:
     """NaCl crypto_secretbox: tag || ciphertext."""
     stream = _xsalsa20_stream(key, nonce, 32 + len(message))
     ct = bytes(a ^ b for a, b in zip(message, stream[32:]))
-    return Poly1305.generate_tag(stream[:32], ct) + ct
+    return poly1305.Poly1305.generate_tag(stream[:32], ct) + ct
 
 
 def _pem_body(data: bytes) -> bytes:
@@ -119,12 +125,12 @@ def decrypt_cosign_key(data: bytes, passphrase: str | None, path: str) -> Any:
         raise UsageError(f"signing key {path}: not a cosign encrypted key") from None
     if n > 1 << 20 or r > 32 or p > 16:
         raise UsageError(f"signing key {path}: scrypt parameters too large (N={n}, r={r}, p={p})")
-    key = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+    key = scrypt.Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
     der = secretbox_open(box, nonce, key)
     if der is None:
         raise UsageError(f"signing key {path}: wrong passphrase (--sign-passphrase-file or $COSIGN_PASSWORD)")
     try:
-        return load_der_private_key(der, None)
+        return serialization.load_der_private_key(der, None)
     except ValueError:
         raise UsageError(f"signing key {path}: decrypted, but not a PKCS#8 private key") from None
 
@@ -132,7 +138,7 @@ def decrypt_cosign_key(data: bytes, passphrase: str | None, path: str) -> Any:
 def encrypt_cosign_key(der_pkcs8: bytes, passphrase: str, *, n: int = 32768) -> bytes:
     """The PEM cosign writes for ``der_pkcs8`` (for tests and key conversion)."""
     salt, nonce = os.urandom(32), os.urandom(24)
-    key = Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode())
+    key = scrypt.Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode())
     doc = {"kdf": {"name": "scrypt", "params": {"N": n, "r": 8, "p": 1}, "salt": base64.b64encode(salt).decode()},
            "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
            "ciphertext": base64.b64encode(secretbox_seal(der_pkcs8, nonce, key)).decode()}

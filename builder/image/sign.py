@@ -27,17 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
-
 from builder.errors import BaleError, NotFoundError, UsageError
 from builder.image.cosignkey import decrypt_cosign_key
 from builder.image.oci import OCI_CONFIG, OCI_MANIFEST, Descriptor, sha256_digest
+from builder.lazyimport import lazy
 
 if TYPE_CHECKING:
+    from cryptography import exceptions as crypto_exceptions
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
     from builder.image.registry.client import RegistryClient
+else:  # imported at the first signature made or checked (start-up: builder/lazyimport.py)
+    crypto_exceptions = lazy("cryptography.exceptions")
+    hashes = lazy("cryptography.hazmat.primitives.hashes")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
+    ec = lazy("cryptography.hazmat.primitives.asymmetric.ec")
+    ed25519 = lazy("cryptography.hazmat.primitives.asymmetric.ed25519")
+    padding = lazy("cryptography.hazmat.primitives.asymmetric.padding")
+    rsa = lazy("cryptography.hazmat.primitives.asymmetric.rsa")
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -83,7 +91,7 @@ def load_private_key(path: str, passphrase: str | None = None) -> Any:
     if b"ENCRYPTED SIGSTORE PRIVATE KEY" in data or b"ENCRYPTED COSIGN PRIVATE KEY" in data:
         return decrypt_cosign_key(data, passphrase, path)
     try:
-        return load_pem_private_key(data, passphrase.encode() if passphrase else None)
+        return serialization.load_pem_private_key(data, passphrase.encode() if passphrase else None)
     except TypeError:
         raise UsageError(f"signing key {path}: encrypted: give its passphrase (--sign-passphrase-file)") from None
     except ValueError as exc:
@@ -93,7 +101,7 @@ def load_private_key(path: str, passphrase: str | None = None) -> Any:
 def load_public_key(path: str) -> Any:
     data = _read(path, "public key")
     try:
-        return load_pem_public_key(data)
+        return serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise UsageError(f"public key {path}: not a PEM public key ({str(exc).splitlines()[0]})") from None
 
@@ -118,7 +126,7 @@ def verify_bytes(key: Any, data: bytes, signature: bytes) -> bool:
             key.verify(signature, data)
         else:
             raise UsageError(f"public key: {type(key).__name__} keys are not supported")
-    except InvalidSignature:
+    except crypto_exceptions.InvalidSignature:
         return False
     return True
 

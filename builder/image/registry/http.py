@@ -9,16 +9,21 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
-
-import requests
+from typing import TYPE_CHECKING, Any, Callable
 
 from builder.errors import RegistryError
 from builder.image.registry.options import RegistryOptions
+from builder.lazyimport import lazy
+
+if TYPE_CHECKING:
+    import requests
+    from requests import Response as Response
+else:
+    requests = lazy("requests")  # imported at the first request (start-up: builder/lazyimport.py)
+    Response = "requests.Response"  # annotations only
 
 log = logging.getLogger("bale")
 SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
-Response = requests.Response
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
