@@ -8,13 +8,14 @@ nothing is cached. One file per key (at most ``KEEP``, the oldest removed)::
 
     probe-<first 16 hex of sha256(KEY as JSON)>.json    {"key": KEY, "caps": {...Capabilities...}}
 
-KEY holds everything the answer depends on that can change under the same user: the probe's
-version, bale's version, the kernel and its boot id, the uid and gid, the store's filesystem
-(device of its nearest existing directory), this process's mount, user and pid namespaces (a
-container's masked /proc, a user-namespaced pod), its seccomp mode, no_new_privs and capability
-sets, the user-namespace limit, the id-mapping tools, fuse-overlayfs and proot found on PATH,
-and the subordinate-id files' sizes and times. A hit is used only if its stored key equals the
-key computed now.
+Nothing is cached under a seccomp filter (a container's, a pod's profile): what it refuses
+cannot be told from outside it, so the probe runs there. Elsewhere KEY holds everything the
+answer depends on that can change under the same user: the probe's version, bale's version, the
+kernel and its boot id, the uid and gid, the store's filesystem (device of its nearest existing
+directory), this process's mount, user and pid namespaces (a container's masked /proc, a
+user-namespaced pod), its no_new_privs and capability sets, the user-namespace limit, the
+id-mapping tools, fuse-overlayfs and proot found on PATH, and the subordinate-id files' sizes
+and times. A hit is used only if its stored key equals the key computed now.
 """
 from __future__ import annotations
 
@@ -75,11 +76,15 @@ def _stamp(path: str) -> list[int]:
         return []
 
 
-def key(store_root: Path, probe_version: int) -> dict[str, Any]:
-    """The cache key for probing ``store_root`` here and now (see the module doc)."""
+def key(store_root: Path, probe_version: int) -> dict[str, Any] | None:
+    """The cache key for probing ``store_root`` here and now (see the module doc); None under a
+    seccomp filter, whose rules (what the probe found refused) no key can name: probe then."""
+    status = _status()
+    if any(line.startswith("Seccomp:") and line.split()[-1] != "0" for line in status):
+        return None
     return {"v": probe_version, "bale": __version__, "kernel": platform.release(),
             "boot": _read("/proc/sys/kernel/random/boot_id"), "uid": os.geteuid(), "gid": os.getegid(),
-            "dev": _device(Path(store_root).absolute()), "status": _status(), "ns": _namespaces(),
+            "dev": _device(Path(store_root).absolute()), "status": status, "ns": _namespaces(),
             "userns_max": _read("/proc/sys/user/max_user_namespaces"),
             "tools": [shutil.which(t) or "" for t in ("newuidmap", "newgidmap", "fuse-overlayfs", "proot")],
             "subids": [_stamp("/etc/subuid"), _stamp("/etc/subgid")]}
@@ -136,9 +141,11 @@ def _file(k: dict[str, Any], create: bool) -> Path | None:
     return d / f"probe-{digest}.json"
 
 
-def load(k: dict[str, Any]) -> dict[str, Any] | None:
+def load(k: dict[str, Any] | None) -> dict[str, Any] | None:
     """The capabilities cached for key ``k`` (Capabilities' fields), or None: no file, a file not
     this user's own or writable by others, or a stored key that differs."""
+    if k is None:
+        return None
     path = _file(k, False)
     if path is None:
         return None
@@ -161,8 +168,10 @@ def load(k: dict[str, Any]) -> dict[str, Any] | None:
     return caps
 
 
-def save(k: dict[str, Any], caps: dict[str, Any]) -> None:
-    """Keep ``caps`` for key ``k``; silently nothing where no safe directory can be had."""
+def save(k: dict[str, Any] | None, caps: dict[str, Any]) -> None:
+    """Keep ``caps`` for key ``k``; silently nothing without a key or a safe directory."""
+    if k is None:
+        return
     path = _file(k, True)
     if path is None:
         return

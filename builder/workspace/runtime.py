@@ -80,7 +80,11 @@ class Runtime:
         The result must be plain data (None, bool, int, float, str, lists, dicts with str keys; tuples
         come back as lists): it crosses back from the namespace child as JSON (sandbox/wire.py), and
         is normalised the same way in chroot isolation so callers see one shape.
-        ``close``: (fd, inode) of pipe ends the forked child must not keep (see pipe_end)."""
+        Rootless, ``fn`` (a module-level function of bale's) and ``args`` (plain data, objects of
+        bale's classes, request.Fd for fds) go as a JSON request to the process's namespace helper
+        (sandbox/helper.py, sandbox/request.py), which runs them in a worker in the one user
+        namespace of the process; what a request cannot carry runs in a child forked for it.
+        ``close``: (fd, inode) of pipe ends such a forked child must not keep (see pipe_end)."""
         if self.isolation in ("chroot", "ptrace"):  # mounts and namespaces may be forbidden: plain call
             return plain(fn(*args))
         return self.userns().call(fn, *args, _close=close)
