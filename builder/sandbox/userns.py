@@ -259,11 +259,15 @@ class UserNamespace:
                     os.kill(pid, signal.SIGKILL)
                     raise SandboxError(f"writing {name} as root: {exc.strerror}") from None
         else:
-            for tool, maps in (("newuidmap", self.idmap.uids), ("newgidmap", self.idmap.gids)):
-                r = subprocess.run([tool] + helper_args(pid, maps), capture_output=True, text=True)
-                if r.returncode != 0:
-                    os.kill(pid, signal.SIGKILL)
-                    raise _MapRefused(f"{tool} failed: {(r.stderr or r.stdout).strip()}")
+            # both at once: each is an exec of a set-uid program, the larger part of a namespace's start
+            procs = [(tool, subprocess.Popen([tool] + helper_args(pid, maps), stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
+                     for tool, maps in (("newuidmap", self.idmap.uids), ("newgidmap", self.idmap.gids))]
+            failed = [(tool, out) for tool, proc in procs for out, _ in [proc.communicate()] if proc.returncode != 0]
+            if failed:
+                os.kill(pid, signal.SIGKILL)
+                tool, out = failed[0]
+                raise _MapRefused(f"{tool} failed: {out.strip()}")
         os.write(go_w, b"m")
 
     def _downgrade(self, why: str) -> None:
