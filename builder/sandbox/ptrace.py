@@ -4,7 +4,8 @@ no_new_privs). Three layers, each doing one job:
 
 * **path view**: Debian's proot (ptrace) shows the snapshot's rootfs as ``/``, with
   /dev/{null,zero,full,random,urandom,tty}, a minimal /proc (copies of cpuinfo, meminfo...:
-  no processes) and private /etc/hosts, /etc/hostname, /etc/resolv.conf bound in, and fakes
+  no processes), private /etc/hosts, /etc/hostname, /etc/resolv.conf and /dev/pipes (a RUN
+  heredoc script, read-only by the Landlock rule) bound in, and fakes
   the RUN's user (``-i UID:GID``; root for USER root). proot is no boundary (it does not
   translate openat2 and races with symlink swaps), so:
 * **boundary**: Landlock (landlock.py), two domains. proot runs in one that holds the rootfs,
@@ -39,6 +40,7 @@ from typing import Any
 
 from builder.errors import ContainerError, SandboxError
 from builder.sandbox import kernel, landlock, landlock_exec, ptrace_filter
+from builder.sandbox.binds import PIPES, write_pipes
 from builder.sandbox.owner_notify import Supervisor
 from builder.sandbox.process import DEVICES, PROC_FILES, _make_point, _resolv_conf
 from builder.sandbox.spec import ProcessSpec, RunResult
@@ -228,6 +230,11 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
     try:
         binds = _private_files(priv, spec)
         guest_rules = [("/", everything), ("/proc", landlock.READ)]
+        if spec.pipes:  # a RUN heredoc script: read and run, never written (BuildKit's is a read-only mount)
+            binds[PIPES] = priv / "pipes"
+            binds[PIPES].mkdir(mode=0o755)
+            write_pipes(binds[PIPES], spec.pipes)
+            guest_rules.append((PIPES, landlock.READ_EXEC))
         guest_rules += [(g, landlock.READ_FILE) for g in binds if g.startswith("/etc/")]
         devices = [f"/dev/{d}" for d in DEVICES if os.path.exists(f"/dev/{d}")]
         guest_rules += [(d, device) for d in devices]
@@ -252,7 +259,7 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         # the bind targets exist before proot starts (it would make and remove placeholders, changing
         # their directories): made here, and dropped from the layer while empty, as in every isolation
         for guest in [*binds, *devices]:
-            _make_point(root, guest, guest == "/proc", created)
+            _make_point(root, guest, guest in ("/proc", PIPES), created)
         # -v -1: proot's errors only (its notes, e.g. on a killed process, would mix into the RUN's output)
         argv = [proot, "-v", "-1", *(["-0"] if (uid, gid) == (0, 0) else ["-i", f"{uid}:{gid}"]), "-r", str(root),
                 "-w", cwd]

@@ -176,8 +176,9 @@ def _check_shebang(layers: list[bytes], read_only: bool) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isolation", ["rootless", "oci"])
+@pytest.mark.parametrize("isolation", ["rootless", "oci", "ptrace"])
 def test_run_shebang_heredoc_runs_from_dev_pipes(build, isolation):
+    """ptrace isolation (proot): /dev/pipes is a bind of proot's, read-only by the RUN's Landlock rule."""
     _, config, layers = build(SHEBANG, f"shebang-{isolation}", "--isolation", isolation)
     assert config["history"][-1]["created_by"].endswith('"/bin/sh", "-c", "/dev/pipes/EOF"]')
     _check_shebang(layers, read_only=True)
