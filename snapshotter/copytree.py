@@ -25,9 +25,10 @@ checked with ``lstat`` before it is opened, and again on the opened fd.
 
 Contents move in the kernel: FICLONE (a reflink) where the filesystem shares
 extents, else ``copy_file_range``, else ``sendfile``, else reads and writes.
-Big files go to a small thread pool (the copies release the GIL), so two cores
-copy at once; memory stays flat (no file is read into Python buffers unless
-the kernel refuses every other way, and then 1 MiB at a time).
+Regular files go to a small thread pool (creating, filling and stamping a file
+are system calls that release the GIL), so two cores copy at once while the
+walk goes on; memory stays flat (a bounded queue; no file is read into Python
+buffers unless the kernel refuses every other way, and then 1 MiB at a time).
 
 Items travel as JSON lines (``encode_item`` / ``read_items``) so the planner
 may run in another process than the copier.
@@ -53,11 +54,9 @@ from snapshotter.safepath import mkdir_all, secure_join, short_path
 #: xattr names never copied: overlayfs's own, bale's owner records (snapshotter.owners) and SELinux
 #: labels (as the tar path drops them)
 SKIPPED_XATTRS = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.bale.", "security.selinux")
-#: files at least this big (bytes) are copied by the thread pool
-BIG_FILE = 1 << 20
-#: copy threads, and regular files in flight at most (open fds stay bounded)
+#: copy threads, and regular files queued or being copied at most (open fds stay bounded)
 THREADS = 2
-IN_FLIGHT = 8
+IN_FLIGHT = 64
 #: bytes per copy_file_range / sendfile / read call
 CHUNK = 8 << 20
 FICLONE = 0x40049409
@@ -108,22 +107,27 @@ def _parts(path: str, what: str) -> list[str]:
     return parts
 
 
+class _Ref:
+    """A directory fd shared by the walk and the copy jobs working in that directory: closed when
+    the last holder lets go (``Copier._hold`` / ``Copier._drop``)."""
+
+    __slots__ = ("fd", "refs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.refs = fd, 1
+
+
 class _Chain:
-    """Open directory fds along one path below a root fd, reused between neighbouring entries
-    (entries come in walk order). ``descend`` opens a missing level; ``close`` releases all."""
+    """Open directory fds along one path below a root, reused between neighbouring entries
+    (entries come in walk order)."""
 
-    def __init__(self, root_fd: int) -> None:
-        self.root_fd = root_fd
+    def __init__(self, root: _Ref) -> None:
+        self.root = root
         self.names: list[str] = []
-        self.fds: list[int] = []
+        self.refs: list[_Ref] = []
 
-    def top(self) -> int:
-        return self.fds[-1] if self.fds else self.root_fd
-
-    def truncate(self, depth: int) -> None:
-        while len(self.fds) > depth:
-            os.close(self.fds.pop())
-            self.names.pop()
+    def top(self) -> _Ref:
+        return self.refs[-1] if self.refs else self.root
 
     def common(self, parts: list[str]) -> int:
         n = 0
@@ -131,15 +135,9 @@ class _Chain:
             n += 1
         return n
 
-    def close(self) -> None:
-        self.truncate(0)
-        os.close(self.root_fd)
-
 
 @dataclass
 class _Stats:
-    files: int = 0
-    bytes: int = 0
     warnings: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     reflink: bool = True
@@ -151,21 +149,29 @@ class Copier:
     """Copies items into ``target`` (an existing directory, host path). ``owner``: the (uid, gid)
     every entry gets (--chown), else each item's owner rule. Use as a context manager; ``add``
     each item in walk order; ``close`` waits for the copies, sets the directories' times and
-    returns the warnings. Errors are SnapshotError naming the entry (one line)."""
+    returns the warnings. Errors are SnapshotError naming the entry (one line).
+
+    Regular files are copied by a pool of THREADS threads (creating a file, moving its bytes and
+    setting its metadata are system calls that release the GIL), everything else in ``add``'s
+    thread, in order. The order still holds where it matters: an entry whose name a file job is
+    still making waits for that job, a hard link for the job making its target, and a directory
+    is removed only when no job is running."""
 
     def __init__(self, target: Path, owner: tuple[int, int] | None = None) -> None:
         self.target = Path(target)
         self.owner = owner
         self.stats = _Stats()
-        self._dst = _Chain(os.open(short_path(self.target), _DIR_FLAGS & ~os.O_NOFOLLOW))
+        self._lock = threading.Lock()  # guards _Ref.refs
+        self._dst = _Chain(_Ref(os.open(short_path(self.target), _DIR_FLAGS & ~os.O_NOFOLLOW)))
         self._src: _Chain | None = None
         self._src_root = ""
         self._links: dict[tuple[int, int], str] = {}  # (dev, ino) of multiply-linked sources -> dest name
         self._seen_dirs: set[str] = set()
+        self._dir_names: set[str] = set()  # destination directories the copy made or went through
         self._dir_times: list[tuple[str, int]] = []
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="copy")
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
-        self._pending: list[Future[None]] = []
+        self._pending: dict[str, Future[None]] = {}  # dest name -> the job making that file
 
     def __enter__(self) -> "Copier":
         return self
@@ -174,65 +180,104 @@ class Copier:
         if exc[0] is not None:
             self._abort()
 
+    # --- shared directory fds ----------------------------------------------------------------
+    def _hold(self, ref: _Ref) -> None:
+        with self._lock:
+            ref.refs += 1
+
+    def _drop(self, ref: _Ref) -> None:
+        with self._lock:
+            ref.refs -= 1
+            last = ref.refs == 0
+        if last:
+            os.close(ref.fd)
+
+    def _truncate(self, chain: _Chain, depth: int) -> None:
+        while len(chain.refs) > depth:
+            self._drop(chain.refs.pop())
+            chain.names.pop()
+
+    def _close_chain(self, chain: _Chain) -> None:
+        self._truncate(chain, 0)
+        self._drop(chain.root)
+
     # --- sources ---------------------------------------------------------------------------
-    def _source_parent(self, item: Item, parts: list[str]) -> int:
-        """The fd of the source directory holding ``parts[-1]``, each level opened O_NOFOLLOW."""
+    def _source_parent(self, item: Item, parts: list[str]) -> _Ref:
+        """The source directory holding ``parts[-1]``, each level opened O_NOFOLLOW."""
         if self._src is None or item.root != self._src_root:
             if self._src is not None:
-                self._src.close()
+                self._close_chain(self._src)
                 self._src = None
             try:
-                self._src = _Chain(os.open(short_path(item.root), _DIR_FLAGS & ~os.O_NOFOLLOW))
+                self._src = _Chain(_Ref(os.open(short_path(item.root), _DIR_FLAGS & ~os.O_NOFOLLOW)))
             except OSError as exc:
                 raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
             self._src_root = item.root
         chain = self._src
         want = parts[:-1]
         keep = chain.common(want)
-        chain.truncate(keep)
+        self._truncate(chain, keep)
         for name in want[keep:]:
             try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top())
+                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top().fd)
             except OSError as exc:
                 raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
-            chain.fds.append(fd)
+            chain.refs.append(_Ref(fd))
             chain.names.append(name)
         return chain.top()
 
     # --- destination -----------------------------------------------------------------------
-    def _dest_parent(self, parts: list[str]) -> int:
-        """The fd of the destination directory that will hold ``parts[-1]``: each level opened
-        O_NOFOLLOW; a missing level is made (0755, 0:0, as apply_tar's parents); a symlink or
-        anything else in the way takes the confined path walk (mkdir_all inside the target)."""
+    def _dest_parent(self, parts: list[str]) -> _Ref:
+        """The destination directory that will hold ``parts[-1]``: each level opened O_NOFOLLOW;
+        a missing level is made (0755, 0:0, as apply_tar's parents); a symlink or anything else in
+        the way takes the confined path walk (mkdir_all inside the target)."""
         chain = self._dst
         want = parts[:-1]
         keep = chain.common(want)
-        chain.truncate(keep)
+        self._truncate(chain, keep)
         for i in range(keep, len(want)):
             name = want[i]
+            cname = "/".join(want[:i + 1])
+            self._wait_for(cname)
+            top = chain.top().fd
             try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top())
+                fd = os.open(name, _DIR_FLAGS, dir_fd=top)
             except FileNotFoundError:
-                os.mkdir(name, 0o700, dir_fd=chain.top())
-                os.chmod(name, 0o755, dir_fd=chain.top(), follow_symlinks=False)
-                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top())
+                os.mkdir(name, 0o700, dir_fd=top)
+                os.chmod(name, 0o755, dir_fd=top, follow_symlinks=False)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=top)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
                 fd = self._confined_dir(want[:i + 1])
-            chain.fds.append(fd)
+            self._dir_names.add(cname)
+            chain.refs.append(_Ref(fd))
             chain.names.append(name)
         return chain.top()
 
     def _confined_dir(self, parts: list[str]) -> int:
         """A destination level that is a symlink or a file: resolved and made inside the target
         (symlinks followed with the target as /, a file in the way replaced), as apply_tar does."""
+        self._drain()  # what is in the way may be a directory jobs are writing into
         cpath = "/" + "/".join(parts)
+
         def in_the_way(host: Path, _cpath: str) -> None:
             remove_tree(short_path(host))
         mkdir_all(self.target, cpath, in_the_way=in_the_way)
         host = secure_join(self.target, cpath)
         return os.open(short_path(host), _DIR_FLAGS)
+
+    def _wait_for(self, name: str) -> None:
+        """Let the job making ``name`` finish first (an entry of the same name comes next)."""
+        job = self._pending.pop(name, None)
+        if job is not None:
+            job.result()
+
+    def _drain(self) -> None:
+        """Wait for every job (something is about to be removed); the first error is raised."""
+        jobs, self._pending = list(self._pending.values()), {}
+        for job in jobs:
+            job.result()
 
     # --- entries ---------------------------------------------------------------------------
     def add(self, item: Item) -> None:
@@ -252,8 +297,8 @@ class Copier:
             raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
 
     def _add(self, item: Item, src_parts: list[str], dst_parts: list[str], name: str) -> None:
-        sdir = self._source_parent(item, src_parts)
-        sname = src_parts[-1]
+        sref = self._source_parent(item, src_parts)
+        sdir, sname = sref.fd, src_parts[-1]
         try:
             st = os.stat(sname, dir_fd=sdir, follow_symlinks=False)
         except OSError as exc:
@@ -261,29 +306,48 @@ class Copier:
         kind = stat.S_IFMT(st.st_mode)
         if kind == stat.S_IFSOCK:
             return  # fsutil's walker drops sockets; nothing readable to copy
-        ddir = self._dest_parent(dst_parts)
-        dname = dst_parts[-1]
+        dref = self._dest_parent(dst_parts)
+        ddir, dname = dref.fd, dst_parts[-1]
+        self._wait_for(name)
         if kind == stat.S_IFREG and st.st_nlink > 1:
             first = self._links.get((st.st_dev, st.st_ino))
             if first is not None and first != name:
+                self._wait_for(first)
                 self._replace(ddir, dname, False)
                 self._hardlink(first, ddir, dname, name)
                 return
             self._links[(st.st_dev, st.st_ino)] = name
-        self._replace(ddir, dname, kind == stat.S_IFDIR)
         uid, gid = self.owner if self.owner is not None else \
             ((st.st_uid, st.st_gid) if item.keep_owner else (0, 0))
         mode = item.mode if item.mode is not None else stat.S_IMODE(st.st_mode)
         mtime_ns = item.mtime * 1_000_000_000 if item.mtime is not None else st.st_mtime_ns
+        meta = (uid, gid, mode, mtime_ns)
         if kind == stat.S_IFREG:
-            self._file(item, sdir, sname, st, ddir, dname, name, (uid, gid, mode, mtime_ns))
-        elif kind == stat.S_IFDIR:
-            self._dir(item, sdir, sname, ddir, dname, name, (uid, gid, mode, mtime_ns))
+            if name in self._dir_names:  # replacing a directory of this copy: in order, no job inside
+                self._replace(ddir, dname, False)
+                self._dir_names.discard(name)
+            self._slots.acquire()
+            self._hold(sref)
+            self._hold(dref)
+            try:
+                job = self._pool.submit(self._file, item, sref, sname, st, dref, dname, name, meta)
+            except BaseException:
+                self._drop(sref)
+                self._drop(dref)
+                self._slots.release()
+                raise
+            self._pending[name] = job
+            if len(self._pending) >= IN_FLIGHT:
+                self._reap()
+            return
+        self._replace(ddir, dname, kind == stat.S_IFDIR)
+        if kind == stat.S_IFDIR:
+            self._dir(item, sdir, sname, ddir, dname, name, meta)
         elif kind == stat.S_IFLNK:
             target = os.readlink(sname, dir_fd=sdir)
             os.symlink(target, dname, dir_fd=ddir)
             xattrs = _xattrs(_at(sdir, sname))
-            self._chown_at(ddir, dname, name, uid, gid, mode)
+            self._chown_at(ddir, dname, name, uid, gid)
             self._set_xattrs(_at(ddir, dname), name, xattrs)
             try:
                 os.utime(dname, ns=(mtime_ns, mtime_ns), dir_fd=ddir, follow_symlinks=False)
@@ -302,7 +366,7 @@ class Copier:
                     raise SnapshotError(f"{name}: cannot create device node: {exc.strerror} "
                                         "(device nodes need real root)") from None
             xattrs = _xattrs(_at(sdir, sname))
-            self._chown_at(ddir, dname, name, uid, gid, mode)
+            self._chown_at(ddir, dname, name, uid, gid)
             self._set_xattrs(_at(ddir, dname), name, xattrs)
             os.chmod(dname, mode & 0o7777, dir_fd=ddir)
             os.utime(dname, ns=(mtime_ns, mtime_ns), dir_fd=ddir)
@@ -315,6 +379,8 @@ class Copier:
             return
         if is_dir and stat.S_ISDIR(old.st_mode):
             return
+        if stat.S_ISDIR(old.st_mode):
+            self._drain()  # no job may be writing below it
         # (the chain of open destination fds ends at ddir, the parent: nothing cached lies below)
         remove_tree(dname, dir_fd=ddir)
 
@@ -342,82 +408,91 @@ class Copier:
             pass
         fd = os.open(dname, _DIR_FLAGS, dir_fd=ddir)
         try:
-            self._fchown(fd, name, uid, gid, mode)
+            self._fchown(fd, name, uid, gid)
             self._set_xattrs(fd, name, xattrs)
             os.fchmod(fd, mode & 0o7777)
         finally:
             os.close(fd)
+        self._dir_names.add(name)
         self._dir_times.append((name, mtime_ns))
 
-    def _file(self, item: Item, sdir: int, sname: str, st: os.stat_result, ddir: int, dname: str, name: str,
+    def _file(self, item: Item, sref: _Ref, sname: str, st: os.stat_result, dref: _Ref, dname: str, name: str,
               meta: tuple[int, int, int, int]) -> None:
+        """A pool job: one regular file, contents then owner, xattrs, mode and times. The type
+        was checked (lstat) before; the open fd is checked again (same inode, still regular)."""
         try:
-            sfd = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sdir)
-        except OSError as exc:
-            raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
-        try:
-            now = os.fstat(sfd)
-            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                raise SnapshotError(f"copy source {item.what or item.rel}: changed while being copied")
-            dfd = os.open(dname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                          dir_fd=ddir)
-        except BaseException:
-            os.close(sfd)
-            raise
-        what = item.what or item.rel
-        if st.st_size >= BIG_FILE:
-            self._reap()
-            self._slots.acquire()
-            self._pending.append(self._pool.submit(self._finish, sfd, dfd, st.st_size, name, what, meta))
-        else:
-            self._finish(sfd, dfd, st.st_size, name, what, meta, slot=False)
+            what = item.what or item.rel
+            try:
+                sfd = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sref.fd)
+            except OSError as exc:
+                raise SnapshotError(f"copy source {what}: {exc.strerror}") from None
+            try:
+                now = os.fstat(sfd)
+                if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    raise SnapshotError(f"copy source {what}: changed while being copied")
+                dfd = self._create(dref.fd, dname, name)
+                try:
+                    self._fill(sfd, dfd, st.st_size, name, what, meta)
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(sfd)
+        finally:
+            self._drop(sref)
+            self._drop(dref)
+            self._slots.release()
 
-    def _finish(self, sfd: int, dfd: int, size: int, name: str, what: str, meta: tuple[int, int, int, int],
-                slot: bool = True) -> None:
-        """Contents, then owner, xattrs, mode and times; closes both fds (a pool job when ``slot``)."""
+    def _create(self, ddir: int, dname: str, name: str) -> int:
+        """The new file, empty; what was there before (not a directory this copy went through,
+        ``add`` removed those in order) is removed first."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(dname, flags, 0o600, dir_fd=ddir)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
+        try:
+            remove_tree(dname, dir_fd=ddir)
+            return os.open(dname, flags, 0o600, dir_fd=ddir)
+        except OSError as exc:
+            raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
+
+    def _fill(self, sfd: int, dfd: int, size: int, name: str, what: str, meta: tuple[int, int, int, int]) -> None:
         uid, gid, mode, mtime_ns = meta
         try:
-            try:
-                _copy_data(sfd, dfd, size, what, self.stats)
-            except OSError as exc:
-                raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
+            _copy_data(sfd, dfd, size, what, self.stats)
             xattrs = _xattrs(sfd)
-            self._fchown(dfd, name, uid, gid, mode)
+            self._fchown(dfd, name, uid, gid)
             self._set_xattrs(dfd, name, xattrs)
             os.fchmod(dfd, mode & 0o7777)
             os.utime(dfd, ns=(mtime_ns, mtime_ns))
-        finally:
-            os.close(sfd)
-            os.close(dfd)
-            if slot:
-                self._slots.release()
+        except OSError as exc:
+            raise SnapshotError(f"{name}: {exc.strerror or exc}") from None
 
     def _reap(self) -> None:
-        """Raise the first error of a finished pool job; forget finished jobs."""
-        still: list[Future[None]] = []
-        for f in self._pending:
-            if f.done():
-                f.result()
-            else:
-                still.append(f)
-        self._pending = still
+        """Raise the first error of a finished job; forget finished jobs."""
+        for name, job in list(self._pending.items()):
+            if job.done():
+                del self._pending[name]
+                job.result()
 
     # --- metadata --------------------------------------------------------------------------
-    def _owner_error(self, name: str, uid: int, gid: int, mode: int, exc: OSError) -> SnapshotError:
+    def _owner_error(self, name: str, uid: int, gid: int, exc: OSError) -> SnapshotError:
         why = "outside the mapped user namespace range" if exc.errno == errno.EINVAL else exc.strerror
         return SnapshotError(f"cannot set owner of {name} to {uid}:{gid}: {why}")
 
-    def _fchown(self, fd: int, name: str, uid: int, gid: int, mode: int) -> None:
+    def _fchown(self, fd: int, name: str, uid: int, gid: int) -> None:
         try:
             os.fchown(fd, uid, gid)
         except OSError as exc:
-            raise self._owner_error(name, uid, gid, mode, exc) from None
+            raise self._owner_error(name, uid, gid, exc) from None
 
-    def _chown_at(self, ddir: int, dname: str, name: str, uid: int, gid: int, mode: int) -> None:
+    def _chown_at(self, ddir: int, dname: str, name: str, uid: int, gid: int) -> None:
         try:
             os.chown(dname, uid, gid, dir_fd=ddir, follow_symlinks=False)
         except OSError as exc:
-            raise self._owner_error(name, uid, gid, mode, exc) from None
+            raise self._owner_error(name, uid, gid, exc) from None
 
     def _set_xattrs(self, where: int | str, name: str, xattrs: list[tuple[str, bytes]]) -> None:
         for key, value in xattrs:
@@ -433,13 +508,11 @@ class Copier:
         """Wait for every copy, set the directories' times (last made first), release the fds;
         returns the warnings. The first error of a copy is raised here."""
         try:
-            for f in self._pending:
-                f.result()
-            self._pending = []
+            self._drain()
             for name, mtime_ns in reversed(self._dir_times):
                 parts = name.split("/")
                 try:
-                    ddir = self._dest_parent(parts)
+                    ddir = self._dest_parent(parts).fd
                     os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=ddir, follow_symlinks=False)
                 except OSError:
                     pass
@@ -449,18 +522,17 @@ class Copier:
         return list(self.stats.warnings)
 
     def _abort(self) -> None:
-        for f in self._pending:
-            f.cancel()
+        """After an error: the queued jobs run out (each releases what it holds), fds are closed."""
         self._release()
 
     def _release(self) -> None:
         self._pool.shutdown(wait=True)
+        self._pending = {}
         if self._src is not None:
-            self._src.close()
+            self._close_chain(self._src)
             self._src = None
-        if self._dst.root_fd >= 0:
-            self._dst.close()
-            self._dst.root_fd = -1
+        if self._dst.root.refs > 0:
+            self._close_chain(self._dst)
 
 
 def copy_items(items: Iterable[Item], target: Path, owner: tuple[int, int] | None = None) -> list[str]:

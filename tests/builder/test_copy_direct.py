@@ -311,3 +311,24 @@ def test_items_survive_the_wire(tmp_path):
     assert list(copytree.read_items(io.BytesIO(copytree.encode_item(item) * 2))) == [item, item]
     with pytest.raises(SnapshotError, match="malformed"):
         list(copytree.read_items(io.BytesIO(b"[1, 2]\n")))
+
+
+def test_sources_overlapping_in_the_destination_keep_their_order(tmp_path):
+    """Several sources naming the same destination entries with other types (file, then directory
+    with files, then file again, and back) end as the sequential tar path ends, though files are
+    copied by a thread pool: a name being made by a job is waited for, directories are removed only
+    when no job runs."""
+    ctx = tmp_path / "ctx"
+    for i, src in enumerate("abcd"):
+        (ctx / src).mkdir(parents=True)
+        for n in range(40):
+            if (i + n) % 2:
+                (ctx / src / f"x{n}").mkdir()
+                for k in range(3):
+                    (ctx / src / f"x{n}" / f"f{k}").write_bytes(os.urandom(2000 + k))
+            else:
+                (ctx / src / f"x{n}").write_bytes(os.urandom(100 + i))
+        os.link(ctx / src / "x0" if not i % 2 else ctx / src / "x1", ctx / src / "hard")
+    tar, direct = _both(tmp_path, ctx, ["a", "b", "c", "d"], "/dest/")
+    assert direct == tar
+    assert len(direct[0]) > 80
