@@ -356,7 +356,7 @@ class _TarOut:
         self.chmod = chmod
         self.seen_dirs: set[str] = set()
 
-    def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
+    def add(self, host: Path | str, name: str, *, mode: int | None = None, mtime: float | None = None,
             keep_owner: bool = False, rel: str = "", root: Path | None = None, sub: str = "",
             st: os.stat_result | None = None) -> None:
         try:
@@ -407,7 +407,7 @@ class _TarOut:
         else:
             self.tar.header(ti)
 
-    def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "",
+    def add_dir_entry(self, host: Path | str, name: str, *, keep_owner: bool = False, rel: str = "",
                       root: Path | None = None, sub: str = "") -> None:
         if name not in self.seen_dirs:
             self.seen_dirs.add(name)
@@ -452,11 +452,11 @@ class _ItemOut:
         self.check_access = os.geteuid() != 0
         self.seen_dirs: set[str] = set()
 
-    def add(self, host: Path, name: str, *, mode: int | None = None, mtime: float | None = None,
+    def add(self, host: Path | str, name: str, *, mode: int | None = None, mtime: float | None = None,
             keep_owner: bool = False, rel: str = "", root: Path | None = None, sub: str = "",
             st: os.stat_result | None = None, once: bool = False) -> None:
         if root is None:  # a file source: its directory is the root
-            root, sub = host.parent, host.name
+            root, sub = Path(host).parent, Path(host).name
         forced = self.chmod if self.chmod is not None else mode
         if self.check_access and not once:
             try:
@@ -471,7 +471,7 @@ class _ItemOut:
         self.emit(Item(os.fspath(root), sub, name, forced, None if mtime is None else int(mtime), keep_owner,
                        rel or name, once))
 
-    def add_dir_entry(self, host: Path, name: str, *, keep_owner: bool = False, rel: str = "",
+    def add_dir_entry(self, host: Path | str, name: str, *, keep_owner: bool = False, rel: str = "",
                       root: Path | None = None, sub: str = "") -> None:
         if name not in self.seen_dirs:  # _ensure_parents names them again for every kept file
             self.seen_dirs.add(name)
@@ -537,9 +537,11 @@ def _walk_dir(tw: "_TarOut | _ItemOut", src: Source, name: str, excluded: Exclud
 
     # an explicit stack (not recursion: a context may be deeper than Python's recursion limit),
     # visiting entries in lexical order, each directory's contents right after the directory
-    stack: list[tuple[Path, str, list[str]]] = []
+    # ``complete``: every directory above was written (else a file kept by a ``!`` exception
+    # inside an excluded directory needs its parents written first)
+    stack: list[tuple[str, str, list[str], bool]] = []
 
-    def listing(dirpath: Path, rel_dir: str) -> list[str]:
+    def listing(dirpath: str, rel_dir: str) -> list[str]:
         try:
             with reach(dirpath) as path:
                 return sorted(os.listdir(path), reverse=True)
@@ -547,14 +549,15 @@ def _walk_dir(tw: "_TarOut | _ItemOut", src: Source, name: str, excluded: Exclud
             where = (prefix + rel_dir).rstrip("/") or src.rel
             raise BuildError(f"copy source {where}: cannot read directory: {exc.strerror}") from None
 
-    stack.append((base, "", listing(base, "")))
+    top = os.fspath(base)
+    stack.append((top, "", listing(top, ""), True))
     while stack:
-        dirpath, rel_dir, names = stack[-1]
+        dirpath, rel_dir, names, complete = stack[-1]
         if not names:
             stack.pop()
             continue
         n = names.pop()
-        full = dirpath / n
+        full = os.path.join(dirpath, n)
         ctx_rel = prefix + rel_dir + n
         try:
             with reach(full) as path:
@@ -569,15 +572,18 @@ def _walk_dir(tw: "_TarOut | _ItemOut", src: Source, name: str, excluded: Exclud
             if hit and not _may_contain_exceptions(excluded, ctx_rel):  # type: ignore[arg-type]
                 continue
             if not hit:
+                if not complete:
+                    _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
                 tw.add_dir_entry(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel,
                                  root=base, sub=rel_dir + n)
-            stack.append((full, rel_dir + n + "/", listing(full, rel_dir + n + "/")))
+            stack.append((full, rel_dir + n + "/", listing(full, rel_dir + n + "/"), not hit))
             continue
         if excluded and excluded(ctx_rel, False):
             continue
         if stat.S_ISSOCK(st.st_mode):
             continue  # fsutil's walker drops the socket bit; nothing readable to copy
-        _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
+        if not complete:
+            _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)
         tw.add(full, out_prefix + rel_dir + n, keep_owner=src.keep_owner, rel=ctx_rel, root=base, sub=rel_dir + n,
                st=st)
 
