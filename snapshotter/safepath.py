@@ -171,24 +171,24 @@ def reach(path: Path | str) -> Iterator[str]:
 def walk(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk for trees deeper than PATH_MAX and than Python's recursion limit: an explicit stack
     (os.walk and os.fwalk recurse once per level in Python 3.11), each directory listed through
-    short_path; same (dirpath, dirnames, filenames) shape, top-down, symlinks not followed,
+    reach(); same (dirpath, dirnames, filenames) shape, top-down, symlinks not followed,
     dirnames prunable (and visited in their order). Directories that cannot be listed are
-    skipped, as os.walk skips them. Use short_path() on the joined paths it gives."""
+    skipped, as os.walk skips them. Use reach() (or short_path() in a single thread) on the
+    joined paths it gives."""
     stack = [os.fspath(top)]
     while stack:
         path = stack.pop()
-        try:
-            with os.scandir(short_path(path)) as it:
-                entries = list(it)
-        except OSError:
-            continue
         dirnames: list[str] = []
         filenames: list[str] = []
-        for e in entries:
-            try:
-                is_dir = e.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            (dirnames if is_dir else filenames).append(e.name)
+        try:  # reach, not short_path: thread-safe (a build walks contexts from several stages at once)
+            with reach(path) as reached, os.scandir(reached) as it:
+                for e in it:  # is_dir may lstat through the descriptors: while they are open
+                    try:
+                        is_dir = e.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    (dirnames if is_dir else filenames).append(e.name)
+        except OSError:
+            continue
         yield path, dirnames, filenames
         stack.extend(os.path.join(path, d) for d in reversed(dirnames))
