@@ -82,3 +82,82 @@ def test_new_store_first_command_enters_one_user_namespace(unprivileged_user, us
         assert r.stdout.strip().startswith("working-container"), r.stdout
         assert sorted(tool for tool, _ in _maps(log)) == ["newgidmap", "newuidmap"], (store, _maps(log), r.stderr)
     assert list((run / "bale").glob("probe-*.json")), "the probe's answer was not kept outside the store"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _uid(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return -1
+    return int(next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def test_helper_survives_a_run_that_kills_all_it_sees_and_is_closed_to_its_uid(unprivileged_user, user_tmp,
+                                                                                busybox_layout, counted):
+    """A RUN killing every process it can see (kill -9 -1) and its parent leaves the helper serving the
+    next steps in the same namespace; while a RUN runs, neither bale nor the helper nor its worker
+    lets a process of the same uid read its environment (not dumpable)."""
+    import subprocess
+    import time
+    u = unprivileged_user
+    env, log = counted
+    store = u.busybox_store(user_tmp, busybox_layout)
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "RUN kill -9 -1; kill -9 $PPID; echo killed\n"
+        "RUN sleep 4\n"
+        "RUN echo \"after $(readlink /proc/self/ns/user)\"\n")
+    os.chown(ctx, u.uid, u.gid)
+    os.chown(ctx / "Dockerfile", u.uid, u.gid)
+    log.unlink(missing_ok=True)
+    full = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env(env).items()],
+            u.python, "-m", "builder.cli.main", "--root", str(store), "bud", "--no-cache", "-t", "k", str(ctx)]
+    proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
+    try:
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 120
+        while not seen and time.monotonic() < deadline and proc.poll() is None:
+            mine = [(p, _cmdline(p)) for p in _descendants(proc.pid) if _uid(p) == u.uid]
+            if any(cmd.startswith(b"sleep") for _, cmd in mine):
+                for p, cmd in mine:  # bale, the helper and the worker running the sleep
+                    if b"builder.cli.main" in cmd:
+                        r = subprocess.run(["runuser", "-u", u.name, "--", "cat", f"/proc/{p}/environ"],
+                                           capture_output=True)
+                        seen[p] = "read" if r.returncode == 0 else r.stderr.decode().strip()
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert len(seen) >= 3 and all("Permission denied" in v for v in seen.values()), seen
+    maps = _maps(log)
+    assert sorted(tool for tool, _ in maps) == ["newgidmap", "newuidmap"], (maps, err)
+    assert f"after {maps[0][1]}" in out.splitlines(), out
