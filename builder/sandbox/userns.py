@@ -7,6 +7,11 @@ newuidmap/newgidmap, or a single-id mapping when there is no range.
 ``run`` runs a process in the full sandbox over a mounted snapshot. Every child
 dies with its parent (PR_SET_PDEATHSIG), and every mount lives in a mount
 namespace that dies with it, so a killed bale leaves nothing behind.
+
+The user namespace is entered once per bale process and mapping: the first call
+starts the namespace helper (helper.py), and every call and RUN that a JSON request
+can name (request.py) runs in a worker it forks. Only what cannot be named (a
+closure, a function outside bale's modules) gets a child, and a namespace, of its own.
 """
 from __future__ import annotations
 
