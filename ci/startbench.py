@@ -10,8 +10,8 @@ rootless path: e.g. ``runuser -u baletest -- env -i PATH=/usr/bin:/bin HOME=/tmp
 ci/startbench.py /tmp/old /tmp/new``, each tree made by ``git archive`` and compiled with
 ``python3 -m compileall``, as an installed bale is). Per row: the median and minimum of the
 wall time (time.perf_counter around each run) and of the CPU time (user + system of the
-waited-for processes, from getrusage(RUSAGE_CHILDREN); the namespace helper's workers are
-reaped by the kernel, so their few milliseconds are not in it).
+waited-for processes, from getrusage(RUSAGE_CHILDREN): bale waits for its namespace helper at
+exit, and the helper for its workers, so theirs is in it).
 """
 from __future__ import annotations
 

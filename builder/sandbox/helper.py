@@ -26,6 +26,7 @@ and every fd but its own stdio is closed before it execs (process.py).
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -85,10 +86,12 @@ class Helper:
     """bale's end of one helper process: ``call`` sends a request and returns its answer.
     Thread-safe; requests run concurrently, each in its own worker."""
 
-    def __init__(self, sock: socket.socket, pid: int, idmap: Any, map_error: str | None) -> None:
+    def __init__(self, sock: socket.socket, pid: int, idmap: Any, map_error: str | None,
+                 keeper: threading.Thread | None = None) -> None:
         self.sock, self.pid, self.idmap, self.map_error = sock, pid, idmap, map_error
         self.alive = True
         self._send = threading.Lock()
+        self._keeper = keeper
 
     def call(self, req: dict[str, Any], arg_fds: list[int], flags: int, what: str,
              on_pid: Callable[[int], Any] | None = None) -> Any:
@@ -165,10 +168,28 @@ class Helper:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def close(self) -> None:
-        """Close the socket: the helper exits at the end of file (running workers finish first)."""
+    def close(self, wait: float = 0.0) -> None:
+        """Close the socket: the helper exits at the end of file, once its workers have ended;
+        wait up to ``wait`` seconds for that (bale's exit: their CPU time is then counted as its
+        children's, and nothing of them outlives it)."""
         self.alive = False
         self.sock.close()
+        if wait and self._keeper is not None:
+            self._keeper.join(wait)
+
+
+_started: list[Helper] = []
+
+
+def _close_all() -> None:
+    """At bale's exit: every helper of this process told to end, each waited for briefly (one
+    still busy is killed with bale anyway, by its parent-death signal)."""
+    for h in list(_started):
+        if h.alive and h.pid and os.getpid() == _owner:
+            h.close(wait=1.0)
+
+
+_owner = os.getpid()
 
 
 # --- the helper process -----------------------------------------------------------------
@@ -209,7 +230,8 @@ def start(enter: Callable[[int, int], None], parent_map: Callable[[int, int, int
             except InterruptedError:
                 continue
 
-    threading.Thread(target=keeper, name="bale-namespace-helper", daemon=True).start()
+    thread = threading.Thread(target=keeper, name="bale-namespace-helper", daemon=True)
+    thread.start()
     forked.wait()
     child.close()
     for fd in (ready_w, go_r, st_w):
@@ -231,15 +253,23 @@ def start(enter: Callable[[int, int], None], parent_map: Callable[[int, int, int
     finally:
         for fd in (ready_r, go_w, st_r):
             os.close(fd)
-    return Helper(parent, pid, idmap, map_error)
+    helper = Helper(parent, pid, idmap, map_error, thread)
+    global _owner
+    if not _started or _owner != bale:
+        _started.clear()
+        _owner = bale
+        atexit.register(_close_all)
+    _started.append(helper)
+    return helper
 
 
 def _helper_main(bale: int, keep: tuple[int, int, int, int], enter: Callable[[int, int], None]) -> NoReturn:
     """The helper, just forked: never returns."""
     sock_fd, ready_w, go_r, st_w = keep
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_IGN)  # bale's signals are bale's; workers are reaped by the kernel
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)  # bale's signals are bale's
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # workers are reaped by _serve
         kernel.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != bale:
             os._exit(1)
@@ -298,16 +328,33 @@ def _recv_request(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     return bytes(body), fds
 
 
+def _reap(block: bool) -> None:
+    """Wait for ended workers (all of them when ``block``): their CPU time becomes the helper's
+    children's, which bale's keeper thread collects in turn."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return
+
+
 def _serve(sock_fd: int) -> None:
-    """The helper's loop: receive, fork a worker, close the request's fds here, repeat."""
+    """The helper's loop: receive, fork a worker, close the request's fds here, repeat; at the end
+    of bale's stream, wait for the workers still running and return."""
     sock = socket.socket(fileno=sock_fd)
     me = os.getpid()
     while True:
+        _reap(False)
         try:
             got = _recv_request(sock)
         except (SandboxError, OSError):
-            return  # a framing error: bale cannot be answered reliably any more
+            got = None  # a framing error: bale cannot be answered reliably any more
         if got is None:
+            _reap(True)
             return
         body, fds = got
         try:
