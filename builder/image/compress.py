@@ -103,6 +103,15 @@ class _Out:
         return "sha256:" + self.hash.hexdigest(), self.size
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a cpuset or taskset leaves fewer than
+    the machine has), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _deflate_block(data: bytes, dictionary: bytes, level: int, last: bool) -> tuple[bytes, bytes]:
     c = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, *([dictionary] if dictionary else []))
     return c.compress(data), c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
@@ -113,7 +122,7 @@ class _ParallelGzip:
 
     def __init__(self, out: _Out, level: int) -> None:
         self.out, self.level = out, level
-        self.workers = max(1, min(8, os.cpu_count() or 1))
+        self.workers = max(1, min(8, usable_cpus()))
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
         self.pending: deque[Future[tuple[bytes, bytes]]] = deque()
         self.held: deque[bytes] = deque()  # input not yet submitted, as it came
