@@ -66,11 +66,13 @@ class _Asm:
 
 
 def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: bytes, argv: list[bytes],
-          envp: list[bytes]) -> bytes:
+          envp: list[bytes], handled_net: int = 0) -> bytes:
     """The program for ``rules`` ((path as the RUN names it, Landlock rights); a directory's rights
     hold beneath it) with ``handled_fs`` handled and the ``scoped`` flags, then exec'ing ``argv``
     at ``path`` (as the RUN names it) with the environment ``envp`` (b"NAME=value"),
-    both held in the program itself: ELF bytes. ValueError for an empty argv or a NUL byte."""
+    both held in the program itself: ELF bytes. ``handled_net``: the network rights handled (with no
+    network rule: refused; landlock.NET_TCP for --network=none). ValueError for an empty argv or a
+    NUL byte."""
     if not argv or any(b"\0" in s for s in [path, *argv, *envp]):
         raise ValueError("argv and environment must be non-empty strings without NUL bytes")
     a = _Asm()
@@ -84,7 +86,7 @@ def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: byte
         places[label] = len(data)
         data.extend(raw)
 
-    put("attr", struct.pack("<QQQ", handled_fs, 0, scoped))
+    put("attr", struct.pack("<QQQ", handled_fs, handled_net, scoped))
     put("msg", MESSAGE)
     put("xmsg", EXEC_MESSAGE)
     # a first harmless call: proot may still be finishing the execve when the program starts

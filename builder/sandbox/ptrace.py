@@ -22,9 +22,10 @@ no_new_privs). Three layers, each doing one job:
   the owner (snapshotter/owners.py) instead of changing it; layers are written with the recorded
   owners. Files a RUN with a non-root USER makes are recorded as that user's afterwards.
 
-What the RUN does not see: its processes in /proc (there are none), recorded owners in stat
+What the RUN does not get: its processes in /proc (there are none), recorded owners in stat
 (proot shows bale's files as the faked user's), a pid namespace (a daemon it starts outlives
-the step until proot ends), network isolation (the pod's network is used), RUN mounts.
+the step until proot ends), network isolation (the pod's network is used; ``--network=none``
+refuses TCP connect and bind through Landlock, UDP stays), RUN mounts.
 """
 from __future__ import annotations
 
@@ -72,6 +73,9 @@ def unavailable() -> str | None:
         return f"ptrace isolation supports x86_64 only (this is {platform.machine()})"
     if proot_path() is None:
         return "proot is not installed"
+    if not os.access("/tmp", os.W_OK | os.X_OK):
+        return ("/tmp is not writable (proot 5.1 writes its temporary files there: with readOnlyRootFilesystem, "
+                "mount an emptyDir at /tmp)")
     version = landlock.abi()
     if version < 6:
         return (f"Landlock ABI {version} (kernel {platform.release()}): ABI 6 (Linux 6.12) with Landlock "
@@ -245,7 +249,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         enter = binds["/proc"] / GUEST_ENTER.rsplit("/", 1)[1]
         enter.write_bytes(landlock_exec.build(
             guest_rules, everything, landlock.SCOPE_SIGNAL | landlock.SCOPE_ABSTRACT_UNIX_SOCKET,
-            exe.encode(), [a.encode() for a in spec.args], [e.encode() for e in env]))
+            exe.encode(), [a.encode() for a in spec.args], [e.encode() for e in env],
+            landlock.NET_TCP if spec.network == "none" else 0))
         os.chmod(enter, 0o500)
         outer = landlock.Ruleset()
         outer.allow(str(root), everything)

@@ -10,6 +10,8 @@ by bale), forced on this host as the unprivileged user:
 * read-only directories (0555, as /usr/bin in Fedora images) and unreadable files (0000, as their
   /etc/shadow) work as root's build has them: extracted again into a later stage, written by a RUN,
   read for a layer and by COPY --from, with root's digest;
+* ``RUN --network=none`` cannot connect to a TCP port (Landlock's network rights); with the default
+  network it can (the pod's);
 * a RUN that kills every process it may signal (kill -9 -1) reaches none outside its Landlock domain
   (neither proot nor bale, nor anything else of the pod): the build goes on.
 """
@@ -151,6 +153,41 @@ def test_read_only_directories_and_unreadable_files_as_root_s_build(unprivileged
     assert fs["/x/secret"].content == b"changed\n" and fs["/x/secret"].info.mode == 0
     assert fs["/x/sub/h"].content == b"again\n" and fs["/x/sub"].info.mode == 0o555
     assert _layout_digest(user_tmp / "out") == _layout_digest(reference)
+
+
+def test_network_none_refuses_tcp(unprivileged_user, user_tmp, busybox_layout):
+    import socket
+    import threading
+    u = unprivileged_user
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+
+    def serve() -> None:  # answer and hang up, so nc ends
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"bye\n")
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        f"RUN echo hi | nc -w 2 127.0.0.1 {port} && echo default-connected || echo default-refused\n"
+        f"RUN --network=none echo hi | nc -w 2 127.0.0.1 {port} && echo none-connected || echo none-refused\n")
+    os.chown(ctx, u.uid, u.gid)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    try:
+        r = u.bale("bud", "--isolation", "ptrace", "-t", "n", str(ctx), root=store, check=False, timeout=120)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "default-connected" in lines and "none-refused" in lines, r.stdout + r.stderr
 
 
 def test_a_run_killing_everything_it_may_reaches_nothing_outside(unprivileged_user, user_tmp, busybox_layout):
