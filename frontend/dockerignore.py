@@ -232,11 +232,14 @@ def _clean(rel: str) -> str:
     return "" if rel == "." else rel
 
 
-def ignore_file_for(dockerfile: Path | None, context: Path, ignorefile: str | None = None) -> Path | None:
+def ignore_file_for(dockerfile: Path | None, context: Path, ignorefile: str | None = None, *,
+                    unpacked: bool = False) -> Path | None:
     """The ignore file of a build, first found of: ``--ignorefile`` (must exist), NAME.containerignore
     or NAME.dockerignore beside a Dockerfile called NAME (BuildKit's dockerui), CONTEXT/.containerignore
-    (buildah and podman read it first), CONTEXT/.dockerignore. Raises FrontendError when
-    ``ignorefile`` is not a readable file."""
+    (buildah and podman read it first), CONTEXT/.dockerignore. In a context ``unpacked`` from an
+    archive or cloned, a candidate whose symlinks lead out of the context is not read (BuildKit
+    reads it inside the context: an archive's .dockerignore linked to a host file must not read
+    that file). Raises FrontendError when ``ignorefile`` is not a readable file."""
     if ignorefile:
         path = Path(ignorefile)
         if not path.is_file():
@@ -247,17 +250,24 @@ def ignore_file_for(dockerfile: Path | None, context: Path, ignorefile: str | No
     if dockerfile is not None:
         candidates += [dockerfile.parent / (dockerfile.name + ext) for ext in (".containerignore", ".dockerignore")]
     candidates += [context / ".containerignore", context / ".dockerignore"]
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if c.is_file() and (not unpacked or _inside(c, context))), None)
 
 
-def load_ignore(dockerfile: Path | None, context: Path, ignorefile: str | None = None) -> Matcher:
+def _inside(path: Path, context: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(context))
+
+
+def load_ignore(dockerfile: Path | None, context: Path, ignorefile: str | None = None, *,
+                unpacked: bool = False) -> Matcher:
     """The build's exclusion rules (an empty Matcher when there is no ignore file). Bytes that are
-    not UTF-8 are kept as they are (surrogateescape); errors name the file and line."""
-    path = ignore_file_for(dockerfile, context, ignorefile)
+    not UTF-8 are kept as they are (surrogateescape); errors name the file and line, by its path
+    in the context when the context was ``unpacked`` into a scratch directory (see ignore_file_for)."""
+    path = ignore_file_for(dockerfile, context, ignorefile, unpacked=unpacked)
     if path is None:
         return Matcher([])
+    shown = str(path.relative_to(context)) if unpacked and path.is_relative_to(context) else str(path)
     try:
         text = path.read_bytes().decode("utf-8", "surrogateescape")
     except OSError as exc:
-        raise FrontendError(f"cannot read: {exc.strerror}", filename=str(path)) from None
-    return Matcher.from_text(text, filename=str(path))
+        raise FrontendError(f"cannot read: {exc.strerror}", filename=shown) from None
+    return Matcher.from_text(text, filename=shown)

@@ -232,7 +232,8 @@ class Builder:
         self.context: Context = open_context(self.opts.context, self.opts.dockerfile, self.store.tmp_dir)
         try:
             self.filename = self.context.dockerfile_name
-            self.ignore = load_ignore(self.context.dockerfile_path, self.context.dir, self.opts.ignorefile)
+            self.ignore = load_ignore(self.context.dockerfile_path, self.context.dir, self.opts.ignorefile,
+                                      unpacked=self.context.temp is not None)
             graph = build_graph(self.context.dockerfile_text or "", filename=self.filename,
                                 build_args=dict(self.opts.build_args), target=self.opts.target,
                                 platform=str(self.platform), build_platform=str(Platform.host()),

@@ -111,6 +111,23 @@ def test_stdin_context_without_dockerfile_names_no_internal_path(store_with_busy
     assert str(store_with_busybox) not in err
 
 
+def test_stdin_context_ignore_file_is_named_and_read_inside_it(store_with_busybox, tmp_path):
+    """A bad pattern in an archive's .dockerignore is named by its place in the context, not the
+    store's scratch directory; a .dockerignore linked out of the archive is not read (BuildKit
+    reads the context's files inside it), so the host file's lines never become patterns."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    bud = [sys.executable, "-m", "builder.cli.main", "--root", str(store_with_busybox), "bud", "-"]
+    r = subprocess.run(bud, input=_tar({"Dockerfile": b"FROM busybox\n", ".dockerignore": b"[z-a\n"}),
+                       capture_output=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.decode().strip().splitlines() == [
+        "bale: .dockerignore:1: invalid pattern '[z-a': syntax error in pattern"], r.stderr
+    host = tmp_path / "host-ignore"
+    host.write_text("[z-a\n")  # would fail the build if it were read
+    r = subprocess.run(bud, input=_tar({"Dockerfile": b"FROM busybox\nCOPY . /c/\n", ".dockerignore": str(host)}),
+                       capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 def test_tar_file_context_without_dockerfile(bale, store_with_busybox, tmp_path):
     (tmp_path / "ctx.tar").write_bytes(_tar({"a.txt": b"a\n"}))
     r = bale("bud", "ctx.tar", root=store_with_busybox, check=False, cwd=tmp_path)
