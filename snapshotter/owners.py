@@ -50,6 +50,20 @@ def record(host: str, uid: int, gid: int, mode: int | None = None) -> None:
     if mode is None:
         mode = os.lstat(host).st_mode
     path, name = _where(host, mode)
+    try:
+        _write(path, name, uid, gid)
+    except PermissionError:
+        # user.* xattrs need write permission, which the owner lacks on a file it made without it (dpkg
+        # creates files with mode 0 before it sets their owner): the owner's write bit for the call only
+        old = stat.S_IMODE(os.lstat(path).st_mode)
+        os.chmod(path, old | stat.S_IWUSR, follow_symlinks=False)
+        try:
+            _write(path, name, uid, gid)
+        finally:
+            os.chmod(path, old, follow_symlinks=False)
+
+
+def _write(path: str, name: str, uid: int, gid: int) -> None:
     if (uid, gid) == (0, 0):
         try:
             os.removexattr(path, name, follow_symlinks=False)

@@ -12,6 +12,8 @@ by bale), forced on this host as the unprivileged user:
   read for a layer and by COPY --from, with root's digest;
 * ``RUN --network=none`` cannot connect to a TCP port (Landlock's network rights); with the default
   network it can (the pod's);
+* dpkg (the host's, with its libraries, as a scratch image) installs a package whose files are
+  root's and whose postinst chowns: the layer has root's files and the postinst's owners;
 * a RUN that kills every process it may signal (kill -9 -1) reaches none outside its Landlock domain
   (neither proot nor bale, nor anything else of the pod): the build goes on.
 """
@@ -188,6 +190,71 @@ def test_network_none_refuses_tcp(unprivileged_user, user_tmp, busybox_layout):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert "default-connected" in lines and "none-refused" in lines, r.stdout + r.stderr
+
+
+DPKG_TOOLS = ("dpkg", "dpkg-deb", "dpkg-split", "dpkg-query", "tar", "sh", "dash", "chown", "mkdir", "rm", "mv",
+              "cp", "ls", "cat", "find", "diff", "xz", "gzip", "zstd", "ldconfig", "start-stop-daemon")
+
+
+def _debian_tree(dest: Path) -> None:
+    """A minimal dpkg system from this (Debian) host's own binaries and the libraries ldd names."""
+    import shutil
+    for d in ("tmp", "etc/dpkg", "var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "var/log",
+              "usr/bin", "usr/sbin", "usr/lib", "opt"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    for name in ("bin", "sbin", "lib"):
+        (dest / name).symlink_to(f"usr/{name}")
+    (dest / "lib64").mkdir(exist_ok=True)
+    for f in ("var/lib/dpkg/status", "var/lib/dpkg/available"):
+        (dest / f).touch()
+    for tool in DPKG_TOOLS:
+        found = shutil.which(tool, path="/usr/bin:/usr/sbin:/bin:/sbin")
+        if not found:
+            continue
+        real = Path(found).resolve()
+        files = [real] + [Path(p) for p in subprocess.run(["ldd", str(real)], capture_output=True, text=True).stdout.split()
+                          if p.startswith("/")]
+        for f in files:
+            target = dest / str(f).lstrip("/")
+            if f == real:
+                target = dest / "usr" / ("sbin" if "sbin" in found else "bin") / tool
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copy2(f.resolve(), target)
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (dest / "etc" / "group").write_text("root:x:0:\n")
+
+
+def test_dpkg_installs_with_root_s_files_and_the_postinst_s_owners(unprivileged_user, user_tmp, busybox_layout):
+    u = unprivileged_user
+    if not Path("/usr/bin/dpkg-deb").exists():
+        pytest.fail("dpkg-deb missing: the test host is Debian")
+    ctx = user_tmp / "ctx"
+    _debian_tree(ctx / "root")
+    pkg = user_tmp / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "opt" / "demo").mkdir(parents=True)
+    (pkg / "opt" / "demo" / "file").write_text("hello\n")
+    (pkg / "DEBIAN" / "control").write_text("Package: demo\nVersion: 1.0\nArchitecture: all\n"
+                                           "Maintainer: bale tests <tests@example.org>\nDescription: demo\n")
+    (pkg / "DEBIAN" / "postinst").write_text("#!/bin/sh\nchown 42:43 /opt/demo/file\n"
+                                             "mkdir -p /var/lib/demo && chown 7:7 /var/lib/demo\n")
+    (pkg / "DEBIAN" / "postinst").chmod(0o755)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(pkg), str(ctx / "demo.deb")], check=True,
+                   capture_output=True)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY root/ /\nCOPY demo.deb /tmp/\n"
+                                    "RUN [\"/usr/bin/dpkg\", \"-i\", \"/tmp/demo.deb\"]\n")
+    subprocess.run(["chown", "-R", f"{u.uid}:{u.gid}", str(ctx)], check=True)
+    store = user_tmp / "store"
+    r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store,
+               check=False, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Setting up demo (1.0) ..." in r.stdout, r.stdout
+    fs = flatten(read_layout(user_tmp / "out")[2])
+    owner = {p: (e.info.uid, e.info.gid) for p, e in fs.items()}
+    assert owner["/opt/demo/file"] == (42, 43) and fs["/opt/demo/file"].info.mode == 0o644
+    assert owner["/var/lib/demo"] == (7, 7) and owner["/opt/demo"] == (0, 0)
+    assert owner["/var/lib/dpkg/info/demo.list"] == (0, 0)
 
 
 def test_a_run_killing_everything_it_may_reaches_nothing_outside(unprivileged_user, user_tmp, busybox_layout):
