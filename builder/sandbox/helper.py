@@ -161,8 +161,11 @@ class Helper:
                     answer = _read_all(reply_r)
             else:
                 answer = _read_all(reply_r)
-            if pidfd is not None:
-                select.select([pidfd], [], [])
+            if pidfd is not None:  # poll, not select: the fd may be above FD_SETSIZE
+                waiter = select.poll()
+                waiter.register(pidfd, select.POLLIN)
+                while not waiter.poll():
+                    pass
             return answer
         finally:
             if pidfd is not None:
@@ -274,6 +277,12 @@ def _helper_main(bale: int, keep: tuple[int, int, int, int], enter: Callable[[in
         if os.getppid() != bale:
             os._exit(1)
         kernel.close_fds_except(set(keep))  # nothing bale had open stays open here
+        null = os.open(os.devnull, os.O_RDWR)  # nor bale's stdio: each request brings its own
+        for fd in (0, 1, 2):
+            if fd not in keep and fd != null:  # (bale started with a closed stdio fd: it may be ours)
+                os.dup2(null, fd)
+        if null > 2:
+            os.close(null)
         lease.adopt([])
         enter(ready_w, go_r)
         if os.getppid() != bale:  # pdeathsig was set again after the change of credentials
