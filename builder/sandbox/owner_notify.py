@@ -59,8 +59,10 @@ class Supervisor:
     in a thread of its own, until ``stop()`` or until no process of the RUN is left. ``count``:
     how many calls it answered."""
 
-    def __init__(self, listener: int, rootfs: str, fake: tuple[int, int] = (0, 0)) -> None:
+    def __init__(self, listener: int, rootfs: str, fake: tuple[int, int] = (0, 0),
+                 existing: frozenset[int] = frozenset()) -> None:
         self.fd = listener
+        self.existing = existing  # inodes before a non-root RUN: the others without a record are its own
         self.rootfs = os.path.realpath(rootfs)
         self.fake = fake
         self.real = (os.getuid(), os.getgid())
@@ -218,8 +220,16 @@ class Supervisor:
     def _chown(self, host: str, uid: int, gid: int) -> int:
         st = os.lstat(host)
         old_uid, old_gid = owners.owner_of(host, st)
+        if self.fake[0] != 0 and st.st_ino not in self.existing and not owners.has_record(host, st):
+            old_uid, old_gid = self.fake  # made by this RUN, recorded as its user's when it ends
         uid, gid = uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
         new = (old_uid if uid == 0xFFFFFFFF else uid, old_gid if gid == 0xFFFFFFFF else gid)
+        if self.fake[0] != 0 and (old_uid != self.fake[0] or new[0] != old_uid
+                                  or new[1] not in (old_gid, self.fake[1])):
+            # a non-root RUN user has no CAP_CHOWN: the kernel's chown_ok/chgrp_ok (its own file, the
+            # same uid, its own group; supplementary groups not counted). Was recorded, so USER 1000
+            # could give itself a root-owned file and make it set-uid
+            return errno.EPERM
         owners.record(host, new[0], new[1], st.st_mode)
         if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
             # as the kernel's chown: set-user-ID always goes, set-group-ID with group execute

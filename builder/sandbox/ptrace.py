@@ -35,6 +35,7 @@ import platform
 import shutil
 import signal
 import socket
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -162,26 +163,44 @@ def _private_files(priv: Path, spec: ProcessSpec) -> dict[str, Path]:
     return out
 
 
-def _stamp_new(root: Path, before: set[str], uid: int, gid: int) -> None:
-    """Record ``uid``:``gid`` on what the RUN made (paths not in ``before`` without a record)."""
-    for dirpath, dirnames, filenames in walk(root):
-        rel = os.path.relpath(dirpath, root)
-        base = "" if rel == "." else "/" + rel
-        for name in dirnames + filenames:
-            if f"{base}/{name}" in before:
+def _stamp_new(root: Path, before: dict[str, tuple[int, int]], uid: int, gid: int) -> None:
+    """After a non-root RUN (``uid``:``gid``; ``before``: _paths before it): record its user on
+    what it made (a new path, or a new inode at an old path, without a record; a new name of a
+    file that is still at its old path is a hard link to it, whose owner stays). The RUN really
+    ran as bale's uid, which owns every file: a set-uid or set-gid bit it added to a file of
+    another owner (USER 1000's ``chmod u+s /bin/busybox``: the kernel refuses it in Docker) is
+    taken away again, so no layer gets a set-uid file of an owner that did not set it."""
+    after = _paths(root)
+    live = {ino for path, (ino, _mode) in before.items() if after.get(path, (None,))[0] == ino}
+    for path, (ino, mode) in after.items():
+        host = os.path.join(str(root), path.lstrip("/"))
+        old = before.get(path)
+        if old is None or old[0] != ino:
+            if ino in live:
                 continue
-            host = os.path.join(dirpath, name)
             st = os.lstat(host)
             if not owners.has_record(host, st):
                 owners.record(host, uid, gid, st.st_mode)
+            continue
+        gained = mode & ~old[1] & (stat.S_ISUID | stat.S_ISGID)
+        if gained and not stat.S_ISLNK(mode):
+            owner = owners.owner_of(host, os.lstat(host))
+            if (gained & stat.S_ISUID and owner[0] != uid) or (gained & stat.S_ISGID and owner != (uid, gid)):
+                os.chmod(host, stat.S_IMODE(mode) & ~gained, follow_symlinks=False)
 
 
-def _paths(root: Path) -> set[str]:
-    out: set[str] = set()
+def _paths(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` ('/a/b') -> (inode, mode), symlinks not followed."""
+    out: dict[str, tuple[int, int]] = {}
     for dirpath, dirnames, filenames in walk(root):
         rel = os.path.relpath(dirpath, root)
         base = "" if rel == "." else "/" + rel
-        out.update(f"{base}/{n}" for n in dirnames + filenames)
+        for n in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            out[f"{base}/{n}"] = (st.st_ino, st.st_mode)
     return out
 
 
@@ -275,7 +294,7 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
             argv += ["-b", d]
         argv.append(GUEST_ENTER)
         status = _run(proot, argv, {"PATH": "/usr/bin:/bin", "LANG": "C", "PROOT_LOADER": str(loader)}, outer, spec,
-                      str(root), (uid, gid))
+                      str(root), (uid, gid), frozenset(ino for ino, _ in (before or {}).values()))
         if before is not None:
             _stamp_new(root, before, uid, gid)
     finally:
@@ -300,8 +319,9 @@ def _wait(pid: int) -> int:
 
 
 def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ruleset, spec: ProcessSpec,
-         root: str, fake: tuple[int, int]) -> int:
-    """Fork the launcher, answer its notifications until proot ends; the exit status."""
+         root: str, fake: tuple[int, int], existing: frozenset[int] = frozenset()) -> int:
+    """Fork the launcher, answer its notifications until proot ends; the exit status. ``existing``:
+    inodes of the rootfs before a non-root RUN (the others without a record are its own)."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stdin_r = stdin_w = None
@@ -326,7 +346,7 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
         _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
         ours.close()
         if fds:
-            supervisor = Supervisor(fds[0], root, fake)
+            supervisor = Supervisor(fds[0], root, fake, existing)
             supervisor.start()
         if stdin_w is not None:
             os.close(stdin_r)  # type: ignore[arg-type]

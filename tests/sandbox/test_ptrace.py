@@ -273,3 +273,35 @@ def test_a_run_killing_everything_it_may_reaches_nothing_outside(unprivileged_us
         sleeper.wait()
     assert r.returncode == 0, r.stdout + r.stderr
     assert "survived" in r.stdout.splitlines() and "next" in r.stdout.splitlines(), r.stdout
+
+
+NON_ROOT_OWNERS_DOCKERFILE = """FROM busybox
+USER 1000:1000
+RUN chmod u+s /bin/busybox; ln /bin/busybox /tmp/hl; cp /bin/busybox /tmp/mine && chown 0:0 /tmp/mine; \\
+    echo chown-root=$?; chmod 4755 /tmp/mine; touch /tmp/own && chown 1000:1000 /tmp/own; echo chown-own=$?; \\
+    chmod u+s /tmp/own
+"""
+
+
+def test_a_non_root_user_makes_no_set_uid_file_of_another_owner(unprivileged_user, user_tmp, busybox_layout):
+    """A RUN under USER 1000 runs as bale's uid, which owns every file on disk. As in Docker (no
+    CAP_CHOWN or CAP_FOWNER for a non-root user: the kernel's chown_ok/chgrp_ok and chmod's owner
+    check) it can neither chown a file to root (EPERM; was recorded: a set-uid root file of its own
+    making) nor make root's /bin/busybox set-uid (the bit is taken away after the RUN), and a hard
+    link it makes to root's file leaves that file root's (was recorded as 1000's); its own file
+    stays its own, set-uid as it asked."""
+    u = unprivileged_user
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(NON_ROOT_OWNERS_DOCKERFILE)
+    for p in (ctx, ctx / "Dockerfile"):
+        os.chown(p, u.uid, u.gid)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "chown-root=1" in r.stdout and "chown-own=0" in r.stdout, r.stdout + r.stderr
+    fs = flatten(read_layout(user_tmp / "out")[2])
+    assert (fs["/bin/busybox"].info.uid, fs["/bin/busybox"].info.gid, fs["/bin/busybox"].info.mode) == (0, 0, 0o755)
+    assert (fs["/tmp/mine"].info.uid, fs["/tmp/mine"].info.gid, fs["/tmp/mine"].info.mode) == (1000, 1000, 0o4755)
+    assert (fs["/tmp/own"].info.uid, fs["/tmp/own"].info.mode & 0o7000) == (1000, 0o4000)
+    assert not [p for p, e in fs.items() if e.info.mode & 0o6000 and (e.info.uid, e.info.gid) != (1000, 1000)]
