@@ -313,11 +313,13 @@ def test_items_survive_the_wire(tmp_path):
         list(copytree.read_items(io.BytesIO(b"[1, 2]\n")))
 
 
-def test_sources_overlapping_in_the_destination_keep_their_order(tmp_path):
+@pytest.mark.parametrize("pooled", [0, copytree.POOLED])
+def test_sources_overlapping_in_the_destination_keep_their_order(tmp_path, monkeypatch, pooled):
     """Several sources naming the same destination entries with other types (file, then directory
     with files, then file again, and back) end as the sequential tar path ends, though files are
-    copied by a thread pool: a name being made by a job is waited for, directories are removed only
-    when no job runs."""
+    copied by a thread pool (here every file, with ``pooled`` 0): a name being made by a job is waited
+    for, directories are removed only when no job runs."""
+    monkeypatch.setattr(copytree, "POOLED", pooled)
     ctx = tmp_path / "ctx"
     for i, src in enumerate("abcd"):
         (ctx / src).mkdir(parents=True)
