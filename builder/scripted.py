@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from builder.build import copier
 from builder.emulation import check_can_run
-from builder.errors import ContainerError, ImageNotFound, RunFailed, UsageError
+from builder.errors import BaleError, ContainerError, ImageNotFound, RunFailed, UsageError
 from builder.image import configedit as ce
 from builder.image.commit import Layer, history_entry, image_layers, write_image
 from builder.image.layerblob import store_layer
@@ -62,9 +62,13 @@ def find_local_image(ws: "Workspace", image: str) -> "ImageRecord | None":
 
 
 def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry: "RegistryOptions | None" = None,
-                 platform: str | None = None, quiet: bool = True, progress: "Any" = None) -> "ImageRecord":
+                 platform: str | None = None, quiet: bool = True, progress: "Any" = None,
+                 preferred: bool = False) -> "ImageRecord":
     """The image in the store, pulled first as the pull policy says (``progress``: a
-    builder.progress.Progress for the pull)."""
+    builder.progress.Progress for the pull). A store image of another platform than
+    ``platform`` (``os/arch[/variant]``) is pulled again for it; with ``preferred`` the
+    platform is only a preference (a Dockerfile's implicit target: this machine's): when
+    that pull fails or --pull=never, the store's image of another platform is taken."""
     policy = {"true": "always", "false": "missing"}.get(pull.lower(), pull.lower())
     if policy not in ("always", "missing", "never", "newer", "ifmissing", "ifnewer"):
         raise UsageError(f"invalid pull policy {pull!r}: expected always, missing, never or newer")
@@ -75,13 +79,20 @@ def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry
     if rec is not None:
         return rec
     if policy == "never":
+        if other is not None and preferred:
+            return other
         if other is not None:
             raise ImageNotFound(f"image {image}: the local store has it for another platform than {platform} "
                                 "and --pull=never")
         raise ImageNotFound(f"image {image}: not in the local store and --pull=never")
     if progress is not None:
         progress.log(f"Pulling {image}" + (f" for {platform}" if platform else ""))
-    return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet, progress=progress)
+    try:
+        return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet, progress=progress)
+    except BaleError:  # not found, unreachable, a reference that names no registry image (an id)
+        if other is not None and preferred:
+            return other
+        raise
 
 
 def _is_platform(ws: "Workspace", rec: "ImageRecord", platform: str) -> bool:

@@ -31,7 +31,7 @@ from builder.build.state import StageState
 from builder.errors import BuildError, UsageError
 from builder.image.commit import Layer, history_entry, write_image
 from builder.image.imagenames import store_name
-from builder.image.oci import Descriptor, Platform
+from builder.image.oci import Descriptor, ImageConfig, Platform
 from builder.image.pull import push_record
 from builder.image.remotecache import RemoteCache
 from builder.image.transports import parse_location
@@ -97,19 +97,28 @@ class Builder:
         self.base_history = 0
 
     # --- base images ---
-    def base_image(self, ref: str) -> "ImageRecord":
+    def base_image(self, ref: str, platform: str | None = None) -> "ImageRecord":
+        """The store image for FROM/--from ``ref`` (a --build-context docker-image:// first),
+        pulled as --pull says. ``platform`` (``os/arch[/variant]``: a FROM --platform, as the
+        frontend expanded it) picks the entry of a manifest list; None means the build's
+        --platform, else this machine's if the store or the registry has it, else the store's (BuildKit
+        dockerfile2llb/convert.go dispatchFrom: ``platform := d.platform``, else the target
+        platform, is the ResolveImageConfig and llb.Image platform). Remembered per (ref, platform)."""
         named = self.opts.build_contexts.get(ref)
         if named is not None:
             if not named.startswith("docker-image://"):
                 raise UsageError(f"--build-context {ref}: FROM needs docker-image://REF, not a directory")
             ref = named[len("docker-image://"):]
-        if ref not in self._bases:
-            self._bases[ref] = ensure_image(self.ws, ref, pull=self.opts.pull, registry=self.opts.registry,
-                                            platform=self.opts.platform, quiet=True, progress=self.progress)
-        return self._bases[ref]
+        plat = platform or self.opts.platform
+        memo = f"{ref}\0{plat or ''}"
+        if memo not in self._bases:  # no platform asked: this machine's (BuildKit's implicit target), preferred
+            self._bases[memo] = ensure_image(self.ws, ref, pull=self.opts.pull, registry=self.opts.registry,
+                                             platform=plat or str(Platform.host()), quiet=True,
+                                             progress=self.progress, preferred=plat is None)
+        return self._bases[memo]
 
     def resolve_base(self, ref: str, platform: str | None) -> BaseInfo:
-        rec = self.base_image(ref)
+        rec = self.base_image(ref, platform)
         cfg, _ = base_layers(self.ws, rec)
         c = cfg.config
         return BaseInfo(list(c.get("Env") or []), c.get("WorkingDir") or "", c.get("Shell"),
@@ -251,6 +260,8 @@ class Builder:
         st = self.states[graph.target]
         opts = self.opts
         cfg = st.cfg
+        if opts.platform:  # an explicit target platform names the image's, whatever its stage's FROM --platform
+            target_platform(cfg, self.platform)
         if opts.labels:
             cfg.config["Labels"] = {**(cfg.config.get("Labels") or {}), **opts.labels}
         if opts.env or opts.unsetenv:  # buildah bud --env / --unsetenv: the final image's Env
@@ -315,9 +326,20 @@ class Builder:
             return self.base_layer_count(self.graph.stages[stage.base_stage])
         if stage.base_image is None:
             return 0
-        cfg, layers = base_layers(self.ws, self.base_image(stage.base_image))
+        cfg, layers = base_layers(self.ws, self.base_image(stage.base_image, stage.platform))
         self.base_history = len(cfg.history)
         return len(layers)
+
+
+def target_platform(cfg: ImageConfig, plat: Platform) -> None:
+    """Set the final image's ``os``/``architecture`` to the build's explicit --platform, and its
+    ``variant`` when the target has one or the OS/architecture changed (BuildKit
+    dockerfile2llb/convert.go finalizeResultImage: ``if !dctx.platformOpt.implicitTarget``
+    overwrites ``target.image.OS``/``Architecture``/``Variant``), in place."""
+    same = cfg.os == plat.os and cfg.architecture == plat.architecture
+    cfg.os, cfg.architecture = plat.os, plat.architecture
+    if plat.variant or not same:
+        cfg.variant = plat.variant
 
 
 def build(ws: "Workspace", opts: BuildOptions, progress: "Progress | None" = None) -> BuildResult:

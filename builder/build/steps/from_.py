@@ -30,7 +30,7 @@ def start_stage(b: "Builder", stage: Stage) -> StageState:
         cfg = ImageConfig(architecture=plat.architecture, os=plat.os, variant=plat.variant,
                           config={"Env": [f"PATH={ce.DEFAULT_PATH}"]})
         return StageState(stage.index, cfg, [], "scratch")
-    rec = b.base_image(stage.base_image)
+    rec = b.base_image(stage.base_image, stage.platform)
     cfg, layers = base_layers(b.ws, rec)
     cfg.config.pop("OnBuild", None)
     return StageState(stage.index, cfg, [Layer(Descriptor(l.media_type, l.digest, l.size), l.diff_id)
