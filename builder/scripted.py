@@ -24,7 +24,7 @@ from builder.image.commit import Layer, history_entry, image_layers, write_image
 from builder.image.layerblob import store_layer
 from builder.image.imagenames import lookup_candidates, store_name
 from builder.image.oci import Descriptor, ImageConfig, Platform, layer_media_type, parse_config
-from builder.image.pull import pull_image, push_record
+from builder.lazyimport import lazy
 from builder.options import CommitOptions, ConfigOptions, CopyOptions, FromOptions, RunOptions
 from builder.sandbox.spec import BindSpec, ProcessSpec
 from builder.workspace import snapshots
@@ -34,10 +34,15 @@ from builder.workspace.snapshots import SnapshotRootfs, _driver
 from frontend.dockerignore import Matcher
 
 if TYPE_CHECKING:
+    from builder.image import pull as image_pull
     from builder.workspace.workspace import Workspace
     from builder.image.registry.options import RegistryOptions
     from builder.workspace.runtime import Runtime
     from builder.image.store import ImageRecord
+else:  # the pull/push stack (transports, registry client, docker daemon, signatures): imported at
+    # the first pull or push, so `bale from scratch`, run, copy and config never load it
+    # (start-up, issue 10; tests/cli/test_startup_imports.py)
+    image_pull = lazy("builder.image.pull")
 
 log = logging.getLogger("bale")
 
@@ -88,7 +93,7 @@ def ensure_image(ws: "Workspace", image: str, *, pull: str = "missing", registry
     if progress is not None:
         progress.log(f"Pulling {image}" + (f" for {platform}" if platform else ""))
     try:
-        return pull_image(ws, image, registry=registry, platform=platform, quiet=quiet, progress=progress)
+        return image_pull.pull_image(ws, image, registry=registry, platform=platform, quiet=quiet, progress=progress)
     except BaleError:  # not found, unreachable, a reference that names no registry image (an id)
         if other is not None and preferred:
             return other
@@ -148,8 +153,11 @@ def container_over(ws: "Workspace", rt: "Runtime", image: str, image_id: str | N
     if save:
         reg.save(state)  # recorded first, so `bale rm` can clean up whatever follows
     try:
-        unpack_layers(ws, rt, layers)
-        rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(ws, layers))
+        if layers:
+            unpack_layers(ws, rt, layers)
+            rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(ws, layers))
+        else:  # scratch: see _prepare_empty
+            _prepare_empty(rt, state.key)
     except BaseException:
         with contextlib.suppress(Exception):
             rt.call(snapshots.remove, str(rt.snapshots_root), rt.driver_name, state.key)
@@ -157,6 +165,17 @@ def container_over(ws: "Workspace", rt: "Runtime", image: str, image_id: str | N
             reg.remove(state)
         raise
     return state
+
+
+def _prepare_empty(rt: "Runtime", key: str) -> None:
+    """An empty snapshot (FROM scratch) made by this process, without the user namespace: the
+    drivers' prepare of no layers only makes directories and small records (overlay: upper, work,
+    merged, empty, layers; native: rootfs, layers, index.json), and every mapping bale makes maps
+    the namespace's root to this process's uid (0->getuid(): sandbox/idmap.py), with the same
+    umask, so they get the owner and modes a namespace worker would give them. Saves starting the
+    namespace helper (newuidmap, newgidmap, a fork) for `bale from scratch` (issue 10).
+    Raises SnapshotError."""
+    snapshots.prepare(str(rt.snapshots_root), rt.driver_name, key, [])
 
 
 def _looks_like_id(text: str) -> bool:
@@ -580,7 +599,7 @@ def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptio
                           timestamp=epoch, annotations=annotations)
     if not dest_is_store and image:
         try:
-            push_record(ws, rec, image, registry=registry, image_format=image_format, quiet=quiet)
+            image_pull.push_record(ws, rec, image, registry=registry, image_format=image_format, quiet=quiet)
         finally:  # a commit to another location leaves nothing in the store, as buildah's does
             ws.store.remove_image(rec)
             ws.store.gc()

@@ -1,0 +1,97 @@
+"""Start-up of `bale from scratch` (issue 10): it loads none of the pull/push stack, and its
+empty snapshot is made without the user namespace yet owned and moded exactly as a namespace
+worker makes it (rootless: the namespace's root is the user's own uid)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.images import REPO
+
+#: top-level packages `bale from scratch` must not import (tens of ms each: builder/lazyimport.py)
+HEAVY_PACKAGES = ("requests", "urllib3", "charset_normalizer", "cryptography", "zstandard", "tqdm")
+#: bale's pull/push stack: builder.scripted loads builder.image.pull at the first pull or push
+PULL_STACK = ("builder.image.pull", "builder.image.imagecopy", "builder.image.transports",
+              "builder.image.dockerdaemon", "builder.image.dockerarchive", "builder.image.layout",
+              "builder.image.registry.client", "builder.image.registry.auth", "builder.image.registry.http",
+              "builder.image.sign", "builder.image.cosignkey", "builder.image.reference")
+
+
+def _imported(args: list[str]) -> set[str]:
+    """The modules ``bale ARGS`` imports, read from -X importtime's report."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "builder.cli.main", *args],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.returncode == 0, out.stderr
+    return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_from_scratch_imports_no_pull_stack(tmp_path: Path) -> None:
+    mods = _imported(["--root", str(tmp_path / "store"), "from", "scratch"])
+    assert "builder.scripted" in mods and "click" in mods  # the report is of the real command
+    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY_PACKAGES or m in PULL_STACK)
+    assert not heavy, heavy
+
+
+# Makes a scratch container through scripted.container_over with the namespace refused, then the
+# same empty snapshot through the namespace (Runtime.call), and prints both trees: path -> owner,
+# group, mode (and contents for files).
+_SCRIPT = r"""
+import json, os, sys
+from builder import scripted
+from builder.image.oci import ImageConfig
+from builder.workspace import snapshots
+from builder.workspace.workspace import Workspace
+
+ws = Workspace(sys.argv[1], driver=sys.argv[2])
+rt = ws.runtime()
+
+def refused(*args, **kw):
+    raise AssertionError("the user namespace was asked for")
+
+rt.call, rt.userns = refused, refused
+state = scripted.container_over(ws, rt, "scratch", None, ImageConfig(architecture="amd64", os="linux"), [], save=False)
+del rt.call, rt.userns
+rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, "made-in-the-namespace", [])
+
+def tree(key):
+    top = snapshots._driver(str(rt.snapshots_root), rt.driver_name)._cdir(key)
+    out = {}
+    for dirpath, dirs, files in os.walk(top):
+        for p in [dirpath] + [os.path.join(dirpath, f) for f in files]:
+            st = os.lstat(p)
+            body = open(p).read() if os.path.isfile(p) else None
+            out[os.path.relpath(p, top)] = [st.st_uid, st.st_gid, oct(st.st_mode), body]
+    return out
+
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "isolation": rt.isolation,
+                  "direct": tree(state.key), "namespace": tree("made-in-the-namespace")}))
+"""
+
+
+def _check(result: dict[str, object]) -> None:
+    direct, ns = result["direct"], result["namespace"]
+    assert isinstance(direct, dict) and isinstance(ns, dict)
+    assert direct == ns and len(direct) > 1, (direct, ns)
+    assert {(v[0], v[1]) for v in direct.values()} == {(result["uid"], result["gid"])}
+
+
+@pytest.mark.parametrize("driver", ["overlay", "native"])
+def test_scratch_snapshot_without_the_namespace_equals_the_namespace_one(tmp_path: Path, driver: str) -> None:
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path / "store"), driver], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.returncode == 0, out.stderr
+    _check(json.loads(out.stdout))
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("driver", ["overlay", "native"])
+def test_scratch_snapshot_rootless_equals_the_namespace_one(unprivileged_user, user_tmp: Path, driver: str) -> None:
+    u = unprivileged_user
+    result = json.loads(u.run([u.python, "-c", _SCRIPT, str(user_tmp / "store"), driver]).stdout)
+    assert result["isolation"] == "rootless"  # the namespace path really is the user namespace's
+    _check(result)
