@@ -187,7 +187,7 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
             while chunk := os.read(err_r, 4096):
                 err += chunk
             os.close(err_r)
-            _, status = os.waitpid(pid, 0)
+            status = kernel.wait_exit(pid)
         finally:
             untrack(pid)
     finally:

@@ -40,6 +40,22 @@ def is_dumpable() -> bool:
     return _prctl(PR_GET_DUMPABLE, 0, "prctl(PR_GET_DUMPABLE)") == 1
 
 
+PTRACE_DETACH = 17
+
+
+def wait_exit(pid: int) -> int:
+    """waitpid(``pid``)'s status (os.waitpid's int) once ``pid`` has ended. A RUN's process can make
+    its parent, bale, its tracer (PTRACE_TRACEME: ``RUN ["/traceme"]`` gave 'RUN: ValueError: process
+    stopped by delivery of signal 10'; proot 5.1's ptrace emulation does it to proot): each stop
+    reported is handed back at once (PTRACE_DETACH with its signal), so the process goes on as an
+    untraced one would."""
+    while True:
+        _, status = os.waitpid(pid, 0)
+        if not os.WIFSTOPPED(status):
+            return status
+        _libc.ptrace(PTRACE_DETACH, pid, None, ctypes.c_void_p(os.WSTOPSIG(status)))
+
+
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
     """Die with the parent. A change of user (setresuid) clears it: call again after every one."""
     _prctl(PR_SET_PDEATHSIG, sig, "prctl(PR_SET_PDEATHSIG)")

@@ -58,6 +58,7 @@ def _resolv_conf(network: str = "host") -> str:
 def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r: int | None) -> RunResult:
     """Child A: set up, fork PID 1, wait for it; returns the status and the mountpoints it made
     (the differ drops them while empty, with the directories that changed only to hold them)."""
+    from builder.sandbox import kernel
     from builder.sandbox.users import resolve_user
     from snapshotter.drivers import in_initial_userns
     if spec.network == "none":
@@ -105,7 +106,7 @@ def run_in_namespace(spec: ProcessSpec, rootfs: Any, full_mapping: bool, stdin_r
     while chunk := os.read(err_r, 4096):
         err += chunk
     os.close(err_r)
-    _, wstatus = os.waitpid(pid, 0)
+    wstatus = kernel.wait_exit(pid)
     code = os.waitstatus_to_exitcode(wstatus)
     if err:
         kind, _, msg = err.decode(errors="replace").partition("\0")

@@ -29,7 +29,6 @@ refuses TCP connect and bind through Landlock, UDP stays), RUN mounts.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import shutil
@@ -302,22 +301,6 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
     return RunResult(status, created)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-PTRACE_DETACH = 17
-
-
-def _wait(pid: int) -> int:
-    """waitpid(pid)'s status once proot has ended. A RUN using ptrace on its own processes can leave
-    proot traced by its parent, bale (proot 5.1's ptrace emulation; seen about once in eight runs of
-    the hostile suite's helper): each such stop is handed back at once (PTRACE_DETACH with its
-    signal), so proot goes on untraced."""
-    while True:
-        _, status = os.waitpid(pid, 0)
-        if not os.WIFSTOPPED(status):
-            return status
-        _libc.ptrace(PTRACE_DETACH, pid, None, ctypes.c_void_p(os.WSTOPSIG(status)))
-
-
 def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ruleset, spec: ProcessSpec,
          root: str, fake: tuple[int, int], existing: frozenset[int] = frozenset()) -> int:
     """Fork the launcher, answer its notifications until proot ends; the exit status. ``existing``:
@@ -359,7 +342,7 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
         while chunk := os.read(err_r, 4096):
             err += chunk
         os.close(err_r)
-        wstatus = _wait(pid)
+        wstatus = kernel.wait_exit(pid)
     finally:
         untrack(pid)
         try:

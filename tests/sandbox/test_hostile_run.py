@@ -179,3 +179,43 @@ def test_hostile_runs_hold(setup, unprivileged_user, user_tmp, busybox_layout, h
     fs = flatten(read_layout(out, "latest")[2])
     assert "/link" in fs and not any("written" in p for p in fs), sorted(fs)
     assert "/c" not in fs and not [p for p in fs if p.startswith(("/dev/", "/proc/", "/run/"))], sorted(fs)
+
+
+@pytest.mark.parametrize("setup", ["rootless", "ptrace", "chroot-as-root"])
+def test_a_run_making_bale_its_tracer_ends_cleanly(setup, unprivileged_user, user_tmp, tmp_path):
+    """A RUN's first process is a child of bale's code (the namespace worker's PID 1 fork, proot's
+    launcher, chroot's fork): PTRACE_TRACEME makes bale its tracer, and each signal it then gets stops
+    it for bale's wait. Such a stop is handed back (the signal delivered, the process untraced): the
+    build goes on; was 'RUN: ValueError: process stopped by delivery of signal 10' rootless. In
+    chroot isolation the filter refuses ptrace (traceme=-1); under ptrace isolation proot emulates it
+    (the stops are proot's). oci is not tried: runc's wait does not
+    see stops, so the RUN stays stopped, as one that never ends (kill it with SIGTERM)."""
+    from tests.fixtures.users import REPO
+    u = unprivileged_user
+    who = SETUPS[setup][0]
+    base = user_tmp / "t"
+    base.mkdir()
+    ctx = base / "ctx"
+    ctx.mkdir()
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(ctx / "traceme"), str(HERE / "testdata" / "traceme.c")],
+                   check=True)
+    (ctx / "Dockerfile").write_text('FROM scratch\nCOPY traceme /traceme\nRUN ["/traceme"]\nRUN ["/traceme"]\n')
+    for p in [base, ctx, *ctx.iterdir()]:
+        os.chmod(p, p.stat().st_mode | 0o755)
+        if who != "root":
+            os.lchown(p, u.uid, u.gid)
+    env = {}
+    if who == "root":
+        env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "HOME": os.environ.get("HOME", "/root"), "TMPDIR": str(base)}
+    bale = _runner(setup, u, base / "store", env)
+    isolation = SETUPS[setup][3]
+    r = bale("bud", *(["--isolation", isolation] if isolation else []), "-t", "traced", str(ctx))
+    assert "Error" not in r.stderr and "internal" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    if setup == "ptrace":  # proot 5.1 emulates ptrace for the RUN (its TRACEME is proot's): it ends, in one line
+        assert r.returncode == 0 or r.stderr.splitlines()[-1].startswith("bale: Dockerfile:3: RUN: /traceme: exited"), \
+            r.stderr
+        return
+    assert r.returncode == 0, r.stdout + r.stderr
+    expect = "traceme=-1" if setup == "chroot-as-root" else "traceme=0"
+    assert r.stdout.splitlines().count(expect) == 2 and r.stdout.splitlines().count("handled") == 2, r.stdout
