@@ -78,7 +78,7 @@ def owner_of(host: str, st: os.stat_result) -> tuple[int, int]:
     """The recorded owner of ``host`` (stat ``st``), 0:0 when none is recorded."""
     path, name = _where(host, st.st_mode)
     try:
-        raw = os.getxattr(path, name, follow_symlinks=False)
+        raw = _get(path, name)
     except OSError:
         return 0, 0
     uid, _, gid = raw.decode("ascii", "replace").partition(":")
@@ -109,7 +109,25 @@ def has_record(host: str, st: os.stat_result) -> bool:
     """Whether an owner is recorded for ``host`` (0:0 never is)."""
     path, name = _where(host, st.st_mode)
     try:
-        os.getxattr(path, name, follow_symlinks=False)
+        _get(path, name)
         return True
     except OSError:
         return False
+
+
+def _get(path: str, name: str) -> bytes:
+    """getxattr of a record; user.* xattrs need read permission, which the owner may have taken
+    away (a RUN's ``chmod 4311`` binary, a mode-0000 directory): then once more with the owner's read
+    bit set for the call only (read as 0:0, such a file became a set-uid root one in the layer).
+    OSError (ENODATA: no record)."""
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except PermissionError:
+        if not _enabled:
+            raise
+    old = stat.S_IMODE(os.lstat(path).st_mode)
+    os.chmod(path, old | stat.S_IRUSR, follow_symlinks=False)
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    finally:
+        os.chmod(path, old, follow_symlinks=False)

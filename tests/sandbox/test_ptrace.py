@@ -279,7 +279,7 @@ NON_ROOT_OWNERS_DOCKERFILE = """FROM busybox
 USER 1000:1000
 RUN chmod u+s /bin/busybox; ln /bin/busybox /tmp/hl; cp /bin/busybox /tmp/mine && chown 0:0 /tmp/mine; \\
     echo chown-root=$?; chmod 4755 /tmp/mine; touch /tmp/own && chown 1000:1000 /tmp/own; echo chown-own=$?; \\
-    chmod u+s /tmp/own
+    chmod u+s /tmp/own; cp /bin/busybox /tmp/xo && chmod 4311 /tmp/xo && mkdir /tmp/e && chmod 000 /tmp/e
 """
 
 
@@ -289,7 +289,8 @@ def test_a_non_root_user_makes_no_set_uid_file_of_another_owner(unprivileged_use
     check) it can neither chown a file to root (EPERM; was recorded: a set-uid root file of its own
     making) nor make root's /bin/busybox set-uid (the bit is taken away after the RUN), and a hard
     link it makes to root's file leaves that file root's (was recorded as 1000's); its own file
-    stays its own, set-uid as it asked."""
+    stays its own, set-uid as it asked, also where it took its own read permission away (chmod 4311:
+    the record was unreadable to bale and read as 0:0, a set-uid root binary)."""
     u = unprivileged_user
     ctx = user_tmp / "ctx"
     ctx.mkdir()
@@ -304,4 +305,7 @@ def test_a_non_root_user_makes_no_set_uid_file_of_another_owner(unprivileged_use
     assert (fs["/bin/busybox"].info.uid, fs["/bin/busybox"].info.gid, fs["/bin/busybox"].info.mode) == (0, 0, 0o755)
     assert (fs["/tmp/mine"].info.uid, fs["/tmp/mine"].info.gid, fs["/tmp/mine"].info.mode) == (1000, 1000, 0o4755)
     assert (fs["/tmp/own"].info.uid, fs["/tmp/own"].info.mode & 0o7000) == (1000, 0o4000)
+    # records read on files their owner cannot read (user.* xattrs need read permission): were 0:0
+    assert (fs["/tmp/xo"].info.uid, fs["/tmp/xo"].info.gid, fs["/tmp/xo"].info.mode) == (1000, 1000, 0o4311)
+    assert (fs["/tmp/e"].info.uid, fs["/tmp/e"].info.gid, fs["/tmp/e"].info.mode) == (1000, 1000, 0)
     assert not [p for p, e in fs.items() if e.info.mode & 0o6000 and (e.info.uid, e.info.gid) != (1000, 1000)]
