@@ -25,7 +25,8 @@ no_new_privs). Three layers, each doing one job:
 What the RUN does not get: its processes in /proc (there are none), recorded owners in stat
 (proot shows bale's files as the faked user's), a pid namespace (a daemon it starts outlives
 the step until proot ends), network isolation (the pod's network is used; ``--network=none``
-refuses TCP connect and bind through Landlock, UDP stays), RUN mounts.
+refuses TCP connect and bind through Landlock, UDP stays). RUN mounts are proot binds with
+Landlock rules of their own (ptrace_mounts.py).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ContainerError, SandboxError
-from builder.sandbox import kernel, landlock, landlock_exec, ptrace_filter
+from builder.sandbox import kernel, landlock, landlock_exec, ptrace_filter, ptrace_mounts
 from builder.sandbox.binds import PIPES, write_pipes
 from builder.sandbox.owner_notify import Supervisor
 from builder.sandbox.process import DEVICES, PROC_FILES, _make_point, _resolv_conf
@@ -59,7 +60,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: host directories proot (dynamically linked) may read and execute from, in its own domain
 PROOT_READ_EXEC = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache")
 NOTE = ("ptrace isolation: RUN runs under proot inside a Landlock domain, as bale's uid with owners "
-        "recorded; it gets a minimal /proc without processes, the pod's network, and no RUN mounts")
+        "recorded; it gets a minimal /proc without processes, and the pod's network")
 
 
 def proot_path() -> str | None:
@@ -233,8 +234,6 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
     proot = proot_path()
     if proot is None:
         raise SandboxError("ptrace isolation needs proot (apt-get install proot)")
-    if spec.mounts:
-        raise SandboxError("RUN mounts need mount namespaces, which ptrace isolation does not have")
     root = Path(os.path.realpath(rootfs.setup()))
     uid, gid, _groups, home = resolve_user(root, spec.user)
     cwd = spec.cwd or "/"
@@ -250,7 +249,9 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
     priv = Path(tempfile.mkdtemp(prefix="bale-ptrace-", dir=tmp_root))
     before = _paths(root) if (uid, gid) != (0, 0) else None
     created: list[str] = []
+    extra: list[Path] = []
     try:
+        mounts, extra = ptrace_mounts.prepare(spec.mounts, root, priv, everything)
         binds = _private_files(priv, spec)
         guest_rules = [("/", everything), ("/proc", landlock.READ)]
         if spec.pipes:  # a RUN heredoc script: read and run, never written (BuildKit's is a read-only mount)
@@ -261,6 +262,7 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         guest_rules += [(g, landlock.READ_FILE) for g in binds if g.startswith("/etc/")]
         devices = [f"/dev/{d}" for d in DEVICES if os.path.exists(f"/dev/{d}")]
         guest_rules += [(d, device) for d in devices]
+        guest_rules += [(m.guest, ptrace_mounts.file_rights(m)) for m in mounts]
         loader = binds["/proc"] / GUEST_LOADER.rsplit("/", 1)[1]
         loader.write_bytes(proot_loader(proot))
         os.chmod(loader, 0o500)
@@ -280,10 +282,14 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         outer.allow(os.path.realpath(proot), landlock.READ_EXEC)
         for d in devices:
             outer.allow(d, device)
+        for m in mounts:
+            outer.allow(m.host, ptrace_mounts.file_rights(m))
         # the bind targets exist before proot starts (it would make and remove placeholders, changing
         # their directories): made here, and dropped from the layer while empty, as in every isolation
         for guest in [*binds, *devices]:
             _make_point(root, guest, guest in ("/proc", PIPES), created)
+        for m in mounts:
+            _make_point(root, m.guest, m.is_dir, created)
         # -v -1: proot's errors only (its notes, e.g. on a killed process, would mix into the RUN's output)
         argv = [proot, "-v", "-1", *(["-0"] if (uid, gid) == (0, 0) else ["-i", f"{uid}:{gid}"]), "-r", str(root),
                 "-w", cwd]
@@ -291,6 +297,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
             argv += ["-b", f"{host}:{guest}"]
         for d in devices:
             argv += ["-b", d]
+        for m in mounts:
+            argv += ["-b", f"{m.host}:{m.guest}"]
         argv.append(GUEST_ENTER)
         status = _run(proot, argv, {"PATH": "/usr/bin:/bin", "LANG": "C", "PROOT_LOADER": str(loader)}, outer, spec,
                       str(root), (uid, gid), frozenset(ino for ino, _ in (before or {}).values()))
@@ -298,6 +306,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
             _stamp_new(root, before, uid, gid)
     finally:
         shutil.rmtree(priv, ignore_errors=True)
+        for gone in extra:
+            shutil.rmtree(gone, ignore_errors=True)
     return RunResult(status, created)
 
 

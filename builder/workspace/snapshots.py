@@ -26,6 +26,7 @@ from builder.image.storelock import lock_for
 from snapshotter.api import get_driver
 from snapshotter.apply import apply_tar
 from snapshotter.copytree import Copier, copy_items, read_items
+from snapshotter import owners
 from snapshotter.errors import SnapshotError
 from snapshotter.safepath import mkdir_all, secure_join
 
@@ -230,5 +231,8 @@ def make_cache_dir(path: str, uid: int, gid: int, mode: int) -> None:
         os.mkdir(path, 0o700)
     except FileExistsError:
         return
-    os.lchown(path, uid, gid)
+    if owners.recording():  # no chown here (the ptrace isolation): the owner is recorded
+        owners.record(path, uid, gid)
+    else:
+        os.lchown(path, uid, gid)
     os.chmod(path, mode & 0o7777)
