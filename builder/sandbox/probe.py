@@ -11,11 +11,21 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from builder.errors import StoreError, UsageError
-from builder.sandbox import probecache, ptrace
-from builder.sandbox.userns import UserNamespace
+from builder.lazyimport import lazy
+from builder.sandbox import probecache
 from snapshotter import syscalls as sc
 from snapshotter.drivers import probe_overlay
+
+if TYPE_CHECKING:
+    from builder.sandbox import ptrace
+    from builder.sandbox import userns as namespaces
+else:  # only a probe (no answer kept for the store or the host) enters the user namespace or asks
+    # about ptrace: the namespace helper and the ptrace isolation load then (start-up, issue 10)
+    ptrace = lazy("builder.sandbox.ptrace")
+    namespaces = lazy("builder.sandbox.userns")
 
 PROBE_VERSION = 6  # 6: the overlay probe mounts under a long store root (fsconfig paths via fds)
 
@@ -156,7 +166,7 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
     merr = oerr = herr = maperr = rerr = None
     fresh_proc = root_userns = False
     try:
-        ns = UserNamespace()
+        ns = namespaces.UserNamespace()
         mounts, merr, overlay, oerr, fresh_proc, herr = ns.call(_try_mounts, str(store_root))
         full, maperr = ns.full_mapping, ns.map_error
     except Exception as exc:  # noqa: BLE001 - any failure means: not available
@@ -167,7 +177,7 @@ def probe(store_root: Path, use_cache: bool = True) -> Capabilities:
             rerr = merr or uerr
             try:
                 from builder.sandbox.idmap import identity_idmap
-                got = UserNamespace(identity_idmap()).call(_try_mounts, str(store_root))
+                got = namespaces.UserNamespace(identity_idmap()).call(_try_mounts, str(store_root))
                 if got[0]:
                     mounts, merr, overlay, oerr, fresh_proc, herr = got
                     userns = root_userns = True

@@ -8,24 +8,27 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
 
 from builder.errors import SandboxError
 from builder.image.compress import decompress_reader
 from builder.image.lease import lease_for
 from builder.image.store import Store
+from builder.lazyimport import lazy
 from builder.sandbox import kernel
-from builder.sandbox.chroot import NOTE, run_chroot
-from builder.sandbox.idmap import identity_idmap
 from builder.sandbox.probe import choose, probe
-from builder.sandbox.ptrace import NOTE as PTRACE_NOTE
-from builder.sandbox.ptrace import run_ptrace
 from builder.sandbox.request import Fd
-from builder.sandbox.runtime import run_oci
-from builder.sandbox.userns import UserNamespace
 from builder.sandbox.wire import plain
 from builder.workspace.gc import recover_once
 from snapshotter import owners
+
+if TYPE_CHECKING:
+    from builder.sandbox import chroot, idmap, ptrace, userns
+    from builder.sandbox import runtime as oci
+else:  # each isolation's code loads when a Runtime first uses it, the namespace helper's at the first
+    # call into the namespace: `bale from scratch` needs neither (start-up, issue 10)
+    chroot, ptrace = lazy("builder.sandbox.chroot"), lazy("builder.sandbox.ptrace")
+    userns, idmap, oci = lazy("builder.sandbox.userns"), lazy("builder.sandbox.idmap"), lazy("builder.sandbox.runtime")
 
 T = TypeVar("T")
 log = logging.getLogger("bale")
@@ -54,9 +57,9 @@ class Runtime:
         if notice:
             log.warning(notice)
         if self.isolation == "chroot":
-            _note_once(NOTE)
+            _note_once(chroot.NOTE)
         if self.isolation == "ptrace":  # bale's uid owns every file: owners are recorded instead
-            _note_once(PTRACE_NOTE)
+            _note_once(ptrace.NOTE)
             owners.enable()
         if self.isolation in ("rootless", "oci") and caps.hostname_error:
             _note_once(f"sethostname is refused here ({caps.hostname_error}): RUN keeps the outer hostname")
@@ -70,9 +73,9 @@ class Runtime:
     def userns(self) -> Any:
         if self._userns is None:
             if self.caps.root_userns:  # a container's root: a user namespace over its own ids
-                self._userns = UserNamespace(identity_idmap())
+                self._userns = userns.UserNamespace(idmap.identity_idmap())
             else:
-                self._userns = UserNamespace()
+                self._userns = userns.UserNamespace()
         return self._userns
 
     def call(self, fn: Callable[..., Any], *args: Any, close: tuple[tuple[int, int], ...] = ()) -> Any:
@@ -93,16 +96,16 @@ class Runtime:
         """Run ``spec`` (a ProcessSpec) over ``provider``'s root; returns a RunResult."""
         if self.isolation == "chroot":
             with kernel.undumpable():
-                return run_chroot(spec, provider)
+                return chroot.run_chroot(spec, provider)
         if self.isolation == "ptrace":
             tmp_root = self.store_root / "tmp" / lease_for(self.store_root).id
             tmp_root.mkdir(parents=True, exist_ok=True)
             with kernel.undumpable():
-                return run_ptrace(spec, provider, str(tmp_root))
+                return ptrace.run_ptrace(spec, provider, str(tmp_root))
         if self.isolation == "oci":
             tmp_root = self.store_root / "tmp" / lease_for(self.store_root).id
             tmp_root.mkdir(parents=True, exist_ok=True)
-            return run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime, tmp_root=str(tmp_root),
+            return oci.run_oci(spec, provider, userns=self.userns(), runtime=self.oci_runtime, tmp_root=str(tmp_root),
                            own_pidns=self.caps.fresh_proc)
         return self.userns().run(spec, provider)
 

@@ -20,21 +20,32 @@ PULL_STACK = ("builder.image.pull", "builder.image.imagecopy", "builder.image.tr
               "builder.image.dockerdaemon", "builder.image.dockerarchive", "builder.image.layout",
               "builder.image.registry.client", "builder.image.registry.auth", "builder.image.registry.http",
               "builder.image.sign", "builder.image.cosignkey", "builder.image.reference")
+#: the namespace helper and the isolations' code: loaded by a Runtime at their first use (and by a
+#: probe), never for an empty snapshot (scripted._prepare_empty) once the host's probe is kept
+SANDBOX = ("builder.sandbox.userns", "builder.sandbox.helper", "builder.sandbox.process", "builder.sandbox.idmap",
+           "builder.sandbox.chroot", "builder.sandbox.ptrace", "builder.sandbox.landlock", "builder.sandbox.seccomp",
+           "builder.sandbox.runtime", "builder.sandbox.binds")
 
 
-def _imported(args: list[str]) -> set[str]:
+def _imported(args: list[str], env: dict[str, str]) -> set[str]:
     """The modules ``bale ARGS`` imports, read from -X importtime's report."""
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "builder.cli.main", *args],
-                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO), **env))
     assert out.returncode == 0, out.stderr
     return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
 
 
-def test_from_scratch_imports_no_pull_stack(tmp_path: Path) -> None:
-    mods = _imported(["--root", str(tmp_path / "store"), "from", "scratch"])
+def test_from_scratch_imports_no_pull_stack_and_no_sandbox(tmp_path: Path) -> None:
+    run = tmp_path / "xdg"
+    run.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(run)}  # the host's probe answer, kept by the first store's command
+    first = _imported(["--root", str(tmp_path / "s1"), "from", "scratch"], env)
+    mods = _imported(["--root", str(tmp_path / "s2"), "from", "scratch"], env)
     assert "builder.scripted" in mods and "click" in mods  # the report is of the real command
-    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY_PACKAGES or m in PULL_STACK)
-    assert not heavy, heavy
+    for got in (first, mods):
+        heavy = sorted(m for m in got if m.split(".")[0] in HEAVY_PACKAGES or m in PULL_STACK)
+        assert not heavy, heavy
+    assert not sorted(set(SANDBOX) & mods), sorted(set(SANDBOX) & mods)
 
 
 # Makes a scratch container through scripted.container_over with the namespace refused, then the
