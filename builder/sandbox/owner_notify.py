@@ -60,8 +60,12 @@ class Supervisor:
     how many calls it answered."""
 
     def __init__(self, listener: int, rootfs: str, fake: tuple[int, int] = (0, 0),
-                 existing: frozenset[int] = frozenset()) -> None:
+                 existing: frozenset[int] = frozenset(), binds: tuple[tuple[str, str, bool], ...] = ()) -> None:
         self.fd = listener
+        #: the RUN's mounts, (guest path, host path, writable), longest guest path first: a path under
+        #: one resolves inside its host path (chroot semantics there), EROFS when it is read-only
+        self.binds = tuple(sorted(((os.path.normpath(g), os.path.realpath(h), w) for g, h, w in binds),
+                                  key=lambda b: -len(b[0])))
         self.existing = existing  # inodes before a non-root RUN: the others without a record are its own
         self.rootfs = os.path.realpath(rootfs)
         self.fake = fake
@@ -136,12 +140,31 @@ class Supervisor:
         raise OSError(errno.ENAMETOOLONG, "path too long")
 
     def _inside(self, host: str) -> str:
-        """``host`` as a path of the rootfs ("/..."); EPERM for anything outside it."""
+        """``host`` as the RUN's path ("/..."), through a mount's host path or the rootfs; EPERM for
+        anything outside them."""
+        for guest, bhost, _w in sorted(self.binds, key=lambda b: -len(b[1])):
+            if host == bhost or host.startswith(bhost + "/"):
+                return guest.rstrip("/") + host[len(bhost):] or "/"
         if host == self.rootfs:
             return "/"
         if host.startswith(self.rootfs + "/"):
             return host[len(self.rootfs):]
         raise OSError(errno.EPERM, "outside the rootfs")
+
+    def _host(self, guest: str, follow: bool) -> str:
+        """The host path of the RUN's path ``guest``: inside the mount holding it (EROFS for a
+        read-only one), else inside the rootfs, with chroot semantics."""
+        norm = os.path.normpath("/" + guest.lstrip("/"))  # (POSIX keeps a leading "//")
+        for bguest, bhost, writable in self.binds:
+            if norm == bguest or norm.startswith(bguest.rstrip("/") + "/"):
+                if not writable:
+                    raise OSError(errno.EROFS, "read-only mount")
+                return str(secure_join(bhost, norm[len(bguest):], follow_final=follow))
+        return str(secure_join(self.rootfs, guest, follow_final=follow))
+
+    def _translated_path(self, text: str) -> bool:
+        return text == self.rootfs or text.startswith(self.rootfs + "/") or any(
+            text == h or text.startswith(h + "/") for _g, h, _w in self.binds)
 
     def _fd_path(self, pid: int, fd: int) -> str:
         try:
@@ -157,17 +180,17 @@ class Supervisor:
                 raise OSError(errno.ENOENT, "empty path")
             guest = self._inside(self._fd_path(pid, dirfd) if dirfd != AT_FDCWD else
                                  os.readlink(f"/proc/{pid}/cwd"))
-            host = secure_join(self.rootfs, guest, follow_final=False)
+            host = self._host(guest, False)
         elif text.startswith("/"):
-            if text == self.rootfs or text.startswith(self.rootfs + "/"):
+            if self._translated_path(text):
                 text = self._inside(text)  # already translated by proot (a syscall-entry stop)
-            host = secure_join(self.rootfs, text, follow_final=follow)
+            host = self._host(text, follow)
         else:
             base = os.readlink(f"/proc/{pid}/cwd") if dirfd == AT_FDCWD else self._fd_path(pid, dirfd)
-            host = secure_join(self.rootfs, self._inside(base) + "/" + text, follow_final=follow)
+            host = self._host(self._inside(base) + "/" + text, follow)
         if not os.path.lexists(host):
             raise OSError(errno.ENOENT, "no such file")
-        return str(host)
+        return host
 
     # -- the calls --------------------------------------------------------------------------------
 
@@ -207,8 +230,7 @@ class Supervisor:
         """Whether proot already translated ``path`` (a host path of the rootfs): proot stopped the
         call at its syscall entry (it does when the previous call needed its exit handled), saw it
         before bale, and also swapped the ids (below)."""
-        text = os.fsdecode(path)
-        return text == self.rootfs or text.startswith(self.rootfs + "/")
+        return self._translated_path(os.fsdecode(path))
 
     def _unswap(self, uid: int, gid: int) -> tuple[int, int]:
         """Undo proot's fake-id swap (its fake_id0 extension replaces the faked uid and gid in a chown

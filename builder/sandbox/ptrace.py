@@ -301,7 +301,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
             argv += ["-b", f"{m.host}:{m.guest}"]
         argv.append(GUEST_ENTER)
         status = _run(proot, argv, {"PATH": "/usr/bin:/bin", "LANG": "C", "PROOT_LOADER": str(loader)}, outer, spec,
-                      str(root), (uid, gid), frozenset(ino for ino, _ in (before or {}).values()))
+                      str(root), (uid, gid), frozenset(ino for ino, _ in (before or {}).values()),
+                      tuple((m.guest, m.host, bool(m.rights & landlock.WRITE_FILE)) for m in mounts))
         if before is not None:
             _stamp_new(root, before, uid, gid)
     finally:
@@ -312,9 +313,11 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
 
 
 def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ruleset, spec: ProcessSpec,
-         root: str, fake: tuple[int, int], existing: frozenset[int] = frozenset()) -> int:
+         root: str, fake: tuple[int, int], existing: frozenset[int] = frozenset(),
+         binds: tuple[tuple[str, str, bool], ...] = ()) -> int:
     """Fork the launcher, answer its notifications until proot ends; the exit status. ``existing``:
-    inodes of the rootfs before a non-root RUN (the others without a record are its own)."""
+    inodes of the rootfs before a non-root RUN (the others without a record are its own); ``binds``:
+    the RUN's mounts, (guest path, host path, writable), where its chown calls are recorded too."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stdin_r = stdin_w = None
@@ -339,7 +342,7 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
         _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
         ours.close()
         if fds:
-            supervisor = Supervisor(fds[0], root, fake, existing)
+            supervisor = Supervisor(fds[0], root, fake, existing, binds)
             supervisor.start()
         if stdin_w is not None:
             os.close(stdin_r)  # type: ignore[arg-type]

@@ -74,7 +74,8 @@ def test_memory_dir_is_the_host_s_tmpfs():
 
 CACHE_DOCKERFILE = """FROM busybox
 RUN --mount=type=cache,id=c1,target=/var/cache/thing,uid=1000,gid=1001,mode=0750 \\
-    echo mode=$(stat -c %a /var/cache/thing) && echo one > /var/cache/thing/f && mkdir /var/cache/thing/d
+    echo mode=$(stat -c %a /var/cache/thing) && echo one > /var/cache/thing/f && mkdir /var/cache/thing/d && \
+    cd /var/cache/thing && chown 7:8 f && chown 9:10 /var/cache/thing/d && echo chown-cache=ok
 RUN --mount=type=cache,id=c1,target=/var/cache/thing,uid=1000,gid=1001,mode=0750 \\
     echo read=$(cat /var/cache/thing/f) && echo two >> /var/cache/thing/f
 RUN --mount=type=cache,target=/plain echo plain > /plain/p
@@ -95,6 +96,10 @@ def test_cache_mount_is_shared_with_uid_gid_mode(unprivileged_user, user_tmp, bu
     assert os.getxattr(cache, "user.bale.owner") == b"1000:1001"
     assert cache.stat().st_mode & 0o7777 == 0o750
     assert (cache / "f").read_text() == "one\ntwo\n" and (cache / "d").is_dir()
+    # the RUN's chown in the mount is recorded there (relative to a cwd inside it, and by its path)
+    assert "chown-cache=ok" in lines, r.stdout
+    assert os.getxattr(cache / "f", "user.bale.owner") == b"7:8"
+    assert os.getxattr(cache / "d", "user.bale.owner") == b"9:10"
     for names in _layer_names(user_tmp / "out"):
         assert not _under(names, "/var/cache/thing", "/plain"), sorted(names)
     fs = flatten(read_layout(user_tmp / "out")[2])
@@ -166,11 +171,12 @@ TMPFS_BIND_DOCKERFILE = """FROM busybox AS other
 RUN echo from-other > /other.txt
 FROM busybox
 RUN --mount=type=tmpfs,target=/scratch echo tmpfs=$(stat -c %a /scratch)$(ls -A /scratch | wc -l) && \\
-    echo x > /scratch/f && cat /scratch/f
+    echo x > /scratch/f && cat /scratch/f && chown 3:3 /scratch/f && echo tmpfs-chown=ok
 RUN --mount=type=tmpfs,target=/scratch echo tmpfs-again=$(ls -A /scratch | wc -l)
 RUN --mount=type=bind,target=/ctx echo ro=$(cat /ctx/data.txt); \\
     (echo no > /ctx/data.txt) 2>/dev/null && echo ro-written || echo ro-refused; \\
-    touch /ctx/new 2>/dev/null && echo ro-created || echo ro-refused-new
+    touch /ctx/new 2>/dev/null && echo ro-created || echo ro-refused-new; \
+    chown 5:5 /ctx/data.txt 2>&1 | grep -q 'Read-only file system' && echo ro-chown-erofs
 RUN --mount=type=bind,target=/ctx,rw echo changed > /ctx/data.txt && rm /ctx/sub/x && touch /ctx/new2 && \\
     echo rw=$(cat /ctx/data.txt)
 RUN --mount=type=bind,source=data.txt,target=/one.txt echo file=$(cat /one.txt)
@@ -188,8 +194,34 @@ def test_tmpfs_and_binds_read_only_and_throw_away(unprivileged_user, user_tmp, b
     lines = r.stdout.splitlines()
     assert "tmpfs=17770" in lines and "x" in lines and "tmpfs-again=0" in lines, r.stdout
     assert "ro=precious" in lines and "ro-refused" in lines and "ro-refused-new" in lines, r.stdout
+    assert "tmpfs-chown=ok" in lines and "ro-chown-erofs" in lines, r.stdout
     assert "rw=changed" in lines and "file=precious" in lines and "stage=from-other" in lines, r.stdout
     assert _tree(ctx) == before
+    assert "user.bale.owner" not in os.listxattr(ctx / "data.txt")
     for names in _layer_names(user_tmp / "out"):
         assert not _under(names, "/scratch", "/ctx", "/one.txt", "/o"), sorted(names)
     assert not list((store / "tmp").rglob("bale-ptrace-*"))
+
+
+def test_prepare_without_memory_writes_secrets_to_the_private_dir_and_warns(tmp_path, monkeypatch, caplog):
+    """A pod with no memory-backed directory: the secret goes to the RUN's private directory (removed
+    with it), one warning says so; read-only binds get read rights only, rw binds a copy."""
+    from builder.sandbox import landlock
+    from builder.sandbox.spec import BindSpec
+    monkeypatch.setattr(ptrace_mounts, "memory_dir", lambda: None)
+    monkeypatch.setattr(ptrace_mounts, "_warned", set())
+    root, priv, src = tmp_path / "root", tmp_path / "priv", tmp_path / "src"
+    for d in (root, priv, src):
+        d.mkdir()
+    (src / "f").write_text("live\n")
+    everything = landlock.all_fs_rights(landlock.abi())
+    binds, extra = ptrace_mounts.prepare(
+        [BindSpec("", "/run/secrets/s", readonly=True, type="secret", data=b"v", mode=0o440),
+         BindSpec(str(src), "/ro", readonly=True), BindSpec(str(src), "/rw")], root, priv, everything)
+    assert extra == []
+    sec, ro, rw = binds
+    assert Path(sec.host).parent == priv / "secrets" and Path(sec.host).read_bytes() == b"v"
+    assert os.stat(sec.host).st_mode & 0o7777 == 0o440 and sec.rights == landlock.READ_FILE
+    assert (ro.host, ro.rights) == (str(src), landlock.READ_EXEC)
+    assert Path(rw.host).parent == priv and (Path(rw.host) / "f").read_text() == "live\n"
+    assert [r.message for r in caplog.records if "memory-backed" in r.message]
