@@ -252,6 +252,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
     extra: list[Path] = []
     try:
         mounts, extra = ptrace_mounts.prepare(spec.mounts, root, priv, everything)
+        # a non-root RUN's files in a cache mount are its user's too (kept for the next RUN and cache export)
+        kept = {m.host: _paths(Path(m.host)) for m in mounts if m.shared and m.is_dir} if before is not None else {}
         binds = _private_files(priv, spec)
         guest_rules = [("/", everything), ("/proc", landlock.READ)]
         if spec.pipes:  # a RUN heredoc script: read and run, never written (BuildKit's is a read-only mount)
@@ -301,10 +303,13 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
             argv += ["-b", f"{m.host}:{m.guest}"]
         argv.append(GUEST_ENTER)
         status = _run(proot, argv, {"PATH": "/usr/bin:/bin", "LANG": "C", "PROOT_LOADER": str(loader)}, outer, spec,
-                      str(root), (uid, gid), frozenset(ino for ino, _ in (before or {}).values()),
+                      str(root), (uid, gid),
+                      frozenset(ino for paths in [before or {}, *kept.values()] for ino, _ in paths.values()),
                       tuple((m.guest, m.host, bool(m.rights & landlock.WRITE_FILE)) for m in mounts))
         if before is not None:
             _stamp_new(root, before, uid, gid)
+            for kept_host, paths in kept.items():
+                _stamp_new(Path(kept_host), paths, uid, gid)
     finally:
         shutil.rmtree(priv, ignore_errors=True)
         for gone in extra:

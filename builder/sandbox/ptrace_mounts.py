@@ -46,6 +46,8 @@ class PtraceBind:
     host: str
     rights: int
     is_dir: bool
+    #: the live source, kept after the RUN (a cache mount): what a non-root RUN makes there is its user's
+    shared: bool = False
 
 
 def _mount_types() -> list[tuple[str, str]]:
@@ -163,7 +165,7 @@ def _prepare(mounts: list[BindSpec], root: Path, priv: Path, everything: int, ex
         if m.readonly:
             binds.append(PtraceBind(guest, os.path.realpath(source), _read_rights(is_dir), is_dir))
         elif m.shared:
-            binds.append(PtraceBind(guest, os.path.realpath(source), everything, is_dir))
+            binds.append(PtraceBind(guest, os.path.realpath(source), everything, is_dir, shared=True))
         else:
             copy = priv / f"copy{n}"
             _copy(source, copy)

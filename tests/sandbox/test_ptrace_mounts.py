@@ -80,6 +80,9 @@ RUN --mount=type=cache,id=c1,target=/var/cache/thing,uid=1000,gid=1001,mode=0750
     echo read=$(cat /var/cache/thing/f) && echo two >> /var/cache/thing/f
 RUN --mount=type=cache,target=/plain echo plain > /plain/p
 RUN --mount=type=cache,target=/plain echo plain=$(cat /plain/p)
+USER 1000:1000
+RUN --mount=type=cache,id=c1,target=/var/cache/thing,uid=1000,gid=1001,mode=0750 \
+    mkdir /var/cache/thing/mine && touch /var/cache/thing/mine/x && echo user-wrote
 """
 
 
@@ -100,6 +103,11 @@ def test_cache_mount_is_shared_with_uid_gid_mode(unprivileged_user, user_tmp, bu
     assert "chown-cache=ok" in lines, r.stdout
     assert os.getxattr(cache / "f", "user.bale.owner") == b"7:8"
     assert os.getxattr(cache / "d", "user.bale.owner") == b"9:10"
+    # USER 1000's files in the cache are its own (as the rootless sandbox's kernel makes them)
+    assert "user-wrote" in lines, r.stdout
+    assert os.getxattr(cache / "mine", "user.bale.owner") == os.getxattr(cache / "mine" / "x", "user.bale.owner") \
+        == b"1000:1000"
+    assert os.getxattr(cache / "f", "user.bale.owner") == b"7:8"
     for names in _layer_names(user_tmp / "out"):
         assert not _under(names, "/var/cache/thing", "/plain"), sorted(names)
     fs = flatten(read_layout(user_tmp / "out")[2])
