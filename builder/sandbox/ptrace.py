@@ -207,8 +207,10 @@ def _paths(root: Path) -> dict[str, tuple[int, int]]:
 def _launch(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ruleset, stdin_r: int | None, spec: ProcessSpec,
             err_w: int, sock: socket.socket) -> None:
     """The forked child: its own session, no_new_privs, the filter (its listener handed to bale),
-    proot's Landlock domain, exec proot. Never returns."""
-    kernel.set_pdeathsig(signal.SIGKILL)
+    proot's Landlock domain, exec proot. Never returns. proot's parent-death signal is SIGQUIT, on which
+    proot 5.1 SIGKILLs every tracee before it exits (src/tracee/event.c kill_all_tracees2; it sets no
+    PTRACE_O_EXITKILL): with SIGKILL, a RUN's processes outlived a killed bale, detached."""
+    kernel.set_pdeathsig(signal.SIGQUIT)
     os.setsid()
     if stdin_r is not None:
         os.dup2(stdin_r, 0)

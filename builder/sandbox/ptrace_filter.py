@@ -1,7 +1,8 @@
 """The seccomp filter of the ptrace isolation (ptrace.py), installed before proot is exec'd, so it
 holds for proot and for every process of the RUN (x86_64 only, like landlock_exec):
 
-* what bale's RUN filter refuses everywhere (seccomp.REFUSED: mounts, namespaces, kexec, bpf...);
+* what bale's RUN filter refuses everywhere (seccomp.REFUSED: mounts, namespaces, kexec, bpf...),
+  and clone with CLONE_UNTRACED (a child proot would not trace: it outlived the step and bale);
 * ENOSYS for the calls proot 5.1 does not translate (statx, openat2, faccessat2, renameat2,
   execveat, fchmodat2, the *xattrat calls, file_getattr/setattr) and for io_uring, whose requests
   name paths proot never sees: C libraries fall back to the older calls, which proot translates
@@ -27,6 +28,9 @@ SYS_SECCOMP = 317
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 RET_USER_NOTIF = 0x7FC00000
+#: a clone proot's tracing options cannot follow: the child would run untranslated, unknown to proot (the
+#: step ends without it, and proot's clean-up never kills it): refused with EPERM as namespace flags are
+CLONE_UNTRACED = 0x00800000
 
 #: x86_64 numbers (arch/x86/entry/syscalls/syscall_64.tbl)
 UNTRANSLATED = {"renameat2": 316, "execveat": 322, "statx": 332, "io_uring_setup": 425, "io_uring_enter": 426,
@@ -51,7 +55,7 @@ def program() -> list[Insn]:
         p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, enosys)]
     for number in sorted(NOTIFIED.values()):
         p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, RET_USER_NOTIF)]
-    p += [_jump(JEQ_K, nr["clone"], 0, 4), _stmt(LD_W_ABS, 16), (0x45, 0, 1, seccomp.CLONE_NS_FLAGS),
+    p += [_jump(JEQ_K, nr["clone"], 0, 4), _stmt(LD_W_ABS, 16), (0x45, 0, 1, seccomp.CLONE_NS_FLAGS | CLONE_UNTRACED),
           _stmt(RET_K, eperm), _stmt(RET_K, RET_ALLOW)]
     p.append(_stmt(RET_K, RET_ALLOW))
     return p

@@ -19,10 +19,13 @@ by bale), forced on this host as the unprivileged user:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -309,3 +312,54 @@ def test_a_non_root_user_makes_no_set_uid_file_of_another_owner(unprivileged_use
     assert (fs["/tmp/xo"].info.uid, fs["/tmp/xo"].info.gid, fs["/tmp/xo"].info.mode) == (1000, 1000, 0o4311)
     assert (fs["/tmp/e"].info.uid, fs["/tmp/e"].info.gid, fs["/tmp/e"].info.mode) == (1000, 1000, 0)
     assert not [p for p, e in fs.items() if e.info.mode & 0o6000 and (e.info.uid, e.info.gid) != (1000, 1000)]
+
+
+def _processes_with(token: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", token], capture_output=True, text=True).stdout.splitlines()
+    return [l for l in out if "pgrep" not in l]
+
+
+def test_no_process_of_a_run_outlives_the_step_or_a_killed_bale(unprivileged_user, user_tmp, busybox_layout,
+                                                                tmp_path):
+    """proot traces every process of the RUN and kills them all when it gets SIGQUIT (it sets no
+    PTRACE_O_EXITKILL). A clone with CLONE_UNTRACED escaped its tracing (untranslated, unknown to
+    proot: it went on after the step and after bale) and is refused (EPERM); proot's parent-death
+    signal is SIGQUIT, so bale killed with SIGKILL during a RUN leaves none of the RUN's processes
+    (with SIGKILL a setsid'd one went on, detached)."""
+    u = unprivileged_user
+    token = str(700000 + int.from_bytes(os.urandom(2), "big"))
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(ctx / "untraced"), str(HERE / "testdata" / "untraced.c")],
+                   check=True)
+    (ctx / "Dockerfile").write_text(f'FROM busybox\nCOPY untraced /untraced\nRUN ["/untraced", "{token}"]\n')
+    for p in (ctx, ctx / "Dockerfile", ctx / "untraced"):
+        os.chown(p, u.uid, u.gid)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    try:
+        r = u.bale("bud", "--isolation", "ptrace", "-t", "u", str(ctx), root=store, check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"untraced-clone=-1 errno={errno.EPERM}" in r.stdout.splitlines(), r.stdout
+        assert _processes_with(token) == []
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nRUN (setsid sleep {token} &); sleep {token}\n")
+        bale = subprocess.Popen(["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
+                                 u.python, "-m", "builder.cli.main", "--root", str(store), "bud", "--isolation",
+                                 "ptrace", "-t", "k", str(ctx)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(_processes_with(f"sleep {token}")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_processes_with(f"sleep {token}")) == 2
+        pids = subprocess.run(["pgrep", "-P", str(bale.pid)], capture_output=True, text=True).stdout.split()
+        for pid in pids or [str(bale.pid)]:  # bale itself (runuser waits for it)
+            os.kill(int(pid), signal.SIGKILL)
+        bale.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _processes_with(token) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_with(token) == []
+    finally:
+        for line in _processes_with(token):
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
