@@ -343,7 +343,7 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
             os._exit(127)
     os.close(err_w)
     theirs.close()
-    track(pid)
+    track(pid, quit=True)  # proot: SIGQUIT, so it kills the RUN's processes (SIGKILL detached them)
     supervisor = None
     try:
         _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)

@@ -56,6 +56,9 @@ def _status(code: int) -> int:
 
 
 _live: set[int] = set()
+#: tracked children stopped with SIGQUIT, not SIGKILL (proot: it SIGKILLs every tracee on SIGQUIT;
+#: SIGKILLed, it left them running, detached)
+_quit: set[int] = set()
 _live_lock = threading.Lock()
 _stopping = False
 
@@ -76,17 +79,21 @@ def cleaning_up() -> Iterator[None]:
         _cleanup.on = before
 
 
-def track(pid: int) -> None:
-    """Remember a sandbox child (any isolation) until ``untrack``, so ``stop_all`` can kill it."""
+def track(pid: int, quit: bool = False) -> None:
+    """Remember a sandbox child (any isolation) until ``untrack``, so ``stop_all`` can kill it
+    (``quit``: with SIGQUIT, which it handles by killing what it runs: proot)."""
     with _live_lock:
         if _stopping and not getattr(_cleanup, "on", False):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGQUIT if quit else signal.SIGKILL)
         _live.add(pid)
+        if quit:
+            _quit.add(pid)
 
 
 def untrack(pid: int) -> None:
     with _live_lock:
         _live.discard(pid)
+        _quit.discard(pid)
 
 
 def stop_all() -> None:
@@ -96,9 +103,10 @@ def stop_all() -> None:
     with _live_lock:
         _stopping = True
         pids = list(_live)
+        quit = set(_quit)
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGQUIT if pid in quit else signal.SIGKILL)
         except ProcessLookupError:
             pass
 

@@ -325,7 +325,8 @@ def test_no_process_of_a_run_outlives_the_step_or_a_killed_bale(unprivileged_use
     PTRACE_O_EXITKILL). A clone with CLONE_UNTRACED escaped its tracing (untranslated, unknown to
     proot: it went on after the step and after bale) and is refused (EPERM); proot's parent-death
     signal is SIGQUIT, so bale killed with SIGKILL during a RUN leaves none of the RUN's processes
-    (with SIGKILL a setsid'd one went on, detached)."""
+    (with SIGKILL a setsid'd one went on, detached); bale stopped by SIGTERM sends proot SIGQUIT, not
+    SIGKILL, for the same reason."""
     u = unprivileged_user
     token = str(700000 + int.from_bytes(os.urandom(2), "big"))
     ctx = user_tmp / "ctx"
@@ -342,21 +343,25 @@ def test_no_process_of_a_run_outlives_the_step_or_a_killed_bale(unprivileged_use
         assert f"untraced-clone=-1 errno={errno.EPERM}" in r.stdout.splitlines(), r.stdout
         assert _processes_with(token) == []
         (ctx / "Dockerfile").write_text(f"FROM busybox\nRUN (setsid sleep {token} &); sleep {token}\n")
-        bale = subprocess.Popen(["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-                                 u.python, "-m", "builder.cli.main", "--root", str(store), "bud", "--isolation",
-                                 "ptrace", "-t", "k", str(ctx)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while len(_processes_with(f"sleep {token}")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(_processes_with(f"sleep {token}")) == 2
-        pids = subprocess.run(["pgrep", "-P", str(bale.pid)], capture_output=True, text=True).stdout.split()
-        for pid in pids or [str(bale.pid)]:  # bale itself (runuser waits for it)
-            os.kill(int(pid), signal.SIGKILL)
-        bale.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while _processes_with(token) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _processes_with(token) == []
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            bale = subprocess.Popen(["runuser", "-u", u.name, "--", "env", "-i",
+                                     *[f"{k}={v}" for k, v in u.env().items()], u.python, "-m", "builder.cli.main",
+                                     "--root", str(store), "bud", "--isolation", "ptrace", "-t", "k", str(ctx)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 60
+            while len(_processes_with(f"sleep {token}")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(_processes_with(f"sleep {token}")) == 2
+            pids = subprocess.run(["pgrep", "-P", str(bale.pid)], capture_output=True, text=True).stdout.split()
+            for pid in pids or [str(bale.pid)]:  # bale itself (runuser waits for it)
+                os.kill(int(pid), sig)
+            _, err = bale.communicate(timeout=30)
+            if sig == signal.SIGTERM:  # stopped at once, one line (stop_all: SIGQUIT to proot)
+                assert bale.returncode == 143 and "Traceback" not in err, err
+            deadline = time.monotonic() + 10
+            while _processes_with(token) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _processes_with(token) == [], sig
     finally:
         for line in _processes_with(token):
             try:
