@@ -306,7 +306,7 @@ class OverlayDriver(_Base):
         upper = self._cdir(key) / "upper"
         before = self._before(key)
         out: dict[str, Change] = {}
-        for dirpath, dirnames, filenames in walk(upper):  # fd-based: trees deeper than PATH_MAX
+        for dirpath, dirnames, filenames in walk(upper, strict=True):  # fd-based: trees deeper than PATH_MAX
             rel = os.path.relpath(dirpath, upper)
             base = "" if rel == "." else "/" + rel
             for name in dirnames + filenames:
@@ -471,7 +471,7 @@ def _scan(rootfs: Path) -> dict[str, list[Any]]:
     number alone cannot tell "replaced" from "modified"; the handle can."""
     out: dict[str, list[Any]] = {}
     recording = owners.recording()  # owners are records, not the disk's (ptrace isolation)
-    for dirpath, dirnames, filenames in walk(rootfs):  # fd-based: trees deeper than PATH_MAX
+    for dirpath, dirnames, filenames in walk(rootfs, strict=True):  # fd-based: trees deeper than PATH_MAX
         rel = os.path.relpath(dirpath, rootfs)
         base = "" if rel == "." else "/" + rel
         for name in dirnames + filenames:

@@ -3,6 +3,7 @@ met on the way is resolved as if ``root`` were ``/``, and ``..`` never climbs
 above it (buildah's copier and securejoin work the same way)."""
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -168,13 +169,15 @@ def reach(path: Path | str) -> Iterator[str]:
             os.close(fd)
 
 
-def walk(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(top: Path | str, *, strict: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk for trees deeper than PATH_MAX and than Python's recursion limit: an explicit stack
     (os.walk and os.fwalk recurse once per level in Python 3.11), each directory listed through
     reach(); same (dirpath, dirnames, filenames) shape, top-down, symlinks not followed,
     dirnames prunable (and visited in their order). Directories that cannot be listed are
-    skipped, as os.walk skips them. Use reach() (or short_path() in a single thread) on the
-    joined paths it gives."""
+    skipped, as os.walk skips them, unless ``strict``: then a directory below ``top`` that cannot
+    be listed (a mode-0000 directory where the walker lacks CAP_DAC_READ_SEARCH, as in the ptrace
+    isolation) raises SnapshotError naming it, so a layer never silently loses its contents. Use
+    reach() (or short_path() in a single thread) on the joined paths it gives."""
     stack = [os.fspath(top)]
     while stack:
         path = stack.pop()
@@ -188,7 +191,10 @@ def walk(top: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
                     except OSError:
                         is_dir = False
                     (dirnames if is_dir else filenames).append(e.name)
-        except OSError:
+        except OSError as exc:
+            if strict and path != os.fspath(top) and exc.errno != errno.ENOENT:
+                rel = os.path.relpath(path, os.fspath(top))
+                raise SnapshotError(f"cannot read directory /{rel}: {exc.strerror}") from None
             continue
         yield path, dirnames, filenames
         stack.extend(os.path.join(path, d) for d in reversed(dirnames))
