@@ -16,7 +16,6 @@ names are bytes (surrogate-escaped) throughout.
 """
 from __future__ import annotations
 
-import email.utils
 import fnmatch
 import hashlib
 import io
@@ -26,20 +25,27 @@ import stat
 import tarfile
 import tempfile
 import urllib.parse
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from builder.build import gomatch
 from builder.build.tarstream import TarWriter
 from builder.errors import BuildError, UsageError
+from builder.lazyimport import lazy
 from builder.sandbox.users import _read_db
 from snapshotter import owners
 from snapshotter.copytree import Item, encode_item
 from snapshotter.safepath import reach, secure_join
 from snapshotter.tarlimits import open_stream
+
+if TYPE_CHECKING:
+    import email.utils as email_utils
+    import urllib.request as url_request
+else:  # ADD from a URL only, on bale's side (never in a namespace worker): ~15 ms of start-up otherwise
+    email_utils = lazy("email.utils")
+    url_request = lazy("urllib.request")
 
 #: (relative path, is_dir) -> excluded?
 Excluder = Callable[[str, bool], bool]
@@ -303,7 +309,7 @@ def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
         raise UsageError(f"ADD {src.url}: unsupported checksum algorithm {algo!r}")
     h = hashlib.new(algo)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src.url or "", timeout=60) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, url_request.urlopen(src.url or "", timeout=60) as resp:  # noqa: S310
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
@@ -317,7 +323,7 @@ def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
     src.path, src.mode = Path(tmp), 0o600
     if modified:
         try:
-            src.mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+            src.mtime = email_utils.parsedate_to_datetime(modified).timestamp()
         except (TypeError, ValueError):
             pass
     src.rel = url_file_name(src.url or "")
