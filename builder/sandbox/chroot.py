@@ -158,9 +158,8 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
     _made, made_dirs = _prepare_dev(root)
     protect = (os.getpid(), -os.getpgrp())
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    stdin_r = stdin_w = None
-    if spec.stdin_data:
-        stdin_r, stdin_w = os.pipe()
+    stdin = os.pipe() if spec.stdin_data else None  # (read, write)
+    stdin_r = stdin[0] if stdin else None
     try:
         _place_pipes(root, spec.pipes)
         pid = os.fork()
@@ -176,18 +175,7 @@ def run_chroot(spec: ProcessSpec, rootfs: Any) -> RunResult:
         os.close(err_w)
         track(pid)
         try:
-            if stdin_w is not None:
-                os.close(stdin_r)  # type: ignore[arg-type]
-                try:
-                    os.write(stdin_w, spec.stdin_data or b"")
-                except BrokenPipeError:
-                    pass
-                os.close(stdin_w)
-            err = b""
-            while chunk := os.read(err_r, 4096):
-                err += chunk
-            os.close(err_r)
-            status = kernel.wait_exit(pid)
+            err, status = kernel.feed_and_wait(pid, stdin, spec.stdin_data or b"", err_r)
         finally:
             untrack(pid)
     finally:

@@ -56,6 +56,27 @@ def wait_exit(pid: int) -> int:
         _libc.ptrace(PTRACE_DETACH, pid, None, ctypes.c_void_p(os.WSTOPSIG(status)))
 
 
+def feed_and_wait(pid: int, stdin: tuple[int, int] | None, data: bytes, err_r: int) -> tuple[bytes, int]:
+    """Parent side of a forked RUN process: write ``data`` into its stdin pipe (``stdin``: the
+    (read, write) ends, or None when it has none; a RUN that closed its stdin early is no error),
+    read its error pipe ``err_r`` to the end (what the child wrote before exec failed; empty once
+    the exec closed it) and wait for its exit (wait_exit). Every fd given is closed. Returns
+    (error bytes, waitpid status)."""
+    if stdin is not None:
+        stdin_r, stdin_w = stdin
+        os.close(stdin_r)
+        try:
+            os.write(stdin_w, data)
+        except BrokenPipeError:
+            pass
+        os.close(stdin_w)
+    err = b""
+    while chunk := os.read(err_r, 4096):
+        err += chunk
+    os.close(err_r)
+    return err, wait_exit(pid)
+
+
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
     """Die with the parent. A change of user (setresuid) clears it: call again after every one."""
     _prctl(PR_SET_PDEATHSIG, sig, "prctl(PR_SET_PDEATHSIG)")

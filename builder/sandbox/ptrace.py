@@ -327,9 +327,8 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
     the RUN's mounts, (guest path, host path, writable), where its chown calls are recorded too."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    stdin_r = stdin_w = None
-    if spec.stdin_data:
-        stdin_r, stdin_w = os.pipe()
+    stdin = os.pipe() if spec.stdin_data else None  # (read, write)
+    stdin_r = stdin[0] if stdin else None
     pid = os.fork()
     if pid == 0:
         try:
@@ -351,18 +350,7 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
         if fds:
             supervisor = Supervisor(fds[0], root, fake, existing, binds)
             supervisor.start()
-        if stdin_w is not None:
-            os.close(stdin_r)  # type: ignore[arg-type]
-            try:
-                os.write(stdin_w, spec.stdin_data or b"")
-            except BrokenPipeError:
-                pass
-            os.close(stdin_w)
-        err = b""
-        while chunk := os.read(err_r, 4096):
-            err += chunk
-        os.close(err_r)
-        wstatus = kernel.wait_exit(pid)
+        err, wstatus = kernel.feed_and_wait(pid, stdin, spec.stdin_data or b"", err_r)
     finally:
         untrack(pid)
         try:

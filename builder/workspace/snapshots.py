@@ -124,16 +124,24 @@ def _dir_mode(chmod: int | None) -> int:
     return chmod & 0o7777 if chmod is not None else 0o755
 
 
+def _copy_target(root: str, driver: str, key: str, dest_dir: str, owner: tuple[int, int] | None,
+                 user: str | None, mkdir: str, chmod: int | None) -> tuple[Path, tuple[int, int] | None]:
+    """Where a COPY/ADD lands in the mounted container, and its owner: ``mkdir`` (default
+    ``dest_dir``) is made first, every missing level owned by the --chown owner (``owner``, or
+    ``user`` resolved in the container's /etc/passwd and /etc/group); (target directory, owner)."""
+    merged = _driver(root, driver).mount(key)
+    if owner is None and user:
+        owner = resolve_chown(merged, user)
+    _mkdir_all(merged, mkdir or dest_dir, owner, _dir_mode(chmod))
+    return secure_join(merged, dest_dir), owner
+
+
 def apply_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owner: tuple[int, int] | None,
                   user: str | None, mkdir: str = "", chmod: int | None = None) -> list[str]:
     """Extract the COPY/ADD tar read from ``fd`` under ``dest_dir`` of the mounted container.
     ``mkdir`` (default ``dest_dir``) is made first, every missing level owned by the --chown owner
     (``owner``, or ``user`` resolved in the container); returns warnings."""
-    merged = _driver(root, driver).mount(key)
-    if owner is None and user:
-        owner = resolve_chown(merged, user)
-    _mkdir_all(merged, mkdir or dest_dir, owner, _dir_mode(chmod))
-    target = secure_join(merged, dest_dir)
+    target, owner = _copy_target(root, driver, key, dest_dir, owner, user, mkdir, chmod)
     with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as src:
         result = apply_tar(src, target, whiteout_format="native", chown=owner, strict=True)
     return list(result.warnings)
@@ -145,11 +153,7 @@ def copy_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owner
     source directories under ``dest_dir`` of the mounted container, no tar in between. ``mkdir``
     (default ``dest_dir``) is made first, every missing level owned by the --chown owner
     (``owner``, or ``user`` resolved in the container); returns warnings (logged where they happen)."""
-    merged = _driver(root, driver).mount(key)
-    if owner is None and user:
-        owner = resolve_chown(merged, user)
-    _mkdir_all(merged, mkdir or dest_dir, owner, _dir_mode(chmod))
-    target = secure_join(merged, dest_dir)
+    target, owner = _copy_target(root, driver, key, dest_dir, owner, user, mkdir, chmod)
     with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as src:
         warnings = copy_items(read_items(src), target, owner)
     return warnings
