@@ -29,6 +29,6 @@ make_venv() {  # make_venv [EXTRAS]
 # Runtime needs: newuidmap/newgidmap, fuse-overlayfs fallback, venv for Debian's python.
 RUNTIME_PKGS=(python3 python3-venv uidmap fuse-overlayfs ca-certificates runc git proot)
 # Test needs: procps (pgrep/ps in the sandbox tests), libcap2-bin (capsh: root without CAP_SYS_ADMIN), a real registry, independent readers, a static busybox for base images.
-TEST_PKGS=(procps libcap2-bin docker-registry apache2-utils busybox-static skopeo podman umoci runc slirp4netns debootstrap git gcc libc6-dev buildah python3-yaml)
+TEST_PKGS=(procps libcap2-bin docker-registry apache2-utils busybox-static skopeo podman umoci runc slirp4netns debootstrap git gcc libc6-dev buildah python3-yaml xz-utils zstd)
 # ci/bench.py only (not the tests): the builder it compares with, and the reference tools.
 BENCH_PKGS=(buildah zstd docker-registry hyperfine)

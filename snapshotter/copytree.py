@@ -41,6 +41,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -148,6 +149,22 @@ class _Stats:
     sendfile: bool = True
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (capped at 2**20), as Go's runtime
+    does for every Go program (buildah, BuildKit): the copy holds one directory fd per level on each
+    side, so a 1,100-level context needs ~2,200 where a fresh Debian's default soft limit is 1,024
+    ('Too many open files'). Returns the soft limit now in force; never fails (keeps the old one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            return want
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
 class Copier:
     """Copies items into ``target`` (an existing directory, host path). ``owner``: the (uid, gid)
     every entry gets (--chown), else each item's owner rule. Use as a context manager; ``add``
@@ -165,6 +182,7 @@ class Copier:
         self.owner = owner
         self.stats = _Stats()
         self._lock = threading.Lock()  # guards _Ref.refs
+        raise_open_files_limit()  # a directory fd per level, both sides
         self._dst = _Chain(_Ref(os.open(short_path(self.target), _DIR_FLAGS & ~os.O_NOFOLLOW)))
         self._src: _Chain | None = None
         self._src_root = ""
