@@ -47,7 +47,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator, NamedTuple
+from typing import IO, Callable, Iterable, Iterator, NamedTuple
 
 from snapshotter.errors import SnapshotError
 from snapshotter.rmtree import remove_tree
@@ -121,17 +121,32 @@ class _Ref:
         self.fd, self.refs = fd, 1
 
 
+#: directory levels a chain keeps open at most: a 1,100-level tree must copy under a hard
+#: RLIMIT_NOFILE of 1,024 (two chains, the copy jobs' files and bale's own fds share it)
+HELD_LEVELS = 128
+
+
 class _Chain:
     """Open directory fds along one path below a root, reused between neighbouring entries
-    (entries come in walk order)."""
+    (entries come in walk order). Only the deepest HELD_LEVELS levels stay open; a shallower level
+    is reopened by name, O_NOFOLLOW, from its parent when the walk comes back up to it."""
 
     def __init__(self, root: _Ref) -> None:
         self.root = root
         self.names: list[str] = []
-        self.refs: list[_Ref] = []
+        #: None: a level whose fd was let go to stay within HELD_LEVELS (reopened when needed)
+        self.refs: list[_Ref | None] = []
 
     def top(self) -> _Ref:
-        return self.refs[-1] if self.refs else self.root
+        ref = self.refs[-1] if self.refs else self.root
+        assert ref is not None  # the deepest level is always held
+        return ref
+
+    def parent_of(self, i: int) -> _Ref:
+        """The held fd of level ``i - 1`` (the root for level 0)."""
+        ref = self.refs[i - 1] if i else self.root
+        assert ref is not None
+        return ref
 
     def common(self, parts: list[str]) -> int:
         n = 0
@@ -147,6 +162,10 @@ class _Stats:
     reflink: bool = True
     copy_range: bool = True
     sendfile: bool = True
+
+
+def _no_reopen(level: int, parent: int) -> int:
+    raise AssertionError("a chain truncated to nothing reopens no level")
 
 
 def raise_open_files_limit() -> int:
@@ -213,13 +232,35 @@ class Copier:
         if last:
             os.close(ref.fd)
 
-    def _truncate(self, chain: _Chain, depth: int) -> None:
+    def _truncate(self, chain: _Chain, depth: int, reopen: Callable[[int, int], int]) -> None:
+        """Let go of the levels below ``depth``; levels let go earlier (None) that are now the
+        deepest are reopened: ``reopen(level, parent_fd)`` gives the fd."""
         while len(chain.refs) > depth:
-            self._drop(chain.refs.pop())
+            ref = chain.refs.pop()
+            if ref is not None:
+                self._drop(ref)
             chain.names.pop()
+        if chain.refs and chain.refs[-1] is None:
+            first = max(i for i in range(-1, len(chain.refs)) if i < 0 or chain.refs[i] is not None) + 1
+            for i in range(first, len(chain.refs)):
+                chain.refs[i] = _Ref(reopen(i, chain.parent_of(i).fd))
+            self._bound(chain)
+
+    def _push(self, chain: _Chain, name: str, fd: int) -> None:
+        chain.refs.append(_Ref(fd))
+        chain.names.append(name)
+        self._bound(chain)
+
+    def _bound(self, chain: _Chain) -> None:
+        held = [i for i, r in enumerate(chain.refs) if r is not None]
+        for i in held[:max(0, len(held) - HELD_LEVELS)]:
+            ref = chain.refs[i]
+            chain.refs[i] = None
+            if ref is not None:
+                self._drop(ref)
 
     def _close_chain(self, chain: _Chain) -> None:
-        self._truncate(chain, 0)
+        self._truncate(chain, 0, _no_reopen)
         self._drop(chain.root)
 
     # --- sources ---------------------------------------------------------------------------
@@ -237,14 +278,15 @@ class Copier:
         chain = self._src
         want = parts[:-1]
         keep = chain.common(want)
-        self._truncate(chain, keep)
-        for name in want[keep:]:
-            try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=chain.top().fd)
-            except OSError as exc:
-                raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
-            chain.refs.append(_Ref(fd))
-            chain.names.append(name)
+
+        def reopen(level: int, parent: int) -> int:
+            return os.open(chain.names[level], _DIR_FLAGS, dir_fd=parent)
+        try:
+            self._truncate(chain, keep, reopen)
+            for name in want[keep:]:
+                self._push(chain, name, os.open(name, _DIR_FLAGS, dir_fd=chain.top().fd))
+        except OSError as exc:
+            raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
         return chain.top()
 
     # --- destination -----------------------------------------------------------------------
@@ -255,7 +297,15 @@ class Copier:
         chain = self._dst
         want = parts[:-1]
         keep = chain.common(want)
-        self._truncate(chain, keep)
+
+        def reopen(level: int, parent: int) -> int:
+            try:
+                return os.open(chain.names[level], _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                return self._confined_dir(chain.names[:level + 1])
+        self._truncate(chain, keep, reopen)
         for i in range(keep, len(want)):
             name = want[i]
             cname = "/".join(want[:i + 1])
@@ -272,8 +322,7 @@ class Copier:
                     raise
                 fd = self._confined_dir(want[:i + 1])
             self._dir_names.add(cname)
-            chain.refs.append(_Ref(fd))
-            chain.names.append(name)
+            self._push(chain, name, fd)
         return chain.top()
 
     def _confined_dir(self, parts: list[str]) -> int:

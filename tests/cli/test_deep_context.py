@@ -29,6 +29,13 @@ def test_copy_of_a_context_deeper_than_the_recursion_limit(bale, store_with_busy
     with open(os.open("leaf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd), "w") as fh:
         fh.write("bottom\n")
     os.close(fd)
+    # entries the walk meets after coming back up from the deep branch: the copy keeps only the
+    # deepest 128 levels open (a hard RLIMIT_NOFILE of 1,024, as fresh-check's container has) and
+    # reopens shallower ones by name
+    (d / "d" / "d" / "z.txt").write_text("level two\n")
+    (d / "a.txt").write_text("level one\n")
+    (d / "e").mkdir()
+    (d / "e" / "f").write_text("sibling\n")
     try:
         _build_and_prune(bale, store_with_busybox, ctx, tmp_path / "layout")
     finally:  # pytest's own clean-up of old tmp dirs recurses: it cannot remove this tree
@@ -42,6 +49,8 @@ def _build_and_prune(bale, store_with_busybox, ctx, out):
     fs = flatten(read_layout(out, "latest")[2])
     leaf = "/deep/" + "d/" * DEPTH + "leaf"
     assert fs[leaf].content == b"bottom\n"
+    assert (fs["/deep/d/d/z.txt"].content, fs["/deep/a.txt"].content, fs["/deep/e/f"].content) == \
+        (b"level two\n", b"level one\n", b"sibling\n")
     r = bale("prune", "-a", root=store_with_busybox, check=False)
     assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr
 
