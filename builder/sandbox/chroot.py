@@ -110,10 +110,7 @@ def _child(spec: ProcessSpec, root: Path, user: tuple[int, int, list[int], str],
     uid, gid, groups, home = user
     kernel.set_pdeathsig(signal.SIGKILL)
     os.setsid()
-    if stdin_r is not None:
-        os.dup2(stdin_r, 0)
-    elif spec.stdin_data is not None:
-        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    kernel.child_stdin(stdin_r, spec.stdin_data)
     kernel.close_fds_except({err_w})
     os.chroot(root)
     try:

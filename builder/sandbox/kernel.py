@@ -77,6 +77,16 @@ def feed_and_wait(pid: int, stdin: tuple[int, int] | None, data: bytes, err_r: i
     return err, wait_exit(pid)
 
 
+def child_stdin(stdin_r: int | None, data: bytes | None) -> None:
+    """Child side of a forked RUN process's stdin, before exec: fd 0 becomes ``stdin_r`` (the read
+    end of the pipe feed_and_wait writes into), else /dev/null when the RUN was given stdin data
+    that is empty (``data`` not None), else bale's own stdin stays. OSError from dup2/open."""
+    if stdin_r is not None:
+        os.dup2(stdin_r, 0)
+    elif data is not None:
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+
+
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
     """Die with the parent. A change of user (setresuid) clears it: call again after every one."""
     _prctl(PR_SET_PDEATHSIG, sig, "prctl(PR_SET_PDEATHSIG)")

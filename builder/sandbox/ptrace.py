@@ -212,10 +212,7 @@ def _launch(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ru
     PTRACE_O_EXITKILL): with SIGKILL, a RUN's processes outlived a killed bale, detached."""
     kernel.set_pdeathsig(signal.SIGQUIT)
     os.setsid()
-    if stdin_r is not None:
-        os.dup2(stdin_r, 0)
-    elif spec.stdin_data is not None:
-        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    kernel.child_stdin(stdin_r, spec.stdin_data)
     kernel.close_fds_except({err_w, sock.fileno()})
     kernel.set_no_new_privs()
     listener = ptrace_filter.install_with_listener()
