@@ -11,23 +11,20 @@ says why: an unchanged copy-up of one lands in the rootless layer only)."""
 from __future__ import annotations
 
 import io
-import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.debian import make_deb
-from tests.fixtures.users import REPO
 from tests.helpers.oci_reader import flatten, read_layout
+from tests.helpers.pod_bale import bale_in_pod
+from tests.helpers.root_build import layout_digest, root_build
 
 pytestmark = [pytest.mark.slow]
 EPOCH = "1700000000"
-WRAP = Path(__file__).with_name("seccomp_wrap.py")
 POSTINST = """#!/bin/sh
 set -e
 chown _apt:nogroup /usr/share/hello-bale/owned-by-apt
@@ -40,12 +37,6 @@ COPY hello-bale.deb /tmp/
 RUN apt-get install -y /tmp/hello-bale.deb && dpkg-query -W -f '${Status}\\n' hello-bale \\
     && rm -rf /tmp/hello-bale.deb /var/log/apt /var/log/dpkg.log /var/cache/apt/*.bin /var/cache/ldconfig
 """
-
-
-def _layout_digest(layout: Path) -> str:
-    manifests = json.loads((layout / "index.json").read_text())["manifests"]
-    assert len(manifests) == 1, manifests
-    return str(manifests[0]["digest"])
 
 
 @pytest.fixture
@@ -69,10 +60,7 @@ def debian_build(unprivileged_user, user_tmp, debian_layout, tmp_path_factory):
         argv = ["bud", *args, "-t", f"oci:{user_tmp}/{name}:latest", str(ctx)]
         if isolation == "restricted-pod":
             (store / "probe.json").unlink(missing_ok=True)  # probed again under the filter
-            cmd = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-                   f"SOURCE_DATE_EPOCH={EPOCH}", u.python, "-m", "builder.cli.main", "--root", str(store), *argv]
-            r = subprocess.run([sys.executable, str(WRAP), "restricted", *cmd], capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600, cwd="/tmp")
+            r = bale_in_pod("restricted", u, store, *argv, epoch=EPOCH)
             assert "using ptrace isolation (proot under Landlock)" in r.stderr, r.stderr
         else:
             r = u.bale(*argv, root=store, env={"SOURCE_DATE_EPOCH": EPOCH}, check=False, timeout=600)
@@ -86,17 +74,9 @@ def _root_build(base: Path, debian_layout: Path, tmp_path_factory) -> Path:
     ctx = base / "ctx"
     make_deb(ctx / "hello-bale.deb", tmp_path_factory.mktemp("deb"), postinst=POSTINST)
     (ctx / "Dockerfile").write_text(DOCKERFILE)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
-
-    def bale(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(base / "store"), *args],
-                              capture_output=True, text=True, env=env, timeout=600, cwd="/tmp")
-    image = bale("pull", "-q", f"oci:{debian_layout}:latest").stdout.strip()
-    assert bale("tag", image, "debian").returncode == 0
-    r = bale("bud", "-t", f"oci:{base}/out:latest", str(ctx))
-    assert r.returncode == 0, r.stderr
-    _check(base / "out", r.stdout)
-    return base / "out"
+    layout, stdout = root_build(base, debian_layout, "debian", ctx, EPOCH)
+    _check(layout, stdout)
+    return layout
 
 
 def _check(layout: Path, stdout: str) -> None:
@@ -130,13 +110,13 @@ def test_apt_get_installs_a_local_deb_rootless_and_under_ptrace_with_one_digest(
     """The same digest as root's build on the host, rootless (user namespace), with --isolation
     ptrace, and in a restricted pod (no user namespace, no mount, no_new_privs) where bale picks
     the ptrace isolation itself."""
-    reference = _layout_digest(_root_build(tmp_path / "root", debian_layout, tmp_path_factory))
+    reference = layout_digest(_root_build(tmp_path / "root", debian_layout, tmp_path_factory))
     rootless, out = debian_build(None, "rootless")
     _check(rootless, out)
-    assert _layout_digest(rootless) == reference
+    assert layout_digest(rootless) == reference
     ptrace, out = debian_build("ptrace", "ptrace")
     _check(ptrace, out)
-    assert _layout_digest(ptrace) == reference
+    assert layout_digest(ptrace) == reference
     pod, out = debian_build("restricted-pod", "pod")
     _check(pod, out)
-    assert _layout_digest(pod) == reference
+    assert layout_digest(pod) == reference

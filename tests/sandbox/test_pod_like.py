@@ -7,16 +7,16 @@ step with one line, and `bale info` names what is refused; a profile that refuse
 costs the hostname."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.pod_bale import bale_in_pod
+from tests.helpers.root_build import layout_digest, root_build
+
 pytestmark = [pytest.mark.slow]
-WRAP = Path(__file__).with_name("seccomp_wrap.py")
 EPOCH = "1700000000"
 DOCKERFILE = """FROM busybox
 RUN echo data > /data && chown 42:43 /data && mkdir -p /d/e && echo f > /d/e/f && chown -R 7:8 /d
@@ -26,43 +26,13 @@ RUN echo x > /x && chmod 4755 /x && chown 5:6 /x && chown -h 9:9 /link && mkdir 
 """
 
 
-def _bale_under(mode: str, u, store: Path, *args: str) -> subprocess.CompletedProcess:
-    from tests.fixtures.users import REPO
-    cmd = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-           f"SOURCE_DATE_EPOCH={EPOCH}", u.python, "-m", "builder.cli.main", "--root", str(store), *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(WRAP), mode, *cmd], capture_output=True, text=True, env=env,
-                          timeout=300, cwd="/tmp")
+def _bale_under(mode: str, u, store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return bale_in_pod(mode, u, store, *args, epoch=EPOCH, timeout=300)
 
 
 @pytest.fixture
 def store(unprivileged_user, user_tmp, busybox_layout) -> Path:
     return unprivileged_user.busybox_store(user_tmp, busybox_layout)
-
-
-def _layout_digest(layout: Path) -> str:
-    manifests = json.loads((layout / "index.json").read_text())["manifests"]
-    assert len(manifests) == 1, manifests
-    return str(manifests[0]["digest"])
-
-
-def _root_build(base: Path, busybox_layout: Path, dockerfile: str) -> str:
-    """``dockerfile`` built by root on the host (a user namespace-free build that can chown):
-    the manifest digest of its OCI layout."""
-    from tests.fixtures.users import REPO
-    ctx = base / "ctx"
-    ctx.mkdir(parents=True)
-    (ctx / "Dockerfile").write_text(dockerfile)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
-
-    def bale(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(base / "store"), *args],
-                              capture_output=True, text=True, env=env, timeout=600, cwd="/tmp")
-    image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
-    assert bale("tag", image, "busybox").returncode == 0
-    r = bale("bud", "-t", f"oci:{base}/out:t", str(ctx))
-    assert r.returncode == 0, r.stderr
-    return _layout_digest(base / "out")
 
 
 def test_restricted_pod_builds_with_ptrace_isolation_and_root_s_digest(unprivileged_user, user_tmp, store,
@@ -71,7 +41,8 @@ def test_restricted_pod_builds_with_ptrace_isolation_and_root_s_digest(unprivile
     no mount, no_new_privs), RUN steps that chown (files, a symlink with -h, recursively), chmod (set-uid
     cleared by a later chown, as the kernel does), write and delete give the digest of root's build."""
     u = unprivileged_user
-    reference = _root_build(tmp_path / "root", busybox_layout, DOCKERFILE)
+    layout, _ = root_build(tmp_path / "root", busybox_layout, "busybox", DOCKERFILE, EPOCH, ref="t")
+    reference = layout_digest(layout)
     ctx = user_tmp / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
@@ -83,7 +54,7 @@ def test_restricted_pod_builds_with_ptrace_isolation_and_root_s_digest(unprivile
     r = _bale_under("restricted", u, store, "bud", "-t", f"oci:{user_tmp}/out:t", str(ctx))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "using ptrace isolation (proot under Landlock)" in r.stderr, r.stderr
-    assert _layout_digest(user_tmp / "out") == reference
+    assert layout_digest(user_tmp / "out") == reference
 
 
 def test_restricted_pod_without_landlock_is_refused_before_any_step(unprivileged_user, user_tmp, store):

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.root_build import layout_digest, root_build
 from tests.sandbox.test_hostile_run import _check, _needle, _setup
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman (CI runs as root)")]
@@ -130,33 +131,14 @@ def _bale_argv(store: Path, *args: str) -> list[str]:
 
 def _host_build(base: Path, busybox_layout: Path, dockerfile: str) -> str:
     """``dockerfile`` built on the host by root into an OCI layout: its manifest digest, the reference."""
-    from tests.fixtures.users import REPO
-    ctx = base / "ctx"
-    ctx.mkdir(parents=True)
-    (ctx / "Dockerfile").write_text(dockerfile)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
-
-    def bale(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(_bale_argv(base / "store", *args), capture_output=True, text=True, env=env,
-                              timeout=600, cwd="/tmp")
-    image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
-    assert bale("tag", image, "busybox").returncode == 0
-    r = bale("bud", "-t", f"oci:{base}/out:t", str(ctx))
-    assert r.returncode == 0, r.stderr
-    return _layout_digest(base / "out")
+    layout, _ = root_build(base, busybox_layout, "busybox", dockerfile, EPOCH, ref="t", python=_bale_argv(base)[0])
+    return layout_digest(layout)
 
 
 @pytest.fixture(scope="module")
 def host_digest(tmp_path_factory, busybox_layout) -> str:
     """The test Dockerfile built on the host by root, as the reference."""
     return _host_build(tmp_path_factory.mktemp("host"), busybox_layout, DOCKERFILE)
-
-
-def _layout_digest(layout: Path) -> str:
-    """The manifest digest an OCI layout's index.json names (one image)."""
-    manifests = json.loads((layout / "index.json").read_text())["manifests"]
-    assert len(manifests) == 1, manifests
-    return str(manifests[0]["digest"])
 
 
 def _open_tree(base: Path, owner: int) -> None:
@@ -192,7 +174,7 @@ def test_pod_builds_with_the_host_digest_and_holds_hostile_runs(pod, tmp_path, b
     assert r.returncode == 0, r.stdout + r.stderr
     info = (base / "info").read_text()
     assert f"isolation:       {ISOLATION[pod][0]}" in info, info
-    assert _layout_digest(base / "out") == host_digest
+    assert layout_digest(base / "out") == host_digest
     r = _podman(pod, base, ["env", f"BALE_TEST_TOKEN={token}",
                             *_bale_argv(store, "bud", *(["--isolation", ISOLATION[pod][1]] if ISOLATION[pod][1] else []),
                                         "-t", "hostile", str(hctx))])
@@ -240,7 +222,7 @@ def test_restricted_job_under_a_profile_allowing_unshare(tmp_path, busybox_layou
     assert r.returncode == 0, r.stdout + r.stderr
     assert "isolation:       rootless" in (base / "info").read_text()
     assert "single-id mapping" in r.stderr, r.stderr
-    assert _layout_digest(base / "out") == reference
+    assert layout_digest(base / "out") == reference
     r = _podman("restricted-crio", base, _bale_argv(store, "bud", "-t", "c", str(base / "chown")))
     assert r.returncode == 1, r.stdout + r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("bale: ") and "WARNING" not in line]

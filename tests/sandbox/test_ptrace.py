@@ -20,11 +20,9 @@ by bale), forced on this host as the unprivileged user:
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import pytest
 from builder.sandbox import landlock, landlock_exec
 from tests.fixtures.rootfs import make_busybox_rootfs
 from tests.helpers.oci_reader import flatten, read_layout
+from tests.helpers.root_build import layout_digest, root_build
 
 pytestmark = [pytest.mark.slow]
 HERE = Path(__file__).parent
@@ -79,26 +78,6 @@ def test_landlock_exec_alone_keeps_a_process_to_its_rootfs(tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (126, "", "bale: cannot restrict the RUN with Landlock\n")
 
 
-def _layout_digest(layout: Path) -> str:
-    manifests = json.loads((layout / "index.json").read_text())["manifests"]
-    return str(manifests[0]["digest"])
-
-
-def _root_build(base: Path, busybox_layout: Path, ctx: Path) -> Path:
-    """``ctx`` built by root on the host (who really chowns): its OCI layout."""
-    from tests.fixtures.users import REPO
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
-
-    def bale(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "builder.cli.main", "--root", str(base / "store"), *args],
-                              capture_output=True, text=True, env=env, timeout=600, cwd="/tmp")
-    image = bale("pull", "-q", f"oci:{busybox_layout}:latest").stdout.strip()
-    assert bale("tag", image, "busybox").returncode == 0
-    r = bale("bud", "-t", f"oci:{base}/out:latest", str(ctx))
-    assert r.returncode == 0, r.stderr
-    return base / "out"
-
-
 def test_every_owner_call_is_recorded_as_root_s_build_gives_it(unprivileged_user, user_tmp, busybox_layout,
                                                              owners_bin, tmp_path):
     u = unprivileged_user
@@ -109,7 +88,7 @@ def test_every_owner_call_is_recorded_as_root_s_build_gives_it(unprivileged_user
     (ctx / "owners").chmod(0o755)
     for p in (ctx, ctx / "Dockerfile", ctx / "owners"):
         os.chown(p, u.uid, u.gid)
-    reference = _root_build(tmp_path / "root", busybox_layout, ctx)
+    reference, _ = root_build(tmp_path / "root", busybox_layout, "busybox", ctx, EPOCH)
     store = u.busybox_store(user_tmp, busybox_layout)
     r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store,
                env={"SOURCE_DATE_EPOCH": EPOCH}, check=False)
@@ -128,7 +107,7 @@ def test_every_owner_call_is_recorded_as_root_s_build_gives_it(unprivileged_user
     assert fs["/o-xattr"].info.pax_headers.get("SCHILY.xattr.user.note") == "hi"
     assert owner["/o-xattr"] == (0, 0)  # the RUN's own user.bale.owner "5:5" was refused
     assert not [k for e in fs.values() for k in e.info.pax_headers if "user.bale" in k]
-    assert _layout_digest(user_tmp / "out") == _layout_digest(reference)
+    assert layout_digest(user_tmp / "out") == layout_digest(reference)
 
 
 READONLY_DOCKERFILE = """FROM busybox AS one
@@ -148,7 +127,7 @@ def test_read_only_directories_and_unreadable_files_as_root_s_build(unprivileged
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(READONLY_DOCKERFILE)
     os.chown(ctx, u.uid, u.gid)
-    reference = _root_build(tmp_path / "root", busybox_layout, ctx)
+    reference, _ = root_build(tmp_path / "root", busybox_layout, "busybox", ctx, EPOCH)
     store = u.busybox_store(user_tmp, busybox_layout)
     r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store,
                env={"SOURCE_DATE_EPOCH": EPOCH}, check=False)
@@ -157,7 +136,7 @@ def test_read_only_directories_and_unreadable_files_as_root_s_build(unprivileged
     fs = flatten(read_layout(user_tmp / "out")[2])
     assert fs["/x/secret"].content == b"changed\n" and fs["/x/secret"].info.mode == 0
     assert fs["/x/sub/h"].content == b"again\n" and fs["/x/sub"].info.mode == 0o555
-    assert _layout_digest(user_tmp / "out") == _layout_digest(reference)
+    assert layout_digest(user_tmp / "out") == layout_digest(reference)
 
 
 def test_network_none_refuses_tcp(unprivileged_user, user_tmp, busybox_layout):

@@ -28,20 +28,10 @@ import pytest
 
 from builder.sandbox import ptrace_mounts
 from tests.helpers.oci_reader import flatten, read_layout
+from tests.helpers.secret_scan import scan_for
+from tests.helpers.user_context import tree_view, user_context
 
 pytestmark = [pytest.mark.slow]
-
-
-def _ctx(u, base: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    ctx = base / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for rel, text in (files or {}).items():
-        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ctx / rel).write_text(text)
-    for p in [ctx, *ctx.rglob("*")]:
-        os.lchown(p, u.uid, u.gid)
-    return ctx
 
 
 def _layer_names(layout: Path) -> list[set[str]]:
@@ -50,14 +40,6 @@ def _layer_names(layout: Path) -> list[set[str]]:
     for data in read_layout(layout)[2]:
         with tarfile.open(fileobj=io.BytesIO(data)) as t:
             out.append({"/" + m.name.strip("/").removeprefix("./") for m in t.getmembers()})
-    return out
-
-
-def _tree(path: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted([path, *path.rglob("*")]):
-        rel = str(p.relative_to(path))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"dir {oct(p.stat().st_mode)}"
     return out
 
 
@@ -88,7 +70,7 @@ RUN --mount=type=cache,id=c1,target=/var/cache/thing,uid=1000,gid=1001,mode=0750
 
 def test_cache_mount_is_shared_with_uid_gid_mode(unprivileged_user, user_tmp, busybox_layout):
     u = unprivileged_user
-    ctx = _ctx(u, user_tmp, CACHE_DOCKERFILE)
+    ctx = user_context(u, user_tmp, "ctx", CACHE_DOCKERFILE)
     store = u.busybox_store(user_tmp, busybox_layout)
     r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -114,20 +96,6 @@ def test_cache_mount_is_shared_with_uid_gid_mode(unprivileged_user, user_tmp, bu
     assert "/var/cache/thing" not in fs and "/plain" not in fs
 
 
-def _scan_for(secret: bytes, *dirs: Path) -> list[str]:
-    hits = []
-    for d in dirs:
-        for dirpath, _dirs, files in os.walk(d, onerror=lambda e: None):
-            for name in files:
-                p = os.path.join(dirpath, name)
-                try:
-                    if not os.path.islink(p) and secret in Path(p).read_bytes():
-                        hits.append(p)
-                except OSError:
-                    pass
-    return hits
-
-
 SECRET_DOCKERFILE = """FROM busybox
 RUN --mount=type=secret,id=tok sh -c 'echo got=$(cat /run/secrets/tok | cut -c1-6) mode=$(stat -c %a /run/secrets/tok); \\
     (echo x > /run/secrets/tok) 2>/dev/null && echo secret-written || echo secret-read-only; sleep 2'
@@ -143,7 +111,7 @@ def test_secret_is_readable_in_memory_and_absent_from_layers(unprivileged_user, 
     src = user_tmp / "secret.txt"
     src.write_bytes(secret)
     os.chown(src, u.uid, u.gid)
-    ctx = _ctx(u, user_tmp, SECRET_DOCKERFILE)
+    ctx = user_context(u, user_tmp, "ctx", SECRET_DOCKERFILE)
     store = u.busybox_store(user_tmp, busybox_layout)
     tmpdir = user_tmp / "tmpdir"
     tmpdir.mkdir()
@@ -157,15 +125,15 @@ def test_secret_is_readable_in_memory_and_absent_from_layers(unprivileged_user, 
     during: list[str] = []
     in_memory: list[str] = []
     while proc.poll() is None:  # while the build runs: on no disk but the source, in /dev/shm only
-        during += _scan_for(secret, tmpdir, store)
-        in_memory += _scan_for(secret, Path("/dev/shm"))
+        during += scan_for(secret, tmpdir, store)
+        in_memory += scan_for(secret, Path("/dev/shm"))
         time.sleep(0.2)
     out, err = proc.communicate()
     assert proc.returncode == 0, out + err
     lines = out.splitlines()
     assert "got=S3CRET mode=400" in lines and "secret-read-only" in lines, out + err
     assert "deep=440" in lines and "deep-ok" in lines, out + err
-    assert during == [] and _scan_for(secret, tmpdir, store) == []
+    assert during == [] and scan_for(secret, tmpdir, store) == []
     assert in_memory and all(p.startswith("/dev/shm/bale-secrets-") for p in in_memory), in_memory
     assert set(os.listdir("/dev/shm")) - shm_before == set()
     for names in _layer_names(user_tmp / "out"):
@@ -194,8 +162,8 @@ RUN --mount=type=bind,from=other,source=/other.txt,target=/o/other.txt echo stag
 
 def test_tmpfs_and_binds_read_only_and_throw_away(unprivileged_user, user_tmp, busybox_layout):
     u = unprivileged_user
-    ctx = _ctx(u, user_tmp, TMPFS_BIND_DOCKERFILE, {"data.txt": "precious\n", "sub/x": "x\n"})
-    before = _tree(ctx)
+    ctx = user_context(u, user_tmp, "ctx", TMPFS_BIND_DOCKERFILE, {"data.txt": "precious\n", "sub/x": "x\n"})
+    before = tree_view(ctx)
     store = u.busybox_store(user_tmp, busybox_layout)
     r = u.bale("bud", "--isolation", "ptrace", "-t", f"oci:{user_tmp}/out:latest", str(ctx), root=store, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -204,7 +172,7 @@ def test_tmpfs_and_binds_read_only_and_throw_away(unprivileged_user, user_tmp, b
     assert "ro=precious" in lines and "ro-refused" in lines and "ro-refused-new" in lines, r.stdout
     assert "tmpfs-chown=ok" in lines and "ro-chown-erofs" in lines, r.stdout
     assert "rw=changed" in lines and "file=precious" in lines and "stage=from-other" in lines, r.stdout
-    assert _tree(ctx) == before
+    assert tree_view(ctx) == before
     assert "user.bale.owner" not in os.listxattr(ctx / "data.txt")
     for names in _layer_names(user_tmp / "out"):
         assert not _under(names, "/scratch", "/ctx", "/one.txt", "/o"), sorted(names)

@@ -11,7 +11,6 @@ files (buildkit solver/llbsolver/mounts/mount.go secretMountInstance: a tmpfs
 mounted with the secret file, never in the snapshot)."""
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -21,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.oci_reader import flatten, read_layout
+from tests.helpers.secret_scan import scan_for
+from tests.helpers.user_context import tree_view, user_context
 
 pytestmark = [pytest.mark.slow]
 
@@ -39,27 +40,6 @@ def env(unprivileged_user, user_tmp, busybox_layout):
     return u, bale, user_tmp, tmpdir
 
 
-def _ctx(u, base: Path, name: str, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    ctx = base / name
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for rel, text in (files or {}).items():
-        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ctx / rel).write_text(text)
-    for p in [ctx, *ctx.rglob("*")]:
-        os.lchown(p, u.uid, u.gid)
-    return ctx
-
-
-def _tree(path: Path) -> dict[str, str]:
-    """Every entry under ``path`` with its content hash (an independent before/after view)."""
-    out = {}
-    for p in sorted([path, *path.rglob("*")]):
-        rel = str(p.relative_to(path))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else f"dir {oct(p.stat().st_mode)}"
-    return out
-
-
 def _image_fs(bale, tmp: Path, name: str) -> dict:
     out = tmp / f"oci-{name}"
     bale("push", name, f"oci:{out}:latest")
@@ -74,7 +54,7 @@ def test_rw_binds_never_write_host_data_or_another_stage(env):
     (other / "o.txt").write_text("other\n")
     for p in (other, other / "o.txt"):
         os.lchown(p, u.uid, u.gid)
-    ctx = _ctx(u, tmp, "ctx", """FROM busybox AS first
+    ctx = user_context(u, tmp, "ctx", """FROM busybox AS first
 RUN echo keep > /keep.txt
 FROM busybox
 RUN --mount=type=bind,rw,target=/c rm /c/important.txt && echo new > /c/new && echo seen > /c/sub/x \\
@@ -84,10 +64,10 @@ RUN --mount=type=bind,from=other,rw,target=/o rm /o/o.txt && echo z > /o/z
 RUN --mount=type=bind,from=first,rw,target=/f rm /f/keep.txt && echo bad > /f/bad
 COPY --from=first /keep.txt /copied-keep.txt
 """, {"important.txt": "precious\n", "sub/x": "x\n"})
-    before, before_other = _tree(ctx), _tree(other)
+    before, before_other = tree_view(ctx), tree_view(other)
     r = bale("bud", "--build-context", f"other={other}", "-t", "rwb", str(ctx), check=False)
     assert r.returncode == 0, r.stderr
-    assert _tree(ctx) == before and _tree(other) == before_other
+    assert tree_view(ctx) == before and tree_view(other) == before_other
     fs = _image_fs(bale, tmp, "rwb")
     assert fs["/copied-keep.txt"].content == b"keep\n"
     assert not [p for p in fs if p in ("/c", "/o", "/f") or p.startswith(("/c/", "/o/", "/f/"))], sorted(fs)
@@ -95,9 +75,9 @@ COPY --from=first /keep.txt /copied-keep.txt
 
 def test_onbuild_rw_bind_of_a_base_image_cannot_touch_the_context(env):
     u, bale, tmp, _ = env
-    base = _ctx(u, tmp, "base", "FROM busybox\nONBUILD RUN --mount=type=bind,rw,target=/c rm -f /c/important.txt\n")
+    base = user_context(u, tmp, "base", "FROM busybox\nONBUILD RUN --mount=type=bind,rw,target=/c rm -f /c/important.txt\n")
     assert bale("bud", "-t", "evilbase", str(base), check=False).returncode == 0
-    ctx = _ctx(u, tmp, "ctx2", "FROM evilbase\nRUN true\n", {"important.txt": "precious\n"})
+    ctx = user_context(u, tmp, "ctx2", "FROM evilbase\nRUN true\n", {"important.txt": "precious\n"})
     r = bale("bud", "-t", "victim", str(ctx), check=False)
     assert r.returncode == 0, r.stderr
     assert (ctx / "important.txt").read_text() == "precious\n"
@@ -105,25 +85,10 @@ def test_onbuild_rw_bind_of_a_base_image_cannot_touch_the_context(env):
 
 def test_cache_mounts_stay_shared(env):
     u, bale, tmp, _ = env
-    ctx = _ctx(u, tmp, "ctx", "FROM busybox\nRUN --mount=type=cache,target=/cache echo 1 >> /cache/n\n"
+    ctx = user_context(u, tmp, "ctx", "FROM busybox\nRUN --mount=type=cache,target=/cache echo 1 >> /cache/n\n"
                               "RUN --mount=type=cache,target=/cache test \"$(cat /cache/n)\" = 1\n")
     r = bale("bud", "-t", "cm", str(ctx), check=False)
     assert r.returncode == 0, r.stderr
-
-
-def _scan_for(secret: bytes, *dirs: Path) -> list[str]:
-    """Files under ``dirs`` holding ``secret`` (the tree changes while bale runs: vanished entries skipped)."""
-    hits = []
-    for d in dirs:
-        for dirpath, _dirs, files in os.walk(d, onerror=lambda e: None):
-            for name in files:
-                p = os.path.join(dirpath, name)
-                try:
-                    if not os.path.islink(p) and secret in Path(p).read_bytes():
-                        hits.append(p)
-                except OSError:
-                    pass
-    return hits
 
 
 def test_secrets_live_in_memory_and_leave_nothing_in_layers(env):
@@ -132,7 +97,7 @@ def test_secrets_live_in_memory_and_leave_nothing_in_layers(env):
     src = tmp / "secret.txt"
     src.write_bytes(secret)
     os.chown(src, u.uid, u.gid)
-    ctx = _ctx(u, tmp, "ctx", """FROM busybox
+    ctx = user_context(u, tmp, "ctx", """FROM busybox
 RUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null
 RUN --mount=type=secret,id=tok,target=/etc/deep/tok,mode=0440,uid=5 \\
     test "$(stat -c %a:%u /etc/deep/tok)" = 440:5 && ! (echo x > /etc/deep/tok) 2>/dev/null
@@ -146,10 +111,10 @@ RUN echo after > /after
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     during: list[str] = []
     while proc.poll() is None:  # while the build runs: the secret is nowhere on disk but its source
-        during += _scan_for(secret, tmpdir, tmp / "store")
+        during += scan_for(secret, tmpdir, tmp / "store")
         time.sleep(0.2)
     assert proc.returncode == 0, proc.stderr
-    assert during == [] and _scan_for(secret, tmpdir, tmp / "store") == []
+    assert during == [] and scan_for(secret, tmpdir, tmp / "store") == []
     assert list(tmpdir.iterdir()) == []
     fs = _image_fs(bale, tmp, "sec")
     assert fs["/after"].content == b"after\n"
@@ -159,7 +124,7 @@ RUN echo after > /after
 def test_twenty_runs_leave_tmpdir_as_it_was(env):
     u, bale, tmp, tmpdir = env
     runs = "".join(f"RUN --mount=type=bind,rw,target=/c echo {i} > /c/f{i} && echo {i} > /r{i}\n" for i in range(20))
-    ctx = _ctx(u, tmp, "ctx", "FROM busybox\n" + runs)
+    ctx = user_context(u, tmp, "ctx", "FROM busybox\n" + runs)
     before = sorted(os.listdir(tmpdir))
     r = bale("bud", "-t", "twenty", str(ctx), check=False)
     assert r.returncode == 0, r.stderr
@@ -211,7 +176,7 @@ def test_killing_bale_kills_a_run_as_another_user(env, isolation):
     src.write_bytes(secret)
     os.chown(src, u.uid, u.gid)
     marker = {"rootless": 4646, "oci": 4647}[isolation]  # the cases may run at once
-    ctx = _ctx(u, tmp, "ctx", f"FROM busybox\nUSER 1000:1000\nRUN --mount=type=secret,id=k,uid=1000 sleep {marker}\n")
+    ctx = user_context(u, tmp, "ctx", f"FROM busybox\nUSER 1000:1000\nRUN --mount=type=secret,id=k,uid=1000 sleep {marker}\n")
     argv = ["runuser", "-u", u.name, "--", "env", "-i",
             *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
             u.python, "-m", "builder.cli.main", "--root", str(tmp / "store"), "bud", "--isolation", isolation,
@@ -219,13 +184,13 @@ def test_killing_bale_kills_a_run_as_another_user(env, isolation):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _bale_pid(proc.pid)
     _started(proc, f"^sleep {marker}")
-    assert _scan_for(secret, tmpdir, tmp / "store") == []
+    assert scan_for(secret, tmpdir, tmp / "store") == []
     os.kill(pid, signal.SIGKILL)
     proc.wait(20)
     assert _wait_gone(f"^sleep {marker}"), "the RUN outlived bale"
     with open("/proc/self/mountinfo") as fh:
         assert str(tmp / "store") not in fh.read()
-    assert _scan_for(secret, tmpdir, tmp / "store") == [] and list(tmpdir.iterdir()) == []
+    assert scan_for(secret, tmpdir, tmp / "store") == [] and list(tmpdir.iterdir()) == []
 
 
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP"),
@@ -233,7 +198,7 @@ def test_killing_bale_kills_a_run_as_another_user(env, isolation):
 def test_signals_stop_the_run_and_exit_with_one_line(env, sig, code, word):
     u, bale, tmp, tmpdir = env
     marker = 4700 + int(sig)  # one per case: cases may run at once
-    ctx = _ctx(u, tmp, "ctx", f"FROM busybox\nRUN --mount=type=secret,id=s sleep {marker}\n")
+    ctx = user_context(u, tmp, "ctx", f"FROM busybox\nRUN --mount=type=secret,id=s sleep {marker}\n")
     src = tmp / "s.txt"
     src.write_text("x")
     os.chown(src, u.uid, u.gid)
@@ -283,7 +248,7 @@ def test_bale_is_not_dumpable_while_a_run_runs(env):
     """Even a process with bale's uid that could see bale's processes (a RUN where the outer /proc
     leaked, or anything else of the user's) can neither read their environment nor open their fds."""
     u, bale, tmp, tmpdir = env
-    ctx = _ctx(u, tmp, "ctx", "FROM busybox\nRUN sleep 4650\n")
+    ctx = user_context(u, tmp, "ctx", "FROM busybox\nRUN sleep 4650\n")
     proc = _start_bud(u, tmp / "store", ctx, tmpdir)
     main = _bale_pid(proc.pid)
     try:
