@@ -8,7 +8,6 @@ when required).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from builder.build.digest import context_digest
 from builder.build.state import StageState
 from builder.errors import BuildError
 from builder.sandbox.spec import BindSpec
+from builder.workspace.cachemounts import HeldCache, acquire, mount_name
 from builder.workspace.snapshots import make_cache_dir, snapshot_root_path
 from frontend.steps import RunMount, RunStep
 
@@ -32,6 +32,13 @@ class Mounts:
     #: (driver, key) of other stages' snapshots the binds read from (mounted first)
     extra: list[tuple[str, str]] = field(default_factory=list)
     env: list[str] = field(default_factory=list)  # secret env=VAR values
+    #: the cache-mount instances this RUN holds (builder.workspace.cachemounts): release() after it
+    held: list[HeldCache] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let go of the cache-mount instances (idempotent)."""
+        for h in self.held:
+            h.release()
 
 
 def secret_value(b: "Builder", m: RunMount) -> bytes | None:
@@ -85,8 +92,32 @@ def mount_digests(b: "Builder", step: RunStep) -> list[str]:
 
 
 def build_mounts(b: "Builder", st: StageState, step: RunStep) -> Mounts:
-    """The binds for ``step``'s mounts (kept in this one function: the sandbox's BindSpec is its contract)."""
+    """The binds for ``step``'s mounts (kept in this one function: the sandbox's BindSpec is its contract).
+    Cache mounts are held from here on (``sharing=locked`` waits here for its instance): the
+    caller calls ``release()`` on the result once the RUN is over; on an error they are let go here."""
     out = Mounts()
+    try:
+        _add_mounts(b, step, out)
+    except BaseException:
+        out.release()
+        raise
+    return out
+
+
+def _cache_dir(b: "Builder", m: RunMount, out: Mounts) -> Path:
+    """The instance a cache mount binds, chosen by its ``sharing`` before the sandbox runs (BuildKit
+    mount.go getRefCacheDir); two mounts of one id in one RUN get one instance, as BuildKit's
+    per-exec ``cacheMounts`` map gives them."""
+    name = mount_name(m.id or m.target)
+    for h in out.held:
+        if h.path.name.split("-")[0] == name:
+            return h.path
+    held = acquire(b.root / "cache-mounts", name, m.sharing)
+    out.held.append(held)
+    return held.path
+
+
+def _add_mounts(b: "Builder", step: RunStep, out: Mounts) -> None:
     for m in step.mounts:
         if m.type == "secret":
             value = secret_value(b, m)
@@ -100,8 +131,7 @@ def build_mounts(b: "Builder", st: StageState, step: RunStep) -> Mounts:
             out.binds.append(BindSpec("", m.target, readonly=True, type="secret", data=value,
                                       mode=m.mode if m.mode is not None else 0o400, uid=m.uid or 0, gid=m.gid or 0))
         elif m.type == "cache":
-            cdir = b.root / "cache-mounts" / hashlib.sha256((m.id or m.target).encode()).hexdigest()[:24]
-            cdir.mkdir(parents=True, exist_ok=True)
+            cdir = _cache_dir(b, m, out)
             if m.uid is not None or m.gid is not None or m.mode is not None:
                 # BuildKit mounts /cache of a scratch state made with these ids and mode
                 # (convert_runmount.go:134-136); made once, when the cache is new
@@ -127,4 +157,3 @@ def build_mounts(b: "Builder", st: StageState, step: RunStep) -> Mounts:
         elif m.type == "ssh":
             if m.required:
                 raise BuildError("ssh mounts are not supported")
-    return out

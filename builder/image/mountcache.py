@@ -1,8 +1,9 @@
 """RUN ``--mount=type=cache`` contents through the remote cache (``--cache-to REPO,mounts=true``
 and ``--cache-from REPO,mounts=true``): each of the store's cache mounts (``ROOT/cache-mounts/
-NAME``, NAME = the first 24 hex digits of sha256(id or target), as builder/build/mounts.py
-names them) is pushed after the build as a one-layer image tagged ``mount-NAME``, and pulled
-before the build into a store that does not have that mount yet.
+NAME``, NAME = the first 24 hex digits of sha256(id or target), as builder.workspace.cachemounts
+names a cache id's first instance; the further instances, ``NAME-2``..., that ``private`` and
+``locked`` RUNs made while it was held stay local) is pushed after the build as a one-layer image
+tagged ``mount-NAME``, and pulled before the build into a store that does not have that mount yet.
 
 The layer is an uncompressed tar of the directory's contents with numeric owners, made and
 unpacked where the sandbox's ids apply (Runtime.call: inside the user namespace when
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from builder.errors import BaleError
 from builder.image.oci import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Descriptor, parse_config, parse_manifest,
                                sha256_digest)
+from builder.workspace.cachemounts import is_first_instance
 
 if TYPE_CHECKING:
     from builder.image.reference import ImageReference
@@ -78,7 +80,7 @@ def export_mounts(cache: "RemoteCache", rt: "Runtime", root: Path) -> list[str]:
     if ref is None or not mounts.is_dir():
         return []
     done = []
-    for d in sorted(p for p in mounts.iterdir() if p.is_dir()):
+    for d in sorted(p for p in mounts.iterdir() if p.is_dir() and is_first_instance(p.name)):
         tmp = cache.store.tmp_dir / f"mount-{d.name}.tar"
         try:
             info = rt.call(pack_dir, str(d), str(tmp))
@@ -122,7 +124,7 @@ def import_mounts(cache: "RemoteCache", rt: "Runtime", root: Path) -> list[str]:
         for tag in tags:
             name = tag[len(TAG_PREFIX):]
             dest = root / "cache-mounts" / name
-            if len(name) != 24 or not all(c in "0123456789abcdef" for c in name) or dest.exists() or name in got:
+            if not is_first_instance(name) or dest.exists() or name in got:
                 continue
             tmp = cache.store.tmp_dir / f"mount-in-{name}.tar"
             try:

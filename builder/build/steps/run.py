@@ -42,16 +42,19 @@ def execute(b: "Builder", st: StageState, step: RunStep) -> None:
     def run() -> None:
         c = b.container(st)
         c.config = st.cfg.to_json()
-        mounts = build_mounts(b, st, step)
-        env = [f"{k}={v}" for k, v in step.build_env.items()] + mounts.env
-        spec = process_spec(c, list(step.args), env=env, network=step.network or b.opts.network,
-                            mounts=mounts.binds + [parse_volume(v) for v in b.opts.volumes],
-                            stdin_data=b"")
-        spec.extra_hosts = list(b.opts.add_hosts)
-        if step.script is not None:
-            spec.pipes = {step.script.name: step.script.content}
-        t0 = time.monotonic()
-        status = run_process(b.ws, c, spec, b.rt, mounts.extra)
+        mounts = build_mounts(b, st, step)  # holds its cache mounts until the process ends
+        try:
+            env = [f"{k}={v}" for k, v in step.build_env.items()] + mounts.env
+            spec = process_spec(c, list(step.args), env=env, network=step.network or b.opts.network,
+                                mounts=mounts.binds + [parse_volume(v) for v in b.opts.volumes],
+                                stdin_data=b"")
+            spec.extra_hosts = list(b.opts.add_hosts)
+            if step.script is not None:
+                spec.pipes = {step.script.name: step.script.content}
+            t0 = time.monotonic()
+            status = run_process(b.ws, c, spec, b.rt, mounts.extra)
+        finally:
+            mounts.release()
         if status != 0:
             raise BuildError(f"{_short(step.args)}: exited with status {status}" if status < 128 else
                              f"{_short(step.args)}: killed by signal {status - 128}")
