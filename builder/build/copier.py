@@ -444,8 +444,8 @@ class _TarOut:
         self.tar.close()
 
     def abandon(self) -> None:
-        """The reader went away (a full disk, a failed apply): nothing more is written (the
-        writer holds no buffer of its own; the caller closes ``out``)."""
+        """The reader went away (a full disk, a failed apply): nothing more is written (what the
+        writer held back is dropped with it; the caller closes ``out``)."""
 
 
 class _ItemOut:
