@@ -5,17 +5,21 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
-def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None, prefix: str = ".tmp-") -> None:
-    """Replace ``path`` with ``data`` (mode 0644): written to a temp file in ``tmp_dir`` (default
-    ``path``'s directory; it must be on the same filesystem), fsynced, renamed over ``path``.
-    Readers see the old content or the new, never a part. Raises OSError; the temp file is gone."""
+@contextlib.contextmanager
+def atomic_file(path: Path, *, tmp_dir: Path | None = None, prefix: str = ".tmp-") -> Iterator[BinaryIO]:
+    """A file to write that replaces ``path`` (mode 0644) when the ``with`` block ends: a temp file
+    in ``tmp_dir`` (default ``path``'s directory; it must be on the same filesystem), flushed,
+    fsynced and renamed over ``path``. An exception in the block (or OSError here) leaves
+    ``path`` as it was and the temp file gone, and propagates. Readers see the old content or
+    the new, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=prefix)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
@@ -24,3 +28,10 @@ def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None, prefix
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None, prefix: str = ".tmp-") -> None:
+    """Replace ``path`` with ``data`` (mode 0644) through atomic_file. Raises OSError; the temp
+    file is gone."""
+    with atomic_file(path, tmp_dir=tmp_dir, prefix=prefix) as fh:
+        fh.write(data)

@@ -9,12 +9,11 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from builder.errors import DigestMismatch, FormatError, ImageNotFound
-from builder.image.atomic import write_atomic
+from builder.image.atomic import atomic_file, write_atomic
 from builder.image.oci import ANNOTATION_REF_NAME, OCI_INDEX, Descriptor, Index, check_digest_syntax, parse_index
 from builder.image.store import VerifiedReader
 
@@ -59,25 +58,13 @@ class OCILayout:
     @contextlib.contextmanager
     def blob_writer(self, desc: Descriptor) -> Iterator[BinaryIO]:
         """A file to write ``desc``'s bytes into; verified and renamed into place on success."""
-        target = self.blob_path(desc.digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         h = hashlib.new(desc.digest.split(":", 1)[0])
-        try:
-            with os.fdopen(fd, "wb") as raw:
-                w = _HashingFile(raw, h)
-                yield w  # type: ignore[misc]
-                raw.flush()
-                os.fsync(raw.fileno())
+        with atomic_file(self.blob_path(desc.digest)) as raw:
+            w = _HashingFile(raw, h)
+            yield w  # type: ignore[misc]
             got = f"{h.name}:{h.hexdigest()}"
             if got != desc.digest or (desc.size and w.size != desc.size):
                 raise DigestMismatch(f"oci:{self.path}: blob {desc.digest}: content has digest {got}")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
     def put_bytes(self, data: bytes, media_type: str) -> Descriptor:
         from builder.image.oci import sha256_digest
@@ -157,22 +144,13 @@ def extract_archive(archive: Path, into: Path) -> OCILayout:
 
 def write_archive(layout: OCILayout, archive: Path) -> None:
     """Tar a layout into ``archive`` atomically (deterministic member order)."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            for name in ("oci-layout", "index.json"):
-                _add(tf, layout.path / name, name)
-            for p in sorted((layout.path / "blobs").rglob("*")):
-                rel = p.relative_to(layout.path).as_posix()
-                if p.is_dir() or p.is_file() and not p.name.startswith(".tmp-"):
-                    _add(tf, p, rel)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, archive)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(archive) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name in ("oci-layout", "index.json"):
+            _add(tf, layout.path / name, name)
+        for p in sorted((layout.path / "blobs").rglob("*")):
+            rel = p.relative_to(layout.path).as_posix()
+            if p.is_dir() or p.is_file() and not p.name.startswith(".tmp-"):
+                _add(tf, p, rel)
 
 
 def _add(tf: tarfile.TarFile, path: Path, name: str) -> None:
