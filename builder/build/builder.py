@@ -166,7 +166,9 @@ class Builder:
     def tree_digest(self, src: StageState, patterns: list[str]) -> str:
         """Digest of what ``patterns`` select in ``src``'s filesystem, computed in the namespace
         (treedigest.subtree_digest) once per (filesystem chain, patterns) and remembered in the
-        digests database: the chain is content-addressed, so the digest cannot go stale."""
+        digests database: the chain is content-addressed, so the digest cannot go stale. A new
+        chain's files go through the stat-keyed file digests of that database (only files its
+        new layers hold are read)."""
         memo = (src.chain, tuple(patterns))
         with self.lock:
             if memo in self._trees:
@@ -176,7 +178,7 @@ class Builder:
         if value is None:
             c = self.container(src)
             value = self.rt.call(treedigest.subtree_digest, str(self.rt.snapshots_root), c.driver, c.key,
-                                 list(patterns))
+                                 list(patterns), str(self.root / DIGESTS_DB))
             self.file_digests.tree_put(key, value)
         with self.lock:
             self._trees[memo] = value

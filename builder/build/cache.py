@@ -11,8 +11,10 @@ Entries live in ``<root>/cache/<key>`` (JSON: the layer descriptor and diff_id,
 or null for a step that changed nothing). ``FileDigests`` keeps, in
 ``<root>/digests.db`` (SQLite, outside ``cache/`` whose entries the GC reads),
 the SHA-256 of context files keyed by path, size, mtime_ns, inode and
-ctime_ns, so an unchanged file is not read again by the next build, and the
-digests of stage subtrees keyed by their content-addressed chain. Deleting it
+ctime_ns, so an unchanged file is not read again by the next build (the files
+of a stage or image that ``COPY --from`` reads too, keyed by their path in the
+rootfs: ``treedigest``), and the digests of stage subtrees keyed by their
+content-addressed chain. Deleting it
 only costs re-reading.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from builder.image.commit import Layer
 from builder.image.oci import Descriptor
@@ -128,9 +130,14 @@ class FileDigests:
             self._db = db
         return self._db
 
-    def digest(self, path: Path, st: os.stat_result) -> str:
-        """The content digest of the regular file ``path`` whose lstat is ``st``."""
-        k = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
+    def digest(self, path: Path | str, st: os.stat_result, *, name: str | None = None,
+               opener: Callable[[str], int] | None = None) -> str:
+        """The content digest (sha256 hex) of the regular file ``path`` whose lstat is ``st``.
+        ``name`` replaces the absolute path in the key where that path is not stable (a file of a
+        snapshot, mounted at a new place by every build: its name in the rootfs, and the store's
+        device); ``opener`` (an ``os.open``-like function returning an fd) opens it to read."""
+        where = name if name is not None else os.path.abspath(path)
+        k = f"{where}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
         with self._lock:
             if k in self._pending:
                 return self._pending[k]
@@ -141,7 +148,8 @@ class FileDigests:
         if row is not None:
             return str(row[0])
         h = hashlib.sha256()
-        with safepath.reach(path) as reached, open(reached, "rb") as fh:  # any length (directory fds)
+        with safepath.reach(path) as reached, \
+                (os.fdopen(opener(reached), "rb") if opener else open(reached, "rb")) as fh:  # any length
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
         value = h.hexdigest()
