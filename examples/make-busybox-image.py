@@ -59,16 +59,18 @@ def write_blob(layout: str, data: bytes) -> str:
     return "sha256:" + digest
 
 
-def main(layout: str) -> None:
+def write_layout(layout: str, raw: bytes, created_by: str, *, compresslevel: int = 9) -> None:
+    """A one-layer image as an OCI layout in the directory ``layout`` (made if missing), named
+    ``latest`` in its index.json: the layer tar ``raw`` gzip-compressed (``compresslevel``), a
+    config (PATH, ``Cmd ["sh"]``, one history entry ``created_by``) and the manifest."""
     os.makedirs(os.path.join(layout, "blobs", "sha256"), exist_ok=True)
-    raw = layer_tar()
-    gz = gzip.compress(raw, mtime=0)
+    gz = gzip.compress(raw, compresslevel=compresslevel, mtime=0)
     layer = write_blob(layout, gz)
     config = json.dumps({
         "architecture": ARCH, "os": "linux", "created": "2023-11-14T22:13:20Z",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]},
-        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "busybox-static from Debian"}],
+        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": created_by}],
     }, sort_keys=True).encode()
     cfg = write_blob(layout, config)
     manifest = json.dumps({
@@ -83,6 +85,10 @@ def main(layout: str) -> None:
         json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": len(manifest),
              "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, fh)
+
+
+def main(layout: str) -> None:
+    write_layout(layout, layer_tar(), "busybox-static from Debian")
 
 
 if __name__ == "__main__":
