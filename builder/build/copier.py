@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import posixpath
+import re
 import stat
 import tarfile
 import tempfile
@@ -113,15 +114,38 @@ def _parse_id(text: str) -> int | None:
     return value if 0 <= value < 1 << 31 else None
 
 
+_INT32 = re.compile(r"[+-]?[0-9]+")  # strconv.ParseInt base 10: a sign, ASCII digits (no "_", no spaces)
+#: uint32(-1): what ``--chown=-1`` becomes on the wire; lchown(2) takes it as "leave this id"
+_KEEP = 0xFFFFFFFF
+
+
+def _parse_spec_id(text: str) -> int | None:
+    """An id of a --chown spec as BuildKit reads it: client/llb/fileop.go:257-266 parseUID, "root"
+    or ``strconv.ParseInt(str, 10, 32)`` (an optional sign, decimal digits, an int32), sent as
+    ``uint32(up.UID)`` (fileop.go:329), so a negative id wraps: -1 is 4294967295. None: a name."""
+    if text == "root":
+        return 0
+    if not _INT32.fullmatch(text):
+        return None
+    value = int(text, 10)
+    return value & 0xFFFFFFFF if -(1 << 31) <= value < 1 << 31 else None
+
+
 def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
     """uid, gid for ``--chown=USER[:GROUP]`` (or the USER of a WORKDIR) as BuildKit computes them
     (client/llb/fileop.go:231-266 WithUser, solver/llbsolver/ops/user_linux.go:23-119 readUser):
     a numeric user alone gives that number as gid too; a name gives its uid and primary gid from
     the image's /etc/passwd; a group (number or /etc/group name) replaces the gid. A name missing
-    from the files leaves 0 (user) or the user's gid (group), as BuildKit does."""
+    from the files leaves 0 (user) or the user's gid (group), as BuildKit does.
+
+    A negative id wraps to uint32 (``_parse_spec_id``); -1 becomes (uid_t)-1, which fsutil's
+    ``os.Lchown(p, user.UID, user.GID)`` (copy/mkdir_unix.go:44, after copy_linux.go
+    copyFileInfo) passes to lchown(2) as "unchanged": the entry keeps the owner the copy made
+    it with, root's (0), whatever the source's owner. So -1 reads as 0 here, alone or on either
+    side (``5:-1`` is 5:0, not 5:5); -2 and below are the ids 4294967294 and down."""
     user, _, group = spec.partition(":")
     uid = gid = 0
-    num = _parse_id(user)
+    num = _parse_spec_id(user)
     if num is not None:
         uid = gid = num
     elif user:
@@ -132,7 +156,7 @@ def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
                 raise BuildError(f"--chown={spec}: /etc/passwd of the image has a non-numeric id for {user}")
             uid, gid = u, g
     if group:
-        num = _parse_id(group)
+        num = _parse_spec_id(group)
         if num is not None:
             gid = num
         else:
@@ -142,7 +166,7 @@ def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
                 if g is None:
                     raise BuildError(f"--chown={spec}: /etc/group of the image has a non-numeric id for {group}")
                 gid = g
-    return uid, gid
+    return (0 if uid == _KEEP else uid), (0 if gid == _KEEP else gid)
 
 
 def _kind_error(st: os.stat_result) -> str | None:

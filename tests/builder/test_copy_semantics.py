@@ -125,6 +125,12 @@ CHOWN = [
     ("1234", (1234, 1234)), ("1234:5678", (1234, 5678)), ("svc", (1500, 1600)), ("svc:grp", (1500, 1700)),
     ("svc:4242", (1500, 4242)), ("1234:grp", (1234, 1700)), ("root", (0, 0)), ("root:grp", (0, 1700)),
     ("nobody-here", (0, 0)), ("svc:nogroup-here", (1500, 1600)), ("0:0", (0, 0)),
+    # ParseInt(str, 10, 32) takes a sign; a negative id is sent as uint32 (fileop.go:329) and -1 is
+    # lchown's "unchanged" (fsutil copy/mkdir_unix.go:44): the new entry's root owner stays
+    ("-1", (0, 0)), ("-1:grp", (0, 1700)), ("svc:-1", (1500, 0)), ("1234:-1", (1234, 0)), ("-1:-1", (0, 0)),
+    ("-2", (4294967294, 4294967294)), ("+7", (7, 7)), ("-0", (0, 0)),
+    # not an int32 for ParseInt (out of range, "_", spaces): names, none in the files
+    ("-2147483649", (0, 0)), ("1_000", (0, 0)), (" 5", (0, 0)), ("-2147483648", (2147483648, 2147483648)),
 ]
 
 
