@@ -76,14 +76,14 @@ def lower_copy(low: Lowering, st: Stage, ctx: StageCtx, inst: RawInstruction) ->
     if "from" in flags:
         ref = low.expand(inst, flags["from"][0], env)
         from_stage, from_image = low.stage_ref(inst, st, ref)
-        origin = f"--from={flags['from'][0]} "
+        origin = f"--from={flags['from'][0]}"
     # the history text shows the flags with their expanded values (a changed --chown=$OWNER shows)
     shown = {"chown": chown, "chmod": flags["chmod"][0] if "chmod" in flags else None,
              "link": "true" if link else None, "parents": "true" if parents else None, "checksum": checksum}
-    opts = "".join(f"--{k}={v} " for k, v in sorted(shown.items()) if v is not None)
-    opts += "".join(f"--exclude={e} " for e in excludes)
-    inline_text = " ".join(shown_inline)
-    text = f"{kw} {origin}{opts}{' '.join(sources)}{' ' + inline_text if inline_text else ''} {dest}"
+    opts = [f"--{k}={v}" for k, v in sorted(shown.items()) if v is not None] + [f"--exclude={e}" for e in excludes]
+    # one space between words, heredoc names after the paths (convert_copy.go:127-128, 294-295, 320:
+    # "COPY <<EOF /x" when there are no paths)
+    text = " ".join([kw, *([origin] if origin else []), *opts, *sources, *shown_inline, dest])
     span = low.span(inst)
     if from_stage is not None or from_image is not None:
         if inline:

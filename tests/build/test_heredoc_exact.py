@@ -198,3 +198,14 @@ def test_run_shebang_heredoc_in_chroot_isolation(tmp_path, busybox_layout):
     run_bale(["push", "sb", f"oci:{tmp_path}/out:latest"], root=store)
     _, _, layers = read_layout(tmp_path / "out", "latest")
     _check_shebang(layers, read_only=False)
+
+
+@pytest.mark.slow
+def test_heredoc_only_copy_history_text(build):
+    """BuildKit's created_by for a COPY of heredocs only (dockerfile2llb/convert_copy.go:99-103,
+    294-295, 320): "COPY <<EOF /x", one space apart (bale adds no " # buildkit" to any step)."""
+    _, config, layers = build("FROM busybox\nCOPY <<EOF /x\nhi\nEOF\nCOPY --chmod=600 <<A <<B /d/\na\nA\nb\nB\n",
+                              "heredoc-history")
+    assert [h["created_by"] for h in config["history"][-2:]] == ["COPY <<EOF /x", "COPY --chmod=600 <<A <<B /d/"]
+    fs = flatten(layers)
+    assert fs["/x"].content == b"hi\n" and fs["/d/A"].content == b"a\n" and fs["/d/B"].content == b"b\n"

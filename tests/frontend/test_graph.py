@@ -143,3 +143,18 @@ def test_duplicate_stage_names_warn_and_the_later_stage_wins():
     assert list(g.stages) == [2] and g.stages[2].steps[0].args[-1] == "third"
     g = graph(text, target="two")
     assert g.stages[1].base_stage == 0
+
+
+@pytest.mark.parametrize("line,text", [
+    ("COPY <<EOF /x", "COPY <<EOF /x"),
+    ("COPY --chown=1:2 <<EOF /x", "COPY --chown=1:2 <<EOF /x"),
+    ("COPY <<EOF f <<G /d/", "COPY f <<EOF <<G /d/"),
+    ("ADD <<EOF /x", "ADD <<EOF /x"),
+    ("COPY f /x", "COPY f /x"),
+])
+def test_copy_heredoc_history_text(line, text):
+    """dockerfile2llb/convert_copy.go:99-128, 294-295, 320: the keyword, each flag, the paths, then
+    " <<NAME" per heredoc and " DEST": one space apart, never two (BuildKit: "COPY <<EOF /x")."""
+    body = "".join(f"body\n{w}\n" for w in ["EOF", "G"] if f"<<{w}" in line)
+    g = graph(f"FROM a\n{line}\n{body}")
+    assert g.stages[0].steps[0].text == text
