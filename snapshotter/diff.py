@@ -28,14 +28,18 @@ class Change:
     kind: str  # "content" | "whiteout" | "opaque" (an opaque dir: content + marker)
 
 
-def _xattrs(host: str) -> dict[str, str]:
+def pax_xattrs(host: str, drop: tuple[str, ...] = DROPPED_XATTR_PREFIXES) -> dict[str, str]:
+    """``host``'s extended attributes (symlinks not followed) as PAX records, sorted by name:
+    "SCHILY.xattr.NAME" -> the value's bytes surrogate-escaped, names starting with one of
+    ``drop`` left out (by default overlay's and bale's own). Attributes that cannot be listed or
+    read are left out."""
     out: dict[str, str] = {}
     try:
         names = os.listxattr(host, follow_symlinks=False)
     except OSError:
         return out
     for name in sorted(names):
-        if name.startswith(DROPPED_XATTR_PREFIXES):
+        if name.startswith(drop):
             continue
         try:
             out["SCHILY.xattr." + name] = os.getxattr(host, name, follow_symlinks=False).decode(
@@ -172,4 +176,4 @@ def _fields(host: str, st: os.stat_result) -> tuple[bytes, str, int, int, dict[s
         type_ = CHRTYPE if stat.S_ISCHR(mode) else BLKTYPE
     else:
         return None
-    return type_, linkname, major, minor, _xattrs(host)
+    return type_, linkname, major, minor, pax_xattrs(host)

@@ -37,7 +37,9 @@ from builder.errors import BuildError, UsageError
 from builder.lazyimport import lazy
 from builder.sandbox.users import _read_db
 from snapshotter import owners
+from snapshotter.apply import DROPPED_XATTR_PREFIXES
 from snapshotter.copytree import Item, encode_item
+from snapshotter.diff import pax_xattrs
 from snapshotter.safepath import reach, secure_join
 from snapshotter.tarlimits import open_stream
 
@@ -353,24 +355,9 @@ def fetch_url(src: Source, tmp_dir: Path, checksum: str | None) -> None:
     src.rel = url_file_name(src.url or "")
 
 
-def _xattr_headers(host: str) -> dict[str, str]:
-    """SCHILY.xattr.* PAX records for the entry's extended attributes (fsutil's stat carries them
-    all and copy.go:469 copies them; overlay's own are never user data)."""
-    out: dict[str, str] = {}
-    try:
-        names = os.listxattr(host, follow_symlinks=False)
-    except OSError:
-        return out
-    for name in sorted(names):
-        if name.startswith(("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.bale.",
-                           "security.selinux")):
-            continue
-        try:
-            value = os.getxattr(host, name, follow_symlinks=False)
-        except OSError:
-            continue
-        out["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
-    return out
+#: extended attributes COPY leaves out: overlay's and bale's own are never user data (fsutil's
+#: stat carries the others and copy.go:469 copies them), nor SELinux labels
+_DROPPED_XATTRS = (*DROPPED_XATTR_PREFIXES, "security.selinux")
 
 
 class _TarOut:
@@ -418,7 +405,7 @@ class _TarOut:
         forced = self.chmod if self.chmod is not None else mode  # --chmod beats ADD URL's 0600
         if forced is not None and not ti.issym() and not ti.islnk():
             ti.mode = forced
-        xattrs = _xattr_headers(host)
+        xattrs = pax_xattrs(host, _DROPPED_XATTRS)
         if xattrs:
             ti.pax_headers = {**ti.pax_headers, **xattrs}
         if ti.isreg():
