@@ -129,6 +129,17 @@ def _bale_argv(store: Path, *args: str) -> list[str]:
     return [python, "-m", "builder.cli.main", "--root", str(store), *args]
 
 
+def _build_script(store: Path, lay: Path, base: Path, ctx: Path) -> str:
+    """A shell line for the pod: pull ``lay``'s :latest into ``store`` and tag it busybox, write
+    ``bale info`` to base/info, build ``ctx`` into the OCI layout base/out as :t."""
+    return " && ".join([
+        " ".join(_bale_argv(store, "pull", "-q", f"oci:{lay}:latest")) + f" > {base}/id",
+        " ".join(_bale_argv(store, "tag")) + f" $(cat {base}/id) busybox",
+        " ".join(_bale_argv(store, "info")) + f" > {base}/info",
+        " ".join(_bale_argv(store, "bud", "-t", f"oci:{base}/out:t", str(ctx))),
+    ])
+
+
 def _host_build(base: Path, busybox_layout: Path, dockerfile: str) -> str:
     """``dockerfile`` built on the host by root into an OCI layout: its manifest digest, the reference."""
     layout, _ = root_build(base, busybox_layout, "busybox", dockerfile, EPOCH, ref="t", python=_bale_argv(base)[0])
@@ -164,13 +175,7 @@ def test_pod_builds_with_the_host_digest_and_holds_hostile_runs(pod, tmp_path, b
     hctx, outside, token = _setup(base / "h", hostile_bin, None, with_bind=False)
     _open_tree(base, 0)
     store = base / "store"
-    script = " && ".join([
-        " ".join(_bale_argv(store, "pull", "-q", f"oci:{lay}:latest")) + f" > {base}/id",
-        " ".join(_bale_argv(store, "tag")) + f" $(cat {base}/id) busybox",
-        " ".join(_bale_argv(store, "info")) + f" > {base}/info",
-        " ".join(_bale_argv(store, "bud", "-t", f"oci:{base}/out:t", str(ctx))),
-    ])
-    r = _podman(pod, base, ["sh", "-c", script])
+    r = _podman(pod, base, ["sh", "-c", _build_script(store, lay, base, ctx)])
     assert r.returncode == 0, r.stdout + r.stderr
     info = (base / "info").read_text()
     assert f"isolation:       {ISOLATION[pod][0]}" in info, info
@@ -212,13 +217,7 @@ def test_restricted_job_under_a_profile_allowing_unshare(tmp_path, busybox_layou
     shutil.copytree(busybox_layout, lay)
     _open_tree(base, 0)
     store = base / "store"
-    script = " && ".join([
-        " ".join(_bale_argv(store, "pull", "-q", f"oci:{lay}:latest")) + f" > {base}/id",
-        " ".join(_bale_argv(store, "tag")) + f" $(cat {base}/id) busybox",
-        " ".join(_bale_argv(store, "info")) + f" > {base}/info",
-        " ".join(_bale_argv(store, "bud", "-t", f"oci:{base}/out:t", str(base / "ok"))),
-    ])
-    r = _podman("restricted-crio", base, ["sh", "-c", script])
+    r = _podman("restricted-crio", base, ["sh", "-c", _build_script(store, lay, base, base / "ok")])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "isolation:       rootless" in (base / "info").read_text()
     assert "single-id mapping" in r.stderr, r.stderr
