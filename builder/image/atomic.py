@@ -9,8 +9,9 @@ from typing import BinaryIO, Iterator
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, tmp_dir: Path | None = None, prefix: str = ".tmp-") -> Iterator[BinaryIO]:
-    """A file to write that replaces ``path`` (mode 0644) when the ``with`` block ends: a temp file
+def atomic_file(path: Path, *, tmp_dir: Path | None = None, prefix: str = ".tmp-",
+                mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write that replaces ``path`` (with ``mode``) when the ``with`` block ends: a temp file
     in ``tmp_dir`` (default ``path``'s directory; it must be on the same filesystem), flushed,
     fsynced and renamed over ``path``. An exception in the block (or OSError here) leaves
     ``path`` as it was and the temp file gone, and propagates. Readers see the old content or
@@ -22,7 +23,7 @@ def atomic_file(path: Path, *, tmp_dir: Path | None = None, prefix: str = ".tmp-
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -30,8 +31,9 @@ def atomic_file(path: Path, *, tmp_dir: Path | None = None, prefix: str = ".tmp-
         raise
 
 
-def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None, prefix: str = ".tmp-") -> None:
-    """Replace ``path`` with ``data`` (mode 0644) through atomic_file. Raises OSError; the temp
-    file is gone."""
-    with atomic_file(path, tmp_dir=tmp_dir, prefix=prefix) as fh:
+def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None, prefix: str = ".tmp-",
+                 mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` (with ``mode``) through atomic_file. Raises OSError; the
+    temp file is gone."""
+    with atomic_file(path, tmp_dir=tmp_dir, prefix=prefix, mode=mode) as fh:
         fh.write(data)

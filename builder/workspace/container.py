@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from builder.errors import ContainerError, UsageError
+from builder.image.atomic import write_atomic
 from builder.image.commit import Layer
 from builder.image.oci import Descriptor, ImageConfig, parse_config
 
@@ -151,19 +150,8 @@ class ContainerRegistry:
         return sorted(out)
 
     def save(self, state: ContainerState) -> None:
-        path = self._path(state.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(state.to_json(), fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self._path(state.name), json.dumps(state.to_json(), indent=1).encode(), prefix=".state-",
+                     mode=0o600)
 
     def remove(self, state: ContainerState) -> None:
         shutil.rmtree(self.dir / state.name, ignore_errors=True)

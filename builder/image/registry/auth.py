@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import AuthError, UsageError
+from builder.image.atomic import write_atomic
 
 DOCKER_HUB_KEYS = ("docker.io", "https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io")
 
@@ -154,18 +154,9 @@ def lookup(registry: str, repo: str | None, creds: str | None = None, authfile: 
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as the auth file ``path`` (JSON, mode 0600; a new parent directory 0700), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=1).encode(), prefix=".auth-", mode=0o600)
 
 
 def save_login(registry: str, creds: Credentials, authfile: str | None) -> Path:
