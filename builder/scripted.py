@@ -13,6 +13,7 @@ import posixpath
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -32,6 +33,7 @@ from builder.workspace.container import ContainerRegistry, ContainerState, new_c
 from builder.workspace.runtime import StoreBlobOpener
 from builder.workspace.snapshots import SnapshotRootfs, _driver
 from frontend.dockerignore import Matcher
+from snapshotter.copylayer import NotStreamable
 
 if TYPE_CHECKING:
     from builder.image import pull as image_pull
@@ -300,6 +302,39 @@ def copy_plan_into(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: 
                                        plan.dest_dir, None, chown, plan.mkdir, plan.chmod,
                                        source=lambda out: copier.write_tar(plan, out))  # type: ignore[arg-type]
     return warnings  # already logged where they happened (snapshotter.apply)
+
+
+def copy_plan_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, plan: Any, chown: str | None, *,
+                    compression: str = "gzip", level: int | None = None, image_format: str = "oci",
+                    epoch: int | None = None) -> Any:
+    """The layer ``copy_plan_into`` and ``commit_layer`` would make of ``plan`` in the clean
+    snapshot of ``state``, written straight from the sources into a compressed blob
+    (snapshots.copy_layer_to_fd: no file is copied, the snapshot is left as it was: the caller
+    drops it). Returns the Layer, or None when it changes nothing. Raises NotStreamable when only
+    the copy can make it (the blob is then discarded), else what the copy would raise."""
+    if not copier.direct(plan) or state.created_paths or plan.mkdir != plan.dest_dir:
+        raise NotStreamable("not a plain directory copy into a clean snapshot")
+    store = ws.store
+    now = int(time.time())
+
+    def source(out: Any) -> None:
+        copier.write_items(plan, out)
+        out.write(snapshots.PLAN_END)
+
+    def sink(fh: Any, settle: Any) -> Any:
+        def check() -> None:
+            why = settle()
+            if why:
+                raise NotStreamable(why)
+        return store_layer(fh, store, compression, level, settle=check)
+    got = rt.stream_through(snapshots.copy_layer_to_fd, str(rt.snapshots_root), state.driver, state.key,
+                            plan.dest_dir, None, chown, plan.chmod, now, epoch, source=source, sink=sink)
+    if got is None:
+        return None
+    digests, desc = got
+    d = Descriptor(layer_media_type(compression, image_format == "docker"), desc.digest, desc.size)
+    store.set_diff_id(digests.diff_id, d)
+    return Layer(d, digests.diff_id)
 
 
 def absolute_dest(state: ContainerState, dest: str | None) -> str:

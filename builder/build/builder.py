@@ -27,7 +27,7 @@ from builder.build.cache import DIGESTS_DB, FileDigests, LayerCache, step_key
 from builder.build.context import Context, open_context
 from builder.build.export import export_filesystem
 from builder.build.options import BuildOptions, OutputSpec
-from builder.build.state import StageState
+from builder.build.state import StageState, Streamed
 from builder.errors import BuildError, UsageError
 from builder.image.commit import Layer, history_entry, write_image
 from builder.image.imagenames import store_name
@@ -41,7 +41,7 @@ from builder.workspace import snapshots, treedigest
 from builder.workspace.container import ContainerState
 from frontend.dockerignore import Matcher, load_ignore
 from frontend.graph import build_graph
-from frontend.steps import BaseInfo, Stage, StepGraph
+from frontend.steps import BaseInfo, ConfigStep, Stage, Step, StepGraph
 
 if TYPE_CHECKING:
     from builder.image.store import ImageRecord
@@ -196,13 +196,28 @@ class Builder:
             c.created_paths = []  # until a layer is committed, the empty mountpoints stay in the upper
         return layer
 
+    def last_use(self, st: StageState, step: Step) -> bool:
+        """Whether nothing reads the stage's filesystem after ``step``: no filesystem step follows
+        it in its stage and no other stage starts from or reads this one. Then a COPY's layer may
+        be written without copying (scripted.copy_plan_layer)."""
+        graph: StepGraph | None = getattr(self, "graph", None)
+        stage = graph.stages.get(st.index) if graph is not None else None
+        if graph is None or stage is None:
+            return False
+        at = next((i for i, s in enumerate(stage.steps) if s is step), None)
+        if at is None or any(not isinstance(s, ConfigStep) for s in stage.steps[at + 1:]):
+            return False
+        return not any(st.index in other.deps for other in graph.stages.values() if other is not stage)
+
     def history(self, st: StageState, text: str, empty: bool) -> None:
         st.cfg.history.append(history_entry(text, empty_layer=empty, timestamp=self.epoch, comment=COMMENT))
 
     def fs_step(self, st: StageState, kind: str, text: str, key_fields: Callable[[], Mapping[str, object]],
-                run: Callable[[], None]) -> bool:
+                run: Callable[[], "Streamed | None"]) -> bool:
         """A filesystem step through the cache; returns whether it was a cache hit.
-        ``key_fields`` is called only when the cache is on (so nothing is hashed otherwise)."""
+        ``key_fields`` is called only when the cache is on (so nothing is hashed otherwise).
+        ``run`` changes the stage's snapshot, which is then committed, or returns the layer it
+        made without it (Streamed: the snapshot is dropped)."""
         key = step_key(kind, st.chain, key_fields()) if self.cache.enabled else ""
         hit = self.cache.get(key) if key else None
         if hit is not None:
@@ -213,8 +228,14 @@ class Builder:
             self.history(st, text, layer is None)
             self.say("--> Using cache")
             return True
-        run()
-        made = self.commit_step(st)
+        done = run()
+        if isinstance(done, Streamed):  # the layer is made: the snapshot lacks it
+            made = done.layer
+            if made is not None:
+                st.layers.append(made)
+                self.drop_container(st)
+        else:
+            made = self.commit_step(st)
         self.history(st, text, made is None)
         if key:
             self.cache.put(key, made)

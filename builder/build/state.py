@@ -23,3 +23,11 @@ class StageState:
         """The identity of the stage's filesystem now: platform and layer diff_ids (see cache.chain_of)."""
         plat = f"{self.cfg.os}/{self.cfg.architecture}/{self.cfg.variant}"
         return chain_of(plat, [l.diff_id for l in self.layers])
+
+
+@dataclass
+class Streamed:
+    """What a filesystem step's run returns when it made its layer without changing the stage's
+    snapshot (a COPY written straight from its sources): the layer, None when nothing changed."""
+
+    layer: Layer | None

@@ -2,24 +2,27 @@
 commit_layer reads the snapshot's diff from the namespace helper and hands it here)."""
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, Any, Callable
 
 from builder.image.compress import LayerDigests, compress_layer
 from builder.image.oci import Descriptor
 from builder.image.store import Store
 
 
-def store_layer(src: IO[bytes], store: Store, compression: str, level: int | None) -> \
-        tuple[LayerDigests, Descriptor] | None:
+def store_layer(src: IO[bytes], store: Store, compression: str, level: int | None,
+                settle: Callable[[], Any] | None = None) -> tuple[LayerDigests, Descriptor] | None:
     """Compress the whole uncompressed tar read from ``src`` into a new store blob; its
     digests (diff_id of the tar, digest and size of the blob) and the blob's descriptor (media
     type ''), or None when the tar has no member (nothing is stored then). The tar is read and
     hashed a thread ahead of the compressor (compress.compress_layer), the blob hashed once,
     by the store's writer. Raises UsageError for an unknown compression or level, OSError
-    from the store."""
+    from the store. ``settle``: called once the tar is read, before the blob is kept; what it
+    raises discards the blob (the producer of the tar failed)."""
     head = _FirstBlock(src)
     with store.writer() as blob:
         digests = compress_layer(head, blob, compression, level)
+        if settle is not None:
+            settle()
         if head.empty:
             blob.abort()
             return None

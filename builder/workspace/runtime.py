@@ -169,6 +169,56 @@ class Runtime:
             raise err["e"]
         return value
 
+    def stream_through(self, fn: Callable[..., Any], *args: Any, source: Callable[[IO[bytes]], None],
+                       sink: Callable[[IO[bytes], Callable[[], Any]], T]) -> T:
+        """Run ``fn(out_fd, in_fd, *args)`` in the namespace while ``source`` writes its input (in a
+        thread) and ``sink(reader, settle)`` consumes its output. ``settle()`` waits for both sides
+        and returns fn's result; it raises the source's error first (the cause: a failed input ends
+        fn's input early), then fn's. A sink calls it before it keeps what it read."""
+        r_out, w_out = os.pipe()
+        enlarge_pipe(w_out)
+        r_in, w_in = os.pipe()
+        enlarge_pipe(w_in)
+        ends = (pipe_end(r_out), pipe_end(w_in))
+        result: dict[str, Any] = {}
+
+        def producer() -> None:
+            try:
+                result["value"] = self.call(fn, Fd(w_out), Fd(r_in), *args, close=ends)
+            except BaseException as exc:  # raised by settle
+                result["error"] = exc
+            finally:
+                os.close(w_out)
+                os.close(r_in)
+
+        def feeder() -> None:
+            try:
+                with os.fdopen(w_in, "wb", buffering=1 << 20) as fh:
+                    source(fh)
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:
+                result["source"] = exc
+
+        threads = [threading.Thread(target=producer, daemon=True), threading.Thread(target=feeder, daemon=True)]
+        for t in threads:
+            t.start()
+
+        def settle() -> Any:
+            for t in threads:
+                t.join()
+            if "source" in result:
+                raise result["source"]
+            if "error" in result:
+                raise result["error"]
+            return result.get("value")
+        try:
+            with os.fdopen(r_out, "rb", buffering=1 << 20) as fh:
+                return sink(fh, settle)
+        finally:
+            for t in threads:
+                t.join()
+
 
 _noted: set[str] = set()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 import builder.image.lease  # noqa: F401
 import builder.image.storelock  # noqa: F401
@@ -25,7 +25,8 @@ from builder.image.lease import lease_for
 from builder.image.storelock import lock_for
 from snapshotter.api import get_driver
 from snapshotter.apply import apply_tar
-from snapshotter.copytree import Copier, copy_items, read_items
+from snapshotter.copylayer import NotStreamable, prefix_levels, write_layer
+from snapshotter.copytree import Copier, Item, copy_items, read_items
 from snapshotter import owners
 from snapshotter.errors import SnapshotError
 from snapshotter.safepath import mkdir_all, secure_join
@@ -157,6 +158,50 @@ def copy_from_fd(fd: int, root: str, driver: str, key: str, dest_dir: str, owner
     with os.fdopen(os.dup(fd), "rb", buffering=1 << 20) as src:
         warnings = copy_items(read_items(src), target, owner)
     return warnings
+
+
+#: the line ending a plan streamed to copy_layer_to_fd (a plan cut short by a failed walk has none)
+PLAN_END = b"end\n"
+
+
+def copy_layer_to_fd(out_fd: int, items_fd: int, root: str, driver: str, key: str, dest_dir: str,
+                     owner: tuple[int, int] | None, user: str | None, chmod: int | None, now: int,
+                     epoch: int | None) -> str:
+    """The layer a direct COPY into this clean snapshot would commit, written as an uncompressed
+    tar into ``out_fd`` straight from the sources (snapshotter.copylayer), the snapshot left as it
+    was: the plan's entries are read from ``items_fd`` (copytree.encode_item lines ended by
+    PLAN_END), ``dest_dir`` is where they land (made as COPY makes it: mode from ``chmod``, the
+    --chown owner ``owner`` or ``user`` resolved in the container). Returns "" when the whole tar
+    was written, else why it could not be (the tar is then unfinished: the caller discards it and
+    copies instead). SnapshotError for a source that cannot be read."""
+    merged = _driver(root, driver).mount(key)
+    if owner is None and user:
+        owner = resolve_chown(merged, user)
+    levels = prefix_levels(str(merged), dest_dir, _dir_mode(chmod), owner or (os.geteuid(), os.getegid()))
+    if isinstance(levels, str):
+        return levels
+    try:
+        with os.fdopen(os.dup(items_fd), "rb", buffering=1 << 16) as src, \
+                os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
+            write_layer(_plan_until_end(src), out, levels, owner=owner, now=now, epoch=epoch)
+    except NotStreamable as exc:
+        return str(exc) or "not streamable"
+    return ""
+
+
+def _plan_until_end(src: BinaryIO) -> Iterator[Item]:
+    ended = False
+
+    def lines() -> Iterator[bytes]:
+        nonlocal ended
+        for line in src:
+            if line == PLAN_END:
+                ended = True
+                return
+            yield line
+    yield from read_items(lines())  # type: ignore[arg-type]
+    if not ended:
+        raise NotStreamable("the copy plan ended early")
 
 
 def _mkdir_all(merged: Path, path: str, owner: tuple[int, int] | None = None, mode: int = 0o755) -> list[str]:

@@ -9,6 +9,7 @@ context files (after .dockerignore) — contents through the stat-keyed
 count only through the fields they expanded into."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -17,13 +18,16 @@ from typing import TYPE_CHECKING, Mapping
 
 from builder.build import copier
 from builder.build.digest import context_digest, entry_record
-from builder.build.state import StageState
-from builder.scripted import absolute_dest, container_path_kind, copy_plan_into
+from builder.build.state import StageState, Streamed
+from builder.scripted import absolute_dest, container_path_kind, copy_plan_into, copy_plan_layer
 from frontend.dockerignore import Matcher
 from frontend.steps import CopyFromStep, CopyStep
+from snapshotter.copylayer import NotStreamable
 
 if TYPE_CHECKING:
     from builder.build.builder import Builder
+
+log = logging.getLogger("bale")
 
 
 def fields_of(step: CopyStep | CopyFromStep) -> dict[str, object]:
@@ -68,7 +72,7 @@ def copy_files(b: "Builder", st: StageState, step: CopyStep | CopyFromStep, cont
                     "context": context_digest(local, excluded, source_excluded, b.file_digests),
                     "urls": [(s.url, entry_record(s.rel, s.path, os.lstat(s.path), None)) for s in fetched]}
 
-        def run() -> None:
+        def run() -> Streamed | None:
             c = b.container(st)
             dest = absolute_dest(c, step.dest)
             if step.parents:
@@ -78,11 +82,19 @@ def copy_files(b: "Builder", st: StageState, step: CopyStep | CopyFromStep, cont
                     plan = copier.plan_copy([s], d.rstrip("/") + "/", "dir", chmod=step.chmod, excluded=excluded)
                     plan.source_excluded = source_excluded
                     copy_plan_into(b.ws, b.rt, c, plan, step.chown)
-                return
+                return None
             plan = copier.plan_copy(sources, dest, container_path_kind(b.rt, c, dest), chmod=step.chmod,
                                     excluded=excluded)
             plan.source_excluded = source_excluded
+            if b.last_use(st, step):  # nothing reads the copy but its layer: written from the sources
+                try:
+                    return Streamed(copy_plan_layer(b.ws, b.rt, c, plan, step.chown, compression=b.opts.compression,
+                                                    level=b.opts.compression_level,
+                                                    image_format=b.opts.image_format, epoch=b.epoch))
+                except NotStreamable as exc:
+                    log.debug("COPY into the snapshot: %s", exc)
             copy_plan_into(b.ws, b.rt, c, plan, step.chown)
+            return None
 
         b.fs_step(st, step.keyword, step.text, key, run)
     finally:
