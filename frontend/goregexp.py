@@ -245,6 +245,7 @@ class Regex:
         self._sets: list[frozenset[int]] = []
         self._next: dict[tuple[int, str], int] = {}
         self._accept: dict[int, bool] = {}
+        self._start: int | None = None  # the initial state's id (the closure of pc 0 at the beginning)
 
     def _closure(self, pcs: list[int], at_begin: bool, at_end: bool = False) -> frozenset[int]:
         seen: set[int] = set()
@@ -292,7 +293,10 @@ class Regex:
             self._sets.clear()
             self._next.clear()
             self._accept.clear()
-        sid = self._intern(self._closure([0], at_begin=True))
+            self._start = None
+        sid = self._start
+        if sid is None:  # computed once per cache, not per text: the walk matches every path
+            sid = self._start = self._intern(self._closure([0], at_begin=True))
         for ch in text:
             nid = self._next.get((sid, ch))
             if nid is None:
