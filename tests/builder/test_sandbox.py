@@ -177,9 +177,7 @@ def test_rootless_network_none_has_only_loopback(unprivileged_user, urootfs):
 def _start(who, root: Path, argv: list[str]):
     import subprocess
     args = {"root": str(root), "args": argv}
-    return subprocess.Popen(["runuser", "-u", who.name, "--", "env", "-i",
-                             *[f"{k}={v}" for k, v in who.env().items()], who.python, "-c", SCRIPT,
-                             json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(who.argv([who.python, "-c", SCRIPT, json.dumps(args)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _pgrep(uid: int, pattern: str) -> list[str]:
@@ -274,10 +272,8 @@ def test_sigterm_tears_everything_down(unprivileged_user, urootfs):
     import time
     marker = "4711"
     args = {"root": str(urootfs), "args": ["/bin/sh", "-c", f"sleep {marker} & sleep {marker}"]}
-    env = unprivileged_user.env()
-    proc = subprocess.Popen(["runuser", "-u", unprivileged_user.name, "--", "env", "-i",
-                             *[f"{k}={v}" for k, v in env.items()], unprivileged_user.python, "-c", SCRIPT,
-                             json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(unprivileged_user.argv([unprivileged_user.python, "-c", SCRIPT, json.dumps(args)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def sleepers() -> list[str]:
         out = subprocess.run(["pgrep", "-u", str(unprivileged_user.uid), "-f", f"^sleep {marker}"],

@@ -52,8 +52,7 @@ def test_exit_status_and_signal(ctr):
     u, bale, name, root = ctr
     assert bale("run", name, "--", "sh", "-c", "exit 5", check=False).returncode == 5
     # PID 1 ignores signals sent from inside its namespace; kill it from the host
-    argv = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-            u.python, "-m", "builder.cli.main", "--root", str(root), "run", name, "--", "sleep", "4343"]
+    argv = u.bale_argv("run", name, "--", "sleep", "4343", root=root)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(200):
         found = subprocess.run(["pgrep", "-x", "-f", "sleep 4343"], capture_output=True, text=True).stdout.split()
@@ -92,8 +91,7 @@ def test_info_and_unshare_mount(ctr):
 
 def test_killed_bale_leaves_no_processes_or_mounts(ctr):
     u, bale, name, root = ctr
-    argv = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-            u.python, "-m", "builder.cli.main", "--root", str(root), "run", name, "--", "sleep", "4242"]
+    argv = u.bale_argv("run", name, "--", "sleep", "4242", root=root)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 20
     while time.time() < deadline:
@@ -122,8 +120,7 @@ def test_sigterm_during_bud_leaves_nothing_running(ctr, user_tmp):
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN sleep 4545\n")
     os.lchown(ctx, u.uid, u.gid)
     os.lchown(ctx / "Dockerfile", u.uid, u.gid)
-    argv = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-            u.python, "-m", "builder.cli.main", "--root", str(root), "bud", "-t", "never", str(ctx)]
+    argv = u.bale_argv("bud", "-t", "never", str(ctx), root=root)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for _ in range(200):
         if subprocess.run(["pgrep", "-f", "sleep 4545"], capture_output=True).returncode == 0:

@@ -18,8 +18,7 @@ def bale_in_pod(mode: str, u: Any, store: Path, *args: str, epoch: str,
     """``bale --root store ARGS`` as the user ``u`` (runuser, a clean environment: ``u.env()`` and
     SOURCE_DATE_EPOCH ``epoch``) under seccomp_wrap.py's ``mode`` ("restricted",
     "restricted-no-landlock", "no-sethostname"), from /tmp; stdout and stderr captured as text."""
-    cmd = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env().items()],
-           f"SOURCE_DATE_EPOCH={epoch}", u.python, "-m", "builder.cli.main", "--root", str(store), *args]
+    cmd = u.bale_argv(*args, root=store, env={"SOURCE_DATE_EPOCH": epoch})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, str(WRAP), mode, *cmd], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd="/tmp")

@@ -138,8 +138,7 @@ def test_helper_survives_a_run_that_kills_all_it_sees_and_is_closed_to_its_uid(u
     os.chown(ctx, u.uid, u.gid)
     os.chown(ctx / "Dockerfile", u.uid, u.gid)
     log.unlink(missing_ok=True)
-    full = ["runuser", "-u", u.name, "--", "env", "-i", *[f"{k}={v}" for k, v in u.env(env).items()],
-            u.python, "-m", "builder.cli.main", "--root", str(store), "bud", "--no-cache", "-t", "k", str(ctx)]
+    full = u.bale_argv("bud", "--no-cache", "-t", "k", str(ctx), root=store, env=env)
     proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/tmp")
     try:
         seen: dict[int, str] = {}

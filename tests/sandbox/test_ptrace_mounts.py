@@ -117,10 +117,9 @@ def test_secret_is_readable_in_memory_and_absent_from_layers(unprivileged_user, 
     tmpdir.mkdir()
     os.chown(tmpdir, u.uid, u.gid)
     shm_before = set(os.listdir("/dev/shm"))
-    proc = subprocess.Popen(["runuser", "-u", u.name, "--", "env", "-i",
-                             *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
-                             u.python, "-m", "builder.cli.main", "--root", str(store), "bud", "--isolation",
-                             "ptrace", "--secret", f"id=tok,src={src}", "-t", f"oci:{user_tmp}/out:latest", str(ctx)],
+    proc = subprocess.Popen(u.bale_argv("bud", "--isolation", "ptrace", "--secret", f"id=tok,src={src}", "-t",
+                                        f"oci:{user_tmp}/out:latest", str(ctx), root=store,
+                                        env={"TMPDIR": str(tmpdir)}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     during: list[str] = []
     in_memory: list[str] = []

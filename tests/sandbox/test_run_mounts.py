@@ -104,10 +104,8 @@ RUN --mount=type=secret,id=tok,target=/etc/deep/tok,mode=0440,uid=5 \\
 RUN --mount=type=secret,id=tok sh -c 'grep -q S3CRET /run/secrets/tok && sleep 3'
 RUN echo after > /after
 """)
-    proc = subprocess.Popen(["runuser", "-u", u.name, "--", "env", "-i",
-                             *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
-                             u.python, "-m", "builder.cli.main", "--root", str(tmp / "store"), "bud",
-                             "--secret", f"id=tok,src={src}", "-t", "sec", str(ctx)],
+    proc = subprocess.Popen(u.bale_argv("bud", "--secret", f"id=tok,src={src}", "-t", "sec", str(ctx),
+                                        root=tmp / "store", env={"TMPDIR": str(tmpdir)}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     during: list[str] = []
     while proc.poll() is None:  # while the build runs: the secret is nowhere on disk but its source
@@ -160,9 +158,7 @@ def _started(proc: subprocess.Popen, pattern: str) -> None:
 
 
 def _start_bud(u, store: Path, ctx: Path, tmpdir: Path) -> subprocess.Popen:
-    argv = ["runuser", "-u", u.name, "--", "env", "-i",
-            *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
-            u.python, "-m", "builder.cli.main", "--root", str(store), "bud", "-t", "never", str(ctx)]
+    argv = u.bale_argv("bud", "-t", "never", str(ctx), root=store, env={"TMPDIR": str(tmpdir)})
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -177,10 +173,8 @@ def test_killing_bale_kills_a_run_as_another_user(env, isolation):
     os.chown(src, u.uid, u.gid)
     marker = {"rootless": 4646, "oci": 4647}[isolation]  # the cases may run at once
     ctx = user_context(u, tmp, "ctx", f"FROM busybox\nUSER 1000:1000\nRUN --mount=type=secret,id=k,uid=1000 sleep {marker}\n")
-    argv = ["runuser", "-u", u.name, "--", "env", "-i",
-            *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
-            u.python, "-m", "builder.cli.main", "--root", str(tmp / "store"), "bud", "--isolation", isolation,
-            "--secret", f"id=k,src={src}", "-t", "never", str(ctx)]
+    argv = u.bale_argv("bud", "--isolation", isolation, "--secret", f"id=k,src={src}", "-t", "never", str(ctx),
+                       root=tmp / "store", env={"TMPDIR": str(tmpdir)})
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _bale_pid(proc.pid)
     _started(proc, f"^sleep {marker}")
@@ -202,10 +196,8 @@ def test_signals_stop_the_run_and_exit_with_one_line(env, sig, code, word):
     src = tmp / "s.txt"
     src.write_text("x")
     os.chown(src, u.uid, u.gid)
-    argv = ["runuser", "-u", u.name, "--", "env", "-i",
-            *[f"{k}={v}" for k, v in u.env({"TMPDIR": str(tmpdir)}).items()],
-            u.python, "-m", "builder.cli.main", "--root", str(tmp / "store"), "bud", "--secret",
-            f"id=s,src={src}", "-t", "never", str(ctx)]
+    argv = u.bale_argv("bud", "--secret", f"id=s,src={src}", "-t", "never", str(ctx), root=tmp / "store",
+                       env={"TMPDIR": str(tmpdir)})
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _bale_pid(proc.pid)
     _started(proc, f"^sleep {marker}")
