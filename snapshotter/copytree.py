@@ -20,7 +20,8 @@ or hard links) or the source's; times are the forced mtime (whole seconds) or
 the source's (nanoseconds), directories' set last; extended attributes are
 copied except overlay's own and SELinux labels, and one that cannot be set is
 a warning. FIFOs are made as FIFOs, device nodes as device nodes (an error
-when that is refused); sockets are skipped. Every source entry's type is
+when that is refused); sockets are skipped, or made empty regular files
+(``socket_files``: COPY --from, as fsutil's copyDevice makes them). Every source entry's type is
 checked with ``lstat`` before it is opened, and again on the opened fd.
 
 Contents move in the kernel: FICLONE (a reflink) where the filesystem shares
@@ -196,9 +197,11 @@ class Copier:
     still making waits for that job, a hard link for the job making its target, and a directory
     is removed only when no job is running."""
 
-    def __init__(self, target: Path, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, target: Path, owner: tuple[int, int] | None = None, *, socket_files: bool = False) -> None:
         self.target = Path(target)
         self.owner = owner
+        #: a socket item becomes an empty regular file (COPY --from, as BuildKit); else it is skipped
+        self.socket_files = socket_files
         self.stats = _Stats()
         self._lock = threading.Lock()  # guards _Ref.refs
         raise_open_files_limit()  # a directory fd per level, both sides
@@ -374,7 +377,7 @@ class Copier:
         except OSError as exc:
             raise SnapshotError(f"copy source {item.what or item.rel}: {exc.strerror}") from None
         kind = stat.S_IFMT(st.st_mode)
-        if kind == stat.S_IFSOCK:
+        if kind == stat.S_IFSOCK and not self.socket_files:
             return  # fsutil's walker drops sockets; nothing readable to copy
         dref = self._dest_parent(dst_parts)
         ddir, dname = dref.fd, dst_parts[-1]
@@ -426,9 +429,12 @@ class Copier:
                 os.utime(dname, ns=(mtime_ns, mtime_ns), dir_fd=ddir, follow_symlinks=False)
             except OSError:
                 pass
-        else:  # FIFO, character or block device
+        else:  # FIFO, character or block device, socket (as an empty file)
             if kind == stat.S_IFIFO:
                 os.mkfifo(dname, 0o600, dir_fd=ddir)
+            elif kind == stat.S_IFSOCK:
+                os.close(os.open(dname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                 dir_fd=ddir))
             else:
                 try:
                     os.mknod(dname, kind | 0o600, st.st_rdev, dir_fd=ddir)

@@ -70,6 +70,11 @@ class Source:
     name: str | None = None
     #: COPY --from keeps owners (fsutil copy is `cp -a`); the context's files are root's
     keep_owner: bool = False
+    #: COPY --from: a socket below this directory becomes an empty regular file with the socket's
+    #: owner, mode, times and xattrs, as fsutil's copyDevice makes it (copy/copy_nowindows.go:33-45
+    #: clears S_IFSOCK from the mode given to mknod: type 0 is a regular file); the context's
+    #: sockets are left out (fsutil's walker sends none)
+    socket_files: bool = False
 
 
 @dataclass
@@ -390,11 +395,14 @@ class _TarOut:
             ti = self._info.gettarinfo(host, arcname=name)
         except OSError as exc:
             raise BuildError(f"copy source {rel or name}: {exc.strerror}") from None
-        if ti.type in (tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE) or ti.isreg() or ti.isdir() \
-                or ti.issym() or ti.islnk():
-            pass
-        else:  # sockets: fsutil clears the socket bit and BuildKit cannot read one either
-            return
+        socket_file = ti is None and stat.S_ISSOCK(os.lstat(host).st_mode)
+        if socket_file:  # only a COPY --from walk hands one over (Source.socket_files): an empty file
+            ti = tarfile.TarInfo(name)
+            st = os.lstat(host)
+            ti.mode, ti.uid, ti.gid, ti.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
+        elif ti is None or not (ti.type in (tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE) or ti.isreg()
+                                or ti.isdir() or ti.issym() or ti.islnk()):
+            return  # nothing else tar can hold
         if not keep_owner:
             ti.uid = ti.gid = 0
         elif owners.recording():  # another stage's files are bale's on disk: their recorded owners
@@ -408,7 +416,7 @@ class _TarOut:
         xattrs = pax_xattrs(host, _DROPPED_XATTRS)
         if xattrs:
             ti.pax_headers = {**ti.pax_headers, **xattrs}
-        if ti.isreg():
+        if ti.isreg() and not socket_file:
             try:
                 fd = owners.open_to_read(str(host), os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
@@ -597,7 +605,7 @@ def _walk_dir(tw: "_TarOut | _ItemOut", src: Source, name: str, excluded: Exclud
             continue
         if excluded and excluded(ctx_rel, False):
             continue
-        if stat.S_ISSOCK(st.st_mode):
+        if stat.S_ISSOCK(st.st_mode) and not src.socket_files:
             continue  # fsutil's walker drops the socket bit; nothing readable to copy
         if not complete:
             _ensure_parents(tw, base, rel_dir, out_prefix, src.keep_owner)

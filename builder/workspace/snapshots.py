@@ -240,6 +240,7 @@ def _confined_sources(root: Path, patterns: list[str]) -> list[Any]:
     sources = resolve_in_root(root, patterns, where="in the source stage or image")
     for s in sources:
         s.keep_owner = True
+        s.socket_files = True
     return sources
 
 
@@ -261,7 +262,7 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
     owner = copier.resolve_chown(dst, chown) if chown else None
     _mkdir_all(dst, plan.mkdir or plan.dest_dir, owner, _dir_mode(chmod))
     if copier.direct(plan):  # snapshot to snapshot: no tar round trip
-        with Copier(secure_join(dst, plan.dest_dir), owner) as c:
+        with Copier(secure_join(dst, plan.dest_dir), owner, socket_files=True) as c:
             copier.plan_items(plan, c.add)
             c.close()
         return

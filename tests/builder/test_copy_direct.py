@@ -334,3 +334,45 @@ def test_sources_overlapping_in_the_destination_keep_their_order(tmp_path, monke
     tar, direct = _both(tmp_path, ctx, ["a", "b", "c", "d"], "/dest/")
     assert direct == tar
     assert len(direct[0]) > 80
+
+
+def test_copy_from_makes_a_socket_an_empty_file_as_buildkit(tmp_path):
+    """COPY --from (Source.socket_files): fsutil's copyDevice gives mknod the socket's mode with
+    S_IFSOCK cleared (tonistiigi/fsutil 6d9dc2eb copy/copy_nowindows.go:33-45, reached from
+    copy/copy.go:455-461), so the copy holds an empty regular file with the socket's owner,
+    permission bits and mtime. Both paths agree; a context COPY still leaves sockets out."""
+    import socket
+    ctx = tmp_path / "ctx"
+    (ctx / "d").mkdir(parents=True)
+    (ctx / "d" / "f").write_text("f\n")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(ctx / "d" / "sock"))
+    try:
+        os.chmod(ctx / "d" / "sock", 0o751)
+        os.chown(ctx / "d" / "sock", 1234, 5678)
+        os.utime(ctx / "d" / "sock", ns=(T0 * 10**9, T0 * 10**9), follow_symlinks=False)
+        results = []
+        for how in ("tar", "direct", "context"):
+            out = tmp_path / f"out-{how}"
+            out.mkdir()
+            sources = copier.resolve_sources(ctx, ["d"])
+            for src in sources:
+                src.keep_owner = src.socket_files = how != "context"
+            plan = copier.plan_copy(sources, "/", "dir")
+            if how == "tar":
+                buf = io.BytesIO()
+                copier.write_tar(plan, buf)
+                buf.seek(0)
+                apply_tar(buf, out, strict=True)
+            else:
+                with copytree.Copier(out, None, socket_files=how == "direct") as c:
+                    copier.plan_items(plan, c.add)
+                    c.close()
+            os.utime(out, (0, 0))
+            results.append(_tree(out)[0])
+    finally:
+        s.close()
+    tar, direct, context = results
+    assert tar == direct
+    assert direct["sock"] == (stat.S_IFREG, 0o751, 1234, 5678, T0 * 1000, b"", [])
+    assert "sock" not in context and "f" in context
