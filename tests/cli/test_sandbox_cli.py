@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.helpers.processes import running, signal_children, wait_started
+
 pytestmark = [pytest.mark.slow]
 
 
@@ -93,20 +95,12 @@ def test_killed_bale_leaves_no_processes_or_mounts(ctr):
     u, bale, name, root = ctr
     argv = u.bale_argv("run", name, "--", "sleep", "4242", root=root)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if subprocess.run(["pgrep", "-f", "sleep 4242"], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the sandboxed sleep never started")
+    wait_started(proc, "sleep 4242", "the sandboxed sleep", timeout=20)
     # kill -9 of this test's bale itself (the child of its runuser), not of its children nor of other tests'
-    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+    signal_children(proc, signal.SIGKILL)
     proc.wait(10)
     time.sleep(0.5)
-    assert subprocess.run(["pgrep", "-f", "sleep 4242"], capture_output=True).returncode == 1
+    assert not running("sleep 4242")
     with open("/proc/self/mountinfo") as fh:
         assert str(root) not in fh.read()
     # the container is intact and usable afterwards
@@ -122,20 +116,13 @@ def test_sigterm_during_bud_leaves_nothing_running(ctr, user_tmp):
     os.lchown(ctx / "Dockerfile", u.uid, u.gid)
     argv = u.bale_argv("bud", "-t", "never", str(ctx), root=root)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for _ in range(200):
-        if subprocess.run(["pgrep", "-f", "sleep 4545"], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the RUN never started")
+    wait_started(proc, "sleep 4545", "the RUN", timeout=10)
     # only this test's bale (the child of its runuser): other tests' bale processes run as the same user
-    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
-        os.kill(int(pid), signal.SIGTERM)
+    signal_children(proc, signal.SIGTERM)
     proc.wait(20)
     time.sleep(0.5)
     assert proc.returncode != 0
-    assert subprocess.run(["pgrep", "-f", "sleep 4545"], capture_output=True).returncode == 1
+    assert not running("sleep 4545")
     with open("/proc/self/mountinfo") as fh:
         assert str(root) not in fh.read()
     assert "localhost/never:latest" not in bale("images").stdout

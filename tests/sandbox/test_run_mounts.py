@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.oci_reader import flatten, read_layout
+from tests.helpers.processes import running, wait_started
 from tests.helpers.secret_scan import scan_for
 from tests.helpers.user_context import tree_view, user_context
 
@@ -141,20 +142,10 @@ def _bale_pid(parent: int) -> int:
 def _wait_gone(pattern: str, timeout: float = 15) -> bool:
     end = time.time() + timeout
     while time.time() < end:
-        if subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 1:
+        if not running(pattern):
             return True
         time.sleep(0.1)
     return False
-
-
-def _started(proc: subprocess.Popen, pattern: str) -> None:
-    end = time.time() + 30
-    while time.time() < end and proc.poll() is None:
-        if subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"the RUN never started: {proc.communicate()}")
 
 
 def _start_bud(u, store: Path, ctx: Path, tmpdir: Path) -> subprocess.Popen:
@@ -177,7 +168,7 @@ def test_killing_bale_kills_a_run_as_another_user(env, isolation):
                        root=tmp / "store", env={"TMPDIR": str(tmpdir)})
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _bale_pid(proc.pid)
-    _started(proc, f"^sleep {marker}")
+    wait_started(proc, f"^sleep {marker}", "the RUN")
     assert scan_for(secret, tmpdir, tmp / "store") == []
     os.kill(pid, signal.SIGKILL)
     proc.wait(20)
@@ -200,7 +191,7 @@ def test_signals_stop_the_run_and_exit_with_one_line(env, sig, code, word):
                        env={"TMPDIR": str(tmpdir)})
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = _bale_pid(proc.pid)
-    _started(proc, f"^sleep {marker}")
+    wait_started(proc, f"^sleep {marker}", "the RUN")
     os.kill(pid, sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
@@ -230,7 +221,7 @@ def test_killing_bale_kills_a_chroot_run_as_another_user(tmp_path, busybox_layou
     subprocess.run([*base, "tag", image, "busybox"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen([*base, "bud", "--isolation", "chroot", "-t", "never", str(ctx)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _started(proc, "^sleep 4649")
+    wait_started(proc, "^sleep 4649", "the RUN")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(20)
     assert _wait_gone("^sleep 4649"), "the RUN outlived bale"
@@ -244,7 +235,7 @@ def test_bale_is_not_dumpable_while_a_run_runs(env):
     proc = _start_bud(u, tmp / "store", ctx, tmpdir)
     main = _bale_pid(proc.pid)
     try:
-        _started(proc, "^sleep 4650")
+        wait_started(proc, "^sleep 4650", "the RUN")
         helpers = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True).stdout.split()
         assert helpers, "no namespace child"
         for pid in [main, *map(int, helpers)]:
