@@ -9,10 +9,19 @@ RUN sees them: proot translates the opens) with the signal and abstract-socket s
 RUN can neither signal nor ptrace proot (outside its domain), nor open anything of /tmp, even
 through a system call proot does not translate. It needs no libc and no file of the image.
 
+With ``stat_filter`` (ptrace_filter.stat_program), it first installs that seccomp filter with a
+listener of its own and hands the listener to bale over the unix socket inherited at
+``handoff_fd`` (sendmsg with SCM_RIGHTS: pidfd_getfd is refused by containerd's RuntimeDefault
+without CAP_SYS_PTRACE), then closes both: the filter holds for the RUN's processes only, never
+for proot (stat_notify.py), and the command never holds either fd.
+
 Layout: one read-write-execute PT_LOAD segment at 0x400000 holding the ELF header, the code and
-the data (the ruleset attribute, one landlock_path_beneath_attr and one path per rule, the error
-message). Code, in order: landlock_create_ruleset; per rule open(path, O_PATH|O_CLOEXEC) (a
-missing path is skipped) and landlock_add_rule; landlock_restrict_self; execve of the command
+the data (the filter, its sock_fprog and the handoff's msghdr, iovec and SCM_RIGHTS cmsghdr, the
+ruleset attribute, one landlock_path_beneath_attr and one path per rule, the error message).
+Code, in order: with a filter, seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER), sendmsg of the
+listener, close of the listener and of the socket; landlock_create_ruleset; per rule
+open(path, O_PATH|O_CLOEXEC) (a missing path is skipped) and landlock_add_rule;
+landlock_restrict_self; execve of the command
 and environment held in the data (so proot itself runs with an environment of bale's, and the
 RUN's ENV, LD_PRELOAD or PROOT_* included, reaches the RUN only). A failure before the exec writes one
 line to stderr and exits 126; a failed execve says so and exits 127.
@@ -25,6 +34,9 @@ BASE = 0x400000
 EHDR, PHDR = 64, 56
 O_PATH_CLOEXEC = 0x200000 | 0x80000
 SYS_OPEN, SYS_WRITE, SYS_GETPID, SYS_EXECVE, SYS_EXIT_GROUP = 2, 1, 39, 59, 231
+SYS_CLOSE, SYS_SENDMSG, SYS_SECCOMP = 3, 46, 317
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 8
+SOL_SOCKET, SCM_RIGHTS = 1, 1
 SYS_CREATE, SYS_ADD_RULE, SYS_RESTRICT = 444, 445, 446
 MESSAGE = b"bale: cannot restrict the RUN with Landlock\n"
 EXEC_MESSAGE = b"bale: cannot run the RUN's command (execve failed)\n"
@@ -66,15 +78,18 @@ class _Asm:
 
 
 def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: bytes, argv: list[bytes],
-          envp: list[bytes], handled_net: int = 0) -> bytes:
+          envp: list[bytes], handled_net: int = 0, stat_filter: bytes = b"", handoff_fd: int = -1) -> bytes:
     """The program for ``rules`` ((path as the RUN names it, Landlock rights); a directory's rights
     hold beneath it) with ``handled_fs`` handled and the ``scoped`` flags, then exec'ing ``argv``
     at ``path`` (as the RUN names it) with the environment ``envp`` (b"NAME=value"),
     both held in the program itself: ELF bytes. ``handled_net``: the network rights handled (with no
-    network rule: refused; landlock.NET_TCP for --network=none). ValueError for an empty argv or a
-    NUL byte."""
+    network rule: refused; landlock.NET_TCP for --network=none). ``stat_filter``: BPF instructions
+    (struct sock_filter bytes) installed first, their listener sent over the unix socket at fd
+    ``handoff_fd`` (see above). ValueError for an empty argv, a NUL byte, or a filter without fd."""
     if not argv or any(b"\0" in s for s in [path, *argv, *envp]):
         raise ValueError("argv and environment must be non-empty strings without NUL bytes")
+    if stat_filter and (handoff_fd < 0 or len(stat_filter) % 8):
+        raise ValueError("a stat filter needs whole instructions and a handoff fd")
     a = _Asm()
     data = bytearray()
     places: dict[str, int] = {}
@@ -91,6 +106,35 @@ def build(rules: list[tuple[str, int]], handled_fs: int, scoped: int, path: byte
     put("xmsg", EXEC_MESSAGE)
     # a first harmless call: proot may still be finishing the execve when the program starts
     a.syscall_nr(SYS_GETPID)
+    if stat_filter:
+        put("filter", stat_filter)
+        put("fprog", struct.pack("<HxxxxxxQ", len(stat_filter) // 8, 0))
+        pointers.append((places["fprog"] + 8, "filter"))
+        put("byte", b"S")
+        put("iov", struct.pack("<QQ", 0, 1))
+        pointers.append((places["iov"], "byte"))
+        put("cmsg", struct.pack("<QiiiI", 20, SOL_SOCKET, SCM_RIGHTS, -1, 0))  # CMSG_LEN(4), CMSG_SPACE(4) = 24
+        put("msghdr", struct.pack("<QIxxxxQQQQixxxx", 0, 0, 0, 1, 0, 24, 0))
+        pointers += [(places["msghdr"] + 16, "iov"), (places["msghdr"] + 32, "cmsg")]
+        # r13 = seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog)
+        a.emit(b"\xbf" + struct.pack("<I", SECCOMP_SET_MODE_FILTER))  # mov edi, 1
+        a.emit(b"\xbe" + struct.pack("<I", SECCOMP_FILTER_FLAG_NEW_LISTENER))  # mov esi, 8
+        a.rip(b"\x48\x8d\x15", "fprog")  # lea rdx, [rip+fprog]
+        a.syscall_nr(SYS_SECCOMP)
+        a.check("fail")
+        a.emit(b"\x49\x89\xc5")  # mov r13, rax
+        # sendmsg(handoff_fd, &msghdr, 0), the listener in the SCM_RIGHTS message
+        a.rip(b"\x44\x89\x2d", "cmsg+16")  # mov [rip+cmsg.fd], r13d
+        a.emit(b"\xbf" + struct.pack("<I", handoff_fd))  # mov edi, fd
+        a.rip(b"\x48\x8d\x35", "msghdr")  # lea rsi, [rip+msghdr]
+        a.emit(b"\x31\xd2")  # xor edx, edx
+        a.syscall_nr(SYS_SENDMSG)
+        a.check("fail")
+        # close(r13); close(handoff_fd)
+        a.emit(b"\x4c\x89\xef")  # mov rdi, r13
+        a.syscall_nr(SYS_CLOSE)
+        a.emit(b"\xbf" + struct.pack("<I", handoff_fd))  # mov edi, fd
+        a.syscall_nr(SYS_CLOSE)
     # landlock_create_ruleset(&attr, 24, 0) -> r12
     a.rip(b"\x48\x8d\x3d", "attr")  # lea rdi, [rip+attr]
     a.emit(b"\xbe" + struct.pack("<I", 24))  # mov esi, 24

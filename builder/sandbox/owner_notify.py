@@ -1,14 +1,19 @@
-"""bale's side of the ptrace isolation's user notifications (ptrace_filter.NOTIFIED): the RUN's
+"""bale's side of the ptrace isolation's user notifications (ptrace_filter.run_program, the RUN's
+own filter, whose listener landlock_exec's program sends over the handoff socket): the RUN's
 chown, fchown, lchown and fchownat calls are answered by recording the owner
 (snapshotter/owners.py) on the file inside the rootfs, never by changing it; its calls setting
 or removing extended attributes are carried out here, refusing the ``user.bale.`` names that
-hold the records (a RUN running as a non-root USER could otherwise claim root's files).
+hold the records (a RUN running as a non-root USER could otherwise claim root's files); its stat
+calls are answered with the recorded owners (stat_notify.py).
 
 Safe against a RUN that races: the arguments are read once from its memory (/proc/PID/mem,
 checked still valid with SECCOMP_IOCTL_NOTIF_ID_VALID), and the path is resolved here, inside
 the rootfs with chroot semantics (safepath.secure_join), from the RUN's cwd or dirfd read from
-/proc/PID (which must lie inside the rootfs). Whatever the RUN changes meanwhile can only point
-this at another file of its own rootfs. The kernel never runs these calls for the RUN.
+/proc/PID (which must lie inside the rootfs). The kernel never runs these calls for the RUN.
+
+Ids: proot's fake_id0 swaps the faked uid and gid of a chown for its own getuid() and getgid(),
+which the outer filter makes SENTINEL (ptrace_filter.py): SENTINEL means the faked ids, and a
+RUN's chown to bale's own uid or gid number is recorded as named.
 """
 from __future__ import annotations
 
@@ -17,10 +22,12 @@ import errno
 import fcntl
 import os
 import select
+import socket
 import stat
 import threading
 
-from builder.sandbox.ptrace_filter import NR_NAMES
+from builder.sandbox.ptrace_filter import NR_NAMES, SENTINEL, STAT_CALLS
+from builder.sandbox.stat_notify import StatView, read_bytes, read_string
 from snapshotter import owners
 from snapshotter.safepath import secure_join
 
@@ -33,6 +40,8 @@ AT_EMPTY_PATH = 0x1000
 PATH_MAX = 4096
 XATTR_VALUE_MAX = 65536
 RESERVED = "user.bale."
+FLAG_CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the call
+CONTINUE = -1  # what _answer returns for it
 
 
 class _Data(ctypes.Structure):
@@ -55,13 +64,20 @@ def _s32(v: int) -> int:
 
 
 class Supervisor:
-    """Answers the notifications of ``listener`` for the RUN over ``rootfs`` (a host directory)
-    in a thread of its own, until ``stop()`` or until no process of the RUN is left. ``count``:
-    how many calls it answered."""
+    """Answers the RUN's notifications over ``rootfs`` (a host directory) in a thread of its own,
+    until ``stop()`` or until no process of the RUN is left; the listener arrives on ``handoff``
+    (taken over: closed when done). ``count``: how many calls it answered."""
 
-    def __init__(self, listener: int, rootfs: str, fake: tuple[int, int] = (0, 0),
-                 existing: frozenset[int] = frozenset(), binds: tuple[tuple[str, str, bool], ...] = ()) -> None:
-        self.fd = listener
+    def __init__(self, handoff: socket.socket, rootfs: str, fake: tuple[int, int] = (0, 0),
+                 existing: frozenset[int] = frozenset(), binds: tuple[tuple[str, str, bool], ...] = (),
+                 private: tuple[tuple[str, str], ...] = ()) -> None:
+        """``binds``: the RUN's mounts (guest path, host path, writable); ``private``: proot's other
+        binds (guest path, host path: device nodes, the minimal /proc...), whose owners are not
+        recorded; ``fake``: the RUN's user; ``existing``: see stat_notify.StatView."""
+        self.handoff: socket.socket | None = handoff
+        self.fd = -1
+        self.view = StatView(rootfs, tuple((g, h, True, w) for g, h, w in binds)
+                             + tuple((g, h, False, False) for g, h in private), fake, existing)
         #: the RUN's mounts, (guest path, host path, writable), longest guest path first: a path under
         #: one resolves inside its host path (chroot semantics there), EROFS when it is read-only
         self.binds = tuple(sorted(((os.path.normpath(g), os.path.realpath(h), w) for g, h, w in binds),
@@ -78,39 +94,64 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop answering (after the RUN ended) and close the listener."""
+        """Stop answering (after the RUN ended) and close the listener and the socket."""
         self._stop.set()
-        self._thread.join()
-        os.close(self.fd)
+        if self._thread.ident is not None:
+            self._thread.join()
+        if self.fd >= 0:
+            os.close(self.fd)
+        if self.handoff is not None:
+            self.handoff.close()
+        self.view.close()
 
     def _loop(self) -> None:
         poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
+        assert self.handoff is not None
+        poller.register(self.handoff, select.POLLIN)
         while not self._stop.is_set():
-            events = poller.poll(100)
-            if not events:
-                continue
-            if any(ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLIN for _, ev in events):
-                return  # every process of the RUN is gone
-            notif = _Notif()
-            try:
-                fcntl.ioctl(self.fd, IOCTL_RECV, notif)  # type: ignore[call-overload]
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EINTR):
-                    continue  # the caller died meanwhile
-                return
-            try:
-                err = self._answer(notif)
-            except OSError as exc:
-                err = exc.errno or errno.EIO
-            except Exception:  # noqa: BLE001 - never leave the RUN hanging
-                err = errno.EIO
-            resp = _Resp(notif.id, 0, -err if err else 0, 0)
-            try:
-                fcntl.ioctl(self.fd, IOCTL_SEND, resp)  # type: ignore[call-overload]
-            except OSError:
-                pass  # the caller died meanwhile
-            self.count += 1
+            for fd, ev in poller.poll(100):
+                if self.handoff is not None and fd == self.handoff.fileno():
+                    self._take_listener(poller)
+                elif ev & select.POLLIN:
+                    self._serve()
+                elif ev & (select.POLLHUP | select.POLLERR):
+                    return  # every process of the RUN is gone
+
+    def _take_listener(self, poller: select.poll) -> None:
+        """The listener, sent once by landlock_exec's program; the socket is done then (or when it
+        ends without one: the program failed before, or proot ended)."""
+        assert self.handoff is not None
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(self.handoff, 1, 1)
+        except OSError:
+            fds = []
+        poller.unregister(self.handoff)
+        self.handoff.close()
+        self.handoff = None
+        for extra in fds[1:]:
+            os.close(extra)
+        if fds:
+            self.fd = fds[0]
+            poller.register(self.fd, select.POLLIN)
+
+    def _serve(self) -> None:
+        notif = _Notif()
+        try:
+            fcntl.ioctl(self.fd, IOCTL_RECV, notif)  # type: ignore[call-overload]
+        except OSError:
+            return  # the caller died meanwhile (ENOENT), or EINTR: poll again
+        try:
+            err = self._answer(notif)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        except Exception:  # noqa: BLE001 - never leave the RUN hanging
+            err = errno.EIO
+        resp = _Resp(notif.id, 0, 0, FLAG_CONTINUE) if err == CONTINUE else _Resp(notif.id, 0, -err if err else 0, 0)
+        try:
+            fcntl.ioctl(self.fd, IOCTL_SEND, resp)  # type: ignore[call-overload]
+        except OSError:
+            pass  # the caller died meanwhile
+        self.count += 1
 
     # -- reading the caller ---------------------------------------------------------------------
 
@@ -122,22 +163,10 @@ class Supervisor:
             return False
 
     def _read(self, mem: int, addr: int, size: int) -> bytes:
-        try:
-            return os.pread(mem, size, addr)
-        except OSError:
-            raise OSError(errno.EFAULT, "bad address") from None
+        return read_bytes(mem, addr, size)
 
     def _string(self, mem: int, addr: int, limit: int = PATH_MAX) -> bytes:
-        out = b""
-        while len(out) < limit:
-            chunk = self._read(mem, addr + len(out), min(4096 - (addr + len(out)) % 4096, limit - len(out)))
-            if not chunk:
-                raise OSError(errno.EFAULT, "bad address")
-            nul = chunk.find(b"\0")
-            if nul >= 0:
-                return out + chunk[:nul]
-            out += chunk
-        raise OSError(errno.ENAMETOOLONG, "path too long")
+        return read_string(mem, addr, limit)
 
     def _inside(self, host: str) -> str:
         """``host`` as the RUN's path ("/..."), through a mount's host path or the rootfs; EPERM for
@@ -198,11 +227,21 @@ class Supervisor:
         name = NR_NAMES.get(notif.data.nr)
         args = list(notif.data.args)
         pid = notif.pid
+        stats = name in STAT_CALLS
         try:
-            mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            mem = os.open(f"/proc/{pid}/mem", (os.O_RDWR if stats else os.O_RDONLY) | os.O_CLOEXEC)
+        except OSError as exc:
+            if stats and exc.errno in (errno.EACCES, errno.EPERM):
+                # a process made non-dumpable (prctl, an exec of an unreadable file): its stat runs in the
+                # kernel as proot translated it, showing bale's uid (reading a file's metadata decides nothing)
+                return CONTINUE
             return errno.ESRCH
         try:
+            if stats:
+                # mem opened first, then the check: mem is the caller's, the one waiting for this answer
+                if not self._valid(notif):
+                    return errno.ESRCH
+                return self.view.answer(notif.data.nr, args, pid, mem)
             if name in ("chown", "lchown", "fchownat"):
                 if name == "fchownat":
                     dirfd, addr, uid, gid, flags = _s32(args[0]), args[1], args[2], args[3], args[4]
@@ -213,8 +252,7 @@ class Supervisor:
                 if not self._valid(notif):
                     return errno.ESRCH
                 host = self._resolve(pid, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
-                seen = not path or self._translated(path)
-                return self._chown(host, *(self._unswap(uid, gid) if seen else (uid, gid)))
+                return self._chown(host, *self._unswap(uid, gid))
             if name == "fchown":
                 if not self._valid(notif):
                     return errno.ESRCH
@@ -226,18 +264,12 @@ class Supervisor:
         finally:
             os.close(mem)
 
-    def _translated(self, path: bytes) -> bool:
-        """Whether proot already translated ``path`` (a host path of the rootfs): proot stopped the
-        call at its syscall entry (it does when the previous call needed its exit handled), saw it
-        before bale, and also swapped the ids (below)."""
-        return self._translated_path(os.fsdecode(path))
-
     def _unswap(self, uid: int, gid: int) -> tuple[int, int]:
-        """Undo proot's fake-id swap (its fake_id0 extension replaces the faked uid and gid in a chown
-        it sees by bale's real ones): bale's own ids mean the RUN's faked ones. A RUN naming bale's
-        uid or gid number itself is taken for its own user then (README: the pod's uid)."""
+        """Undo proot's fake-id swap: its fake_id0 extension replaces the faked uid and gid of a chown
+        by what its getuid and getgid returned, SENTINEL (ptrace_filter.py): SENTINEL means the RUN's
+        faked ids; every other id, bale's own uid number included, is what the RUN named."""
         uid, gid = uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
-        return (self.fake[0] if uid == self.real[0] else uid, self.fake[1] if gid == self.real[1] else gid)
+        return (self.fake[0] if uid == SENTINEL else uid, self.fake[1] if gid == SENTINEL else gid)
 
     def _chown(self, host: str, uid: int, gid: int) -> int:
         st = os.lstat(host)

@@ -20,10 +20,13 @@ no_new_privs). Three layers, each doing one job:
 * **owners**: the RUN really runs as bale's uid, so every file it makes is bale's on disk. Its
   chown calls reach bale through seccomp user notifications (owner_notify.py), which records
   the owner (snapshotter/owners.py) instead of changing it; layers are written with the recorded
-  owners. Files a RUN with a non-root USER makes are recorded as that user's afterwards.
+  owners. Files a RUN with a non-root USER makes are recorded as that user's afterwards. Its stat
+  calls reach bale the same way and show the recorded owners (stat_notify.py). The notifying
+  filter is the RUN's own, installed by landlock_exec's program, whose listener arrives on the
+  socket proot and the program inherit at HANDOFF_FD; proot's getuid and getgid return
+  ptrace_filter.SENTINEL, so its fake-root id swap never turns a chown into bale's own uid.
 
-What the RUN does not get: its processes in /proc (there are none), recorded owners in stat
-(proot shows bale's files as the faked user's), a pid namespace (a daemon it starts outlives
+What the RUN does not get: its processes in /proc (there are none), a pid namespace (a daemon it starts outlives
 the step until proot ends), network isolation (the pod's network is used; ``--network=none``
 refuses TCP connect and bind through Landlock, UDP stays). RUN mounts are proot binds with
 Landlock rules of their own (ptrace_mounts.py).
@@ -56,6 +59,8 @@ from snapshotter.safepath import secure_join, walk
 GUEST_ENTER = "/proc/.bale-enter"
 #: and proot's loader, which runs every program of the RUN
 GUEST_LOADER = "/proc/.bale-loader"
+#: the fd at which proot and landlock_exec's program inherit the socket the RUN's stat listener is sent on
+HANDOFF_FD = 3
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: host directories proot (dynamically linked) may read and execute from, in its own domain
 PROOT_READ_EXEC = ("/usr", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache")
@@ -88,7 +93,8 @@ def unavailable() -> str | None:
         try:
             os.close(r)
             kernel.set_no_new_privs()
-            os.close(ptrace_filter.install_with_listener())
+            ptrace_filter.install(ptrace_filter.program())
+            os.close(ptrace_filter.install(ptrace_filter.run_program(), listener=True))
             landlock.Ruleset().restrict(version)
             os._exit(0)
         except BaseException as exc:  # noqa: BLE001 - the pipe carries the answer
@@ -205,20 +211,20 @@ def _paths(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def _launch(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ruleset, stdin_r: int | None, spec: ProcessSpec,
-            err_w: int, sock: socket.socket) -> None:
-    """The forked child: its own session, no_new_privs, the filter (its listener handed to bale),
-    proot's Landlock domain, exec proot. Never returns. proot's parent-death signal is SIGQUIT, on which
+            err_w: int, handoff: socket.socket) -> None:
+    """The forked child: its own session, no_new_privs, the outer filter, proot's Landlock domain,
+    exec proot with ``handoff`` at HANDOFF_FD (``err_w`` is not there). Never returns. proot's
+    parent-death signal is SIGQUIT, on which
     proot 5.1 SIGKILLs every tracee before it exits (src/tracee/event.c kill_all_tracees2; it sets no
     PTRACE_O_EXITKILL): with SIGKILL, a RUN's processes outlived a killed bale, detached."""
     kernel.set_pdeathsig(signal.SIGQUIT)
     os.setsid()
     kernel.child_stdin(stdin_r, spec.stdin_data)
-    kernel.close_fds_except({err_w, sock.fileno()})
+    os.dup2(handoff.fileno(), HANDOFF_FD)
+    os.set_inheritable(HANDOFF_FD, True)  # proot and the program get it (dup2 onto itself keeps close-on-exec)
+    kernel.close_fds_except({err_w, HANDOFF_FD})
     kernel.set_no_new_privs()
-    listener = ptrace_filter.install_with_listener()
-    socket.send_fds(sock, [b"L"], [listener])
-    os.close(listener)
-    sock.close()
+    ptrace_filter.install(ptrace_filter.program())
     outer.restrict()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
@@ -272,7 +278,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         enter.write_bytes(landlock_exec.build(
             guest_rules, everything, landlock.SCOPE_SIGNAL | landlock.SCOPE_ABSTRACT_UNIX_SOCKET,
             exe.encode(), [a.encode() for a in spec.args], [e.encode() for e in env],
-            landlock.NET_TCP if spec.network == "none" else 0))
+            landlock.NET_TCP if spec.network == "none" else 0,
+            ptrace_filter.encode(ptrace_filter.run_program()), HANDOFF_FD))
         os.chmod(enter, 0o500)
         outer = landlock.Ruleset()
         outer.allow(str(root), everything)
@@ -304,7 +311,8 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
         status = _run(proot, argv, {"PATH": "/usr/bin:/bin", "LANG": "C", "PROOT_LOADER": str(loader)}, outer, spec,
                       str(root), (uid, gid),
                       frozenset(ino for paths in [before or {}, *kept.values()] for ino, _ in paths.values()),
-                      tuple((m.guest, m.host, bool(m.rights & landlock.WRITE_FILE)) for m in mounts))
+                      tuple((m.guest, m.host, bool(m.rights & landlock.WRITE_FILE)) for m in mounts),
+                      tuple((g, str(h)) for g, h in binds.items()) + tuple((d, d) for d in devices))
         if before is not None:
             _stamp_new(root, before, uid, gid)
             for kept_host, paths in kept.items():
@@ -318,12 +326,13 @@ def run_ptrace(spec: ProcessSpec, rootfs: Any, tmp_root: str | None = None) -> R
 
 def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Ruleset, spec: ProcessSpec,
          root: str, fake: tuple[int, int], existing: frozenset[int] = frozenset(),
-         binds: tuple[tuple[str, str, bool], ...] = ()) -> int:
+         binds: tuple[tuple[str, str, bool], ...] = (), private: tuple[tuple[str, str], ...] = ()) -> int:
     """Fork the launcher, answer its notifications until proot ends; the exit status. ``existing``:
     inodes of the rootfs before a non-root RUN (the others without a record are its own); ``binds``:
-    the RUN's mounts, (guest path, host path, writable), where its chown calls are recorded too."""
+    the RUN's mounts, (guest path, host path, writable), where its chown calls are recorded too;
+    ``private``: proot's other binds (guest path, host path), for the RUN's stat calls."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # the listener's way to bale
     stdin = os.pipe() if spec.stdin_data else None  # (read, write)
     stdin_r = stdin[0] if stdin else None
     pid = os.fork()
@@ -331,6 +340,8 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
         try:
             os.close(err_r)
             ours.close()
+            if err_w == HANDOFF_FD:
+                err_w = os.dup(err_w)  # (close-on-exec)
             _launch(proot, argv, env, outer, stdin_r, spec, err_w, theirs)
         except BaseException as exc:  # noqa: BLE001 - reported through the pipe
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -342,11 +353,8 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
     track(pid, quit=True)  # proot: SIGQUIT, so it kills the RUN's processes (SIGKILL detached them)
     supervisor = None
     try:
-        _msg, fds, _flags, _addr = socket.recv_fds(ours, 1, 1)
-        ours.close()
-        if fds:
-            supervisor = Supervisor(fds[0], root, fake, existing, binds)
-            supervisor.start()
+        supervisor = Supervisor(ours, root, fake, existing, binds, private)
+        supervisor.start()
         err, wstatus = kernel.feed_and_wait(pid, stdin, spec.stdin_data or b"", err_r)
     finally:
         untrack(pid)
@@ -356,6 +364,8 @@ def _run(proot: str, argv: list[str], env: dict[str, str], outer: landlock.Rules
             pass
         if supervisor is not None:
             supervisor.stop()
+        else:
+            ours.close()
     if err:
         raise SandboxError(err.decode(errors="replace"))
     code = os.waitstatus_to_exitcode(wstatus)

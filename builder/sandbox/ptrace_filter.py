@@ -1,5 +1,6 @@
-"""The seccomp filter of the ptrace isolation (ptrace.py), installed before proot is exec'd, so it
-holds for proot and for every process of the RUN (x86_64 only, like landlock_exec):
+"""The seccomp filters of the ptrace isolation (ptrace.py), x86_64 only, like landlock_exec:
+
+``program()``, installed before proot is exec'd, holds for proot and for every process of the RUN:
 
 * what bale's RUN filter refuses everywhere (seccomp.REFUSED: mounts, namespaces, kexec, bpf...),
   and clone with CLONE_UNTRACED (a child proot would not trace: it outlived the step and bale);
@@ -7,12 +8,21 @@ holds for proot and for every process of the RUN (x86_64 only, like landlock_exe
   execveat, fchmodat2, the *xattrat calls, file_getattr/setattr) and for io_uring, whose requests
   name paths proot never sees: C libraries fall back to the older calls, which proot translates
   (a RUN that insists gets nothing outside its Landlock domain either way);
-* SECCOMP_RET_USER_NOTIF for chown, fchown, lchown and fchownat, and for the calls that set or
-  remove extended attributes: bale answers them (owners.py), recording owners instead of
-  changing them. A user notification takes precedence over proot's SECCOMP_RET_TRACE, so proot
-  never sees these calls: the path arrives as the RUN named it.
+* getuid and getgid return SENTINEL, (uid_t)-2 (RET_ERRNO 2: glibc's getuid returns the raw
+  result). proot calls them only in its fake_id0 extension: its chown swap then hands a chown to
+  the faked id over as SENTINEL, never as bale's uid, so a RUN's chown to bale's own uid or gid
+  number is recorded as named (owner_notify.py); its stat rewrite (uid == getuid()) never fires.
+  The RUN's own getuid results are replaced by proot at the call's exit, as always.
 
-``install_with_listener()`` returns the listener fd (SECCOMP_FILTER_FLAG_NEW_LISTENER).
+``run_program()`` is the RUN's own filter, which landlock_exec's program installs with a user
+notification listener (handed to bale) before it execs the command: it holds for the RUN's
+processes only, never for proot (a filter tree has one listener at most: the kernel refuses a
+second with EBUSY, so the outer filter has none). SECCOMP_RET_USER_NOTIF for chown, fchown,
+lchown, fchownat and the calls that set or remove extended attributes (owner_notify.py records
+owners instead of changing them), and for stat, fstat, lstat and newfstatat (stat_notify.py shows
+the recorded owners). proot 5.1 runs without seccomp acceleration, so it stops every call at its
+entry before any filter runs: paths arrive translated (host paths), ids swapped. statx gets
+ENOSYS from the outer filter, which outranks a notification: C libraries fall back to newfstatat.
 """
 from __future__ import annotations
 
@@ -40,7 +50,12 @@ UNTRANSLATED = {"renameat2": 316, "execveat": 322, "statx": 332, "io_uring_setup
 NOTIFIED = {"chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
             "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
             "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199}
-NR_NAMES = {nr: name for name, nr in NOTIFIED.items()}
+#: the stat calls of the RUN's filter, answered by stat_notify.py
+STAT_CALLS = {"stat": 4, "fstat": 5, "lstat": 6, "newfstatat": 262}
+NR_NAMES = {nr: name for name, nr in [*NOTIFIED.items(), *STAT_CALLS.items()]}
+#: the id calls whose result proot uses to swap ids (fake_id0), and what they return
+ID_CALLS = {"getuid": 102, "getgid": 104}
+SENTINEL = 0xFFFFFFFE
 
 
 def program() -> list[Insn]:
@@ -53,31 +68,46 @@ def program() -> list[Insn]:
         p += [_jump(JEQ_K, nr[name], 0, 1), _stmt(RET_K, eperm)]
     for number in sorted(set(UNTRANSLATED.values()) | {nr["clone3"]}):
         p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, enosys)]
-    for number in sorted(NOTIFIED.values()):
-        p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, RET_USER_NOTIF)]
+    for number in sorted(ID_CALLS.values()):
+        p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, RET_ERRNO | (-SENTINEL & 0xFFFFFFFF))]
     p += [_jump(JEQ_K, nr["clone"], 0, 4), _stmt(LD_W_ABS, 16), (0x45, 0, 1, seccomp.CLONE_NS_FLAGS | CLONE_UNTRACED),
           _stmt(RET_K, eperm), _stmt(RET_K, RET_ALLOW)]
     p.append(_stmt(RET_K, RET_ALLOW))
     return p
 
 
+def run_program() -> list[Insn]:
+    """The RUN's own filter (x86_64): owner, xattr and stat calls notified; everything else, other
+    ABIs included, is left to the outer filter."""
+    p: list[Insn] = [_stmt(LD_W_ABS, 4), _jump(JEQ_K, AUDIT_X86_64, 1, 0), _stmt(RET_K, RET_ALLOW),
+                     _stmt(LD_W_ABS, 0)]
+    for number in sorted([*NOTIFIED.values(), *STAT_CALLS.values()]):
+        p += [_jump(JEQ_K, number, 0, 1), _stmt(RET_K, RET_USER_NOTIF)]
+    p.append(_stmt(RET_K, RET_ALLOW))
+    return p
+
+
+def encode(prog: list[Insn]) -> bytes:
+    """``prog`` as the kernel reads it (struct sock_filter, native byte order)."""
+    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-def install_with_listener() -> int:
-    """Load the filter into this (single-threaded) process with a user-notification listener;
-    returns the listener fd (close-on-exec). Needs no_new_privs; OSError when refused."""
-    prog = program()
-    raw = b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+def install(prog: list[Insn], listener: bool = False) -> int:
+    """Load ``prog`` into this (single-threaded) process; with ``listener``, returns the user
+    notification listener fd (close-on-exec), else -1. Needs no_new_privs; OSError when refused."""
+    raw = encode(prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
     fprog = SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
-    fd = int(_libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    fd = int(_libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER if listener else 0,
                            ctypes.byref(fprog)))
     if fd < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER): {errno.errorcode.get(err, err)}")
-    return fd
+        raise OSError(err, f"seccomp(SECCOMP_SET_MODE_FILTER): {errno.errorcode.get(err, err)}")
+    return fd if listener else -1
