@@ -314,12 +314,21 @@ def copy_plan_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, plan:
     the copy can make it (the blob is then discarded), else what the copy would raise."""
     if not copier.direct(plan) or state.created_paths or plan.mkdir != plan.dest_dir:
         raise NotStreamable("not a plain directory copy into a clean snapshot")
-    store = ws.store
-    now = int(time.time())
 
     def source(out: Any) -> None:
         copier.write_items(plan, out)
         out.write(snapshots.PLAN_END)
+    return stream_layer(ws, rt, snapshots.copy_layer_to_fd, str(rt.snapshots_root), state.driver, state.key,
+                        plan.dest_dir, None, chown, plan.chmod, int(time.time()), epoch, source=source,
+                        compression=compression, level=level, image_format=image_format)
+
+
+def stream_layer(ws: "Workspace", rt: "Runtime", fn: Any, *args: Any, source: Any, compression: str,
+                 level: int | None, image_format: str) -> Any:
+    """Store the layer tar ``fn(out_fd, in_fd, *args)`` writes in the namespace (``source``
+    feeding its input) as a compressed blob: the Layer, None for a tar without entries.
+    ``fn`` returns "" when its tar is whole, else why not: NotStreamable, the blob discarded."""
+    store = ws.store
 
     def sink(fh: Any, settle: Any) -> Any:
         def check() -> None:
@@ -327,8 +336,7 @@ def copy_plan_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, plan:
             if why:
                 raise NotStreamable(why)
         return store_layer(fh, store, compression, level, settle=check)
-    got = rt.stream_through(snapshots.copy_layer_to_fd, str(rt.snapshots_root), state.driver, state.key,
-                            plan.dest_dir, None, chown, plan.chmod, now, epoch, source=source, sink=sink)
+    got = rt.stream_through(fn, *args, source=source, sink=sink)
     if got is None:
         return None
     digests, desc = got

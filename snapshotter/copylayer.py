@@ -188,11 +188,13 @@ def id_ranges(kind: str) -> list[tuple[int, int]] | None:
 
 
 def write_layer(items: Iterable[Item], out: BinaryIO, levels: list[Level], *, owner: tuple[int, int] | None,
-                now: int, epoch: int | None = None) -> int:
+                now: int, epoch: int | None = None, socket_files: bool = False) -> int:
     """Write the layer tar of ``items`` (copytree items, names under the destination whose
     ``levels`` ``prefix_levels`` gave) into ``out``; returns the number of entries. ``now``: the
-    copy's time (whole seconds) for directories that gain entries. Raises NotStreamable (the tar
-    is then unfinished), SnapshotError for a source that cannot be read."""
+    copy's time (whole seconds) for directories that gain entries. ``socket_files``: the copy
+    makes a socket an empty file (copytree.Copier's, COPY --from): left to it (NotStreamable).
+    Raises NotStreamable (the tar is then unfinished), SnapshotError for a source that cannot be
+    read."""
     tw = TarStream(out)
     base = "/".join(lv.path for lv in levels[-1:])
     top = base + "/" if base else ""
@@ -230,6 +232,8 @@ def write_layer(items: Iterable[Item], out: BinaryIO, levels: list[Level], *, ow
                 raise SnapshotError(f"copy source {what}: {exc.strerror}") from None
             kind = stat.S_IFMT(st.st_mode)
             if kind == stat.S_IFSOCK:
+                if socket_files:
+                    raise NotStreamable(f"{name}: a socket")
                 continue
             if kind in (stat.S_IFCHR, stat.S_IFBLK):
                 raise NotStreamable(f"{name}: a device node")

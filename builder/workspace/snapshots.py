@@ -272,6 +272,37 @@ def copy_between(src_root: str, src_driver: str, src_key: str, dst_root: str, ds
         apply_tar(spool, secure_join(dst, plan.dest_dir), whiteout_format="native", chown=owner, strict=True)
 
 
+def copy_between_layer_to_fd(out_fd: int, in_fd: int, src_root: str, src_driver: str, src_key: str, dst_root: str,
+                             dst_driver: str, dst_key: str, patterns: list[str], dest: str, chmod: int | None,
+                             chown: str | None, now: int, epoch: int | None) -> str:
+    """COPY --from's layer: what ``copy_between`` (owners kept) and the commit would make in the
+    clean snapshot ``dst_key``, written as an uncompressed tar into ``out_fd`` straight from the
+    source snapshot (snapshotter.copylayer: each file read once, none created), the destination
+    left as it was. ``in_fd`` is not read (Runtime.stream_through's shape). Returns "" when the
+    whole tar was written, else why it could not be (the tar is then unfinished: the caller
+    discards it and copies). Errors as copy_between's."""
+    src = _driver(src_root, src_driver).mount(src_key)
+    dst = _driver(dst_root, dst_driver).mount(dst_key)
+    sources = _confined_sources(src, patterns)
+    target = secure_join(dst, dest)
+    kind = "dir" if target.is_dir() else ("file" if os.path.lexists(target) else None)
+    plan = copier.plan_copy(sources, dest, kind, chmod=chmod)
+    if not copier.direct(plan) or plan.mkdir != plan.dest_dir:
+        return "not a plain directory copy"
+    owner = copier.resolve_chown(dst, chown) if chown else None
+    levels = prefix_levels(str(dst), plan.dest_dir, _dir_mode(chmod), owner or (os.geteuid(), os.getegid()))
+    if isinstance(levels, str):
+        return levels
+    items: list[Item] = []  # the walk first: a source that cannot be read fails before any byte
+    copier.plan_items(plan, items.append)
+    try:
+        with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
+            write_layer(items, out, levels, owner=owner, now=now, epoch=epoch, socket_files=True)
+    except NotStreamable as exc:
+        return str(exc) or "not streamable"
+    return ""
+
+
 def make_cache_dir(path: str, uid: int, gid: int, mode: int) -> None:
     """The directory a ``RUN --mount=type=cache,uid=,gid=,mode=`` binds, made once (when the cache
     is new) with those ids and mode, in the namespace so the ids are the container's
