@@ -40,8 +40,6 @@ AT_EMPTY_PATH = 0x1000
 PATH_MAX = 4096
 XATTR_VALUE_MAX = 65536
 RESERVED = "user.bale."
-FLAG_CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel runs the call
-CONTINUE = -1  # what _answer returns for it
 
 
 class _Data(ctypes.Structure):
@@ -146,7 +144,7 @@ class Supervisor:
             err = exc.errno or errno.EIO
         except Exception:  # noqa: BLE001 - never leave the RUN hanging
             err = errno.EIO
-        resp = _Resp(notif.id, 0, 0, FLAG_CONTINUE) if err == CONTINUE else _Resp(notif.id, 0, -err if err else 0, 0)
+        resp = _Resp(notif.id, 0, -err if err else 0, 0)
         try:
             fcntl.ioctl(self.fd, IOCTL_SEND, resp)  # type: ignore[call-overload]
         except OSError:
@@ -230,12 +228,8 @@ class Supervisor:
         stats = name in STAT_CALLS
         try:
             mem = os.open(f"/proc/{pid}/mem", (os.O_RDWR if stats else os.O_RDONLY) | os.O_CLOEXEC)
-        except OSError as exc:
-            if stats and exc.errno in (errno.EACCES, errno.EPERM):
-                # a process made non-dumpable (prctl, an exec of an unreadable file): its stat runs in the
-                # kernel as proot translated it, showing bale's uid (reading a file's metadata decides nothing)
-                return CONTINUE
-            return errno.ESRCH
+        except OSError:
+            return errno.ESRCH  # gone, or not dumpable (proot already fails such a process's calls: EFAULT)
         try:
             if stats:
                 # mem opened first, then the check: mem is the caller's, the one waiting for this answer

@@ -69,13 +69,16 @@ def read_string(mem: int, addr: int, limit: int = PATH_MAX) -> bytes:
     raise OSError(errno.ENAMETOOLONG, "path too long")
 
 
+_HOW = {follow: _OpenHow(O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), 0,
+                         RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) for follow in (False, True)}
+
+
 def open_in(base: int, rel: str, follow: bool) -> int:
     """An O_PATH fd of ``rel`` resolved inside directory fd ``base`` as if it were / (the kernel's
     RESOLVE_IN_ROOT: '..' and absolute symlinks stay inside); the final symlink not followed
     unless ``follow``. OSError with the kernel's errno."""
-    how = _OpenHow(O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), 0,
-                   RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = int(_libc.syscall(SYS_OPENAT2, base, os.fsencode(rel or "."), ctypes.byref(how), ctypes.sizeof(how)))
+    how = _HOW[follow]
+    fd = int(_libc.syscall(SYS_OPENAT2, base, os.fsencode(rel or "."), ctypes.byref(how), 24))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
