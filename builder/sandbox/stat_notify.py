@@ -94,8 +94,24 @@ def pack(st: os.stat_result, uid: int, gid: int) -> bytes:
                      st.st_rdev, st.st_size, st.st_blksize, st.st_blocks, *times)
 
 
-def _parse(raw: bytes) -> tuple[int, int]:
-    """A record's value b"UID:GID" (owners.py); 0:0 when unreadable."""
+def _record(at: str, name: str) -> tuple[int, int]:
+    """The record ``name`` (owners.py) of the file ``at`` (a /proc fd link: followed, so no path
+    is walked again); 0:0 without one. The owner may have taken its read bit away (needed for
+    user.* xattrs): then set for the call only, as owners.py does."""
+    try:
+        raw = os.getxattr(at, name)
+    except PermissionError:
+        try:
+            mode = stat.S_IMODE(os.stat(at).st_mode)
+            os.chmod(at, mode | stat.S_IRUSR)
+            try:
+                raw = os.getxattr(at, name)
+            finally:
+                os.chmod(at, mode)
+        except OSError:
+            return 0, 0
+    except OSError:
+        return 0, 0
     uid, _, gid = raw.decode("ascii", "replace").partition(":")
     try:
         return int(uid), int(gid)
@@ -233,25 +249,28 @@ class StatView:
 
     def _owner(self, r: Root, at: str, st: os.stat_result, host: str | None = None) -> tuple[int, int]:
         """The owner the RUN sees for ``st`` in tree ``r``; ``at``: a path reaching that very file
-        (a /proc fd link, followed); ``host``: its host path when known (else the kernel's name for
-        ``at``), where the record of a symlink or device sits on its parent."""
+        (a /proc fd link, followed); ``host``: its host path when known, else the kernel's name for
+        ``at``: the record of a symlink or special file sits on its parent, opened inside the tree."""
         if not r.records:  # bale's private files (the /proc and /etc copies, the heredoc pipes): root's, as in Docker
             return (0 if st.st_uid == self.real[0] else st.st_uid, 0 if st.st_gid == self.real[1] else st.st_gid)
         if (st.st_uid, st.st_gid) != self.real:
             return st.st_uid, st.st_gid
-        owner = None
         if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            owner = _record(at, owners.XATTR)
+        else:
+            owner = (0, 0)
             try:
-                owner = _parse(os.getxattr(at, owners.XATTR))
-            except PermissionError:
-                pass  # the owner took its read bit away: owners' path below sets it for the call
+                where = self._of_host(host or os.readlink(at))
+                rel = where[1].rstrip("/") if where is not None and where[0].is_dir else ""
+                if where is not None and "/" in rel:
+                    parent, name = rel.rsplit("/", 1)
+                    pfd = open_in(where[0].fd, parent, True)
+                    try:
+                        owner = _record(f"/proc/self/fd/{pfd}", owners.CHILD_PREFIX + name)
+                    finally:
+                        os.close(pfd)
             except OSError:
-                owner = (0, 0)
-        if owner is None:
-            try:
-                owner = owners.owner_of(host or os.readlink(at), st)
-            except OSError:
-                owner = (0, 0)
+                pass
         if owner == (0, 0) and self.fake[0] != 0 and r.writable and st.st_ino not in self.existing:
             return self.fake  # made by this RUN without a record: its user's when it ends (0:0 is never recorded)
         return owner
