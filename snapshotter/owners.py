@@ -63,15 +63,30 @@ def record(host: str, uid: int, gid: int, mode: int | None = None) -> None:
             os.chmod(path, old, follow_symlinks=False)
 
 
-def _write(path: str, name: str, uid: int, gid: int) -> None:
+def record_at(at: str, name: str, uid: int, gid: int) -> None:
+    """``record``'s write on the file a /proc fd link ``at`` leads to (followed, so no path is
+    walked again), as the xattr ``name``: XATTR for that file itself, CHILD_PREFIX + NAME when
+    ``at`` is the directory holding a symlink or special file NAME. OSError as ``record``."""
+    try:
+        _write(at, name, uid, gid, follow=True)
+    except PermissionError:
+        old = stat.S_IMODE(os.stat(at).st_mode)
+        os.chmod(at, old | stat.S_IWUSR)
+        try:
+            _write(at, name, uid, gid, follow=True)
+        finally:
+            os.chmod(at, old)
+
+
+def _write(path: str, name: str, uid: int, gid: int, follow: bool = False) -> None:
     if (uid, gid) == (0, 0):
         try:
-            os.removexattr(path, name, follow_symlinks=False)
+            os.removexattr(path, name, follow_symlinks=follow)
         except OSError as exc:
             if exc.errno != errno.ENODATA:
                 raise
         return
-    os.setxattr(path, name, f"{uid}:{gid}".encode(), follow_symlinks=False)
+    os.setxattr(path, name, f"{uid}:{gid}".encode(), follow_symlinks=follow)
 
 
 def owner_of(host: str, st: os.stat_result) -> tuple[int, int]:

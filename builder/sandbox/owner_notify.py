@@ -7,9 +7,12 @@ hold the records (a RUN running as a non-root USER could otherwise claim root's 
 calls are answered with the recorded owners (stat_notify.py).
 
 Safe against a RUN that races: the arguments are read once from its memory (/proc/PID/mem,
-checked still valid with SECCOMP_IOCTL_NOTIF_ID_VALID), and the path is resolved here, inside
-the rootfs with chroot semantics (safepath.secure_join), from the RUN's cwd or dirfd read from
-/proc/PID (which must lie inside the rootfs). The kernel never runs these calls for the RUN.
+checked still valid with SECCOMP_IOCTL_NOTIF_ID_VALID), and the path is opened here (O_PATH) by
+the kernel inside the rootfs or the mount holding it, as if that were / (openat2 RESOLVE_IN_ROOT,
+stat_notify.StatView.open_file), from the RUN's cwd or dirfd read from /proc/PID; every change
+then goes through that fd's /proc link, never walking a path again, so a symlink swapped in
+meanwhile cannot turn it to a file of the pod (another snapshot of the store...). The kernel
+never runs these calls for the RUN.
 
 Ids: proot's fake_id0 swaps the faked uid and gid of a chown for its own getuid() and getgid(),
 which the outer filter makes SENTINEL (ptrace_filter.py): SENTINEL means the faked ids, and a
@@ -27,9 +30,8 @@ import stat
 import threading
 
 from builder.sandbox.ptrace_filter import NR_NAMES, SENTINEL, STAT_CALLS
-from builder.sandbox.stat_notify import StatView, read_bytes, read_string
+from builder.sandbox.stat_notify import Root, StatView, read_bytes, read_string
 from snapshotter import owners
-from snapshotter.safepath import secure_join
 
 IOCTL_RECV = 0xC0502100
 IOCTL_SEND = 0xC0182101
@@ -76,14 +78,7 @@ class Supervisor:
         self.fd = -1
         self.view = StatView(rootfs, tuple((g, h, True, w) for g, h, w in binds)
                              + tuple((g, h, False, False) for g, h in private), fake, existing)
-        #: the RUN's mounts, (guest path, host path, writable), longest guest path first: a path under
-        #: one resolves inside its host path (chroot semantics there), EROFS when it is read-only
-        self.binds = tuple(sorted(((os.path.normpath(g), os.path.realpath(h), w) for g, h, w in binds),
-                                  key=lambda b: -len(b[0])))
-        self.existing = existing  # inodes before a non-root RUN: the others without a record are its own
-        self.rootfs = os.path.realpath(rootfs)
         self.fake = fake
-        self.real = (os.getuid(), os.getgid())
         self.count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bale-owner-notify", daemon=True)
@@ -166,58 +161,15 @@ class Supervisor:
     def _string(self, mem: int, addr: int, limit: int = PATH_MAX) -> bytes:
         return read_string(mem, addr, limit)
 
-    def _inside(self, host: str) -> str:
-        """``host`` as the RUN's path ("/..."), through a mount's host path or the rootfs; EPERM for
-        anything outside them."""
-        for guest, bhost, _w in sorted(self.binds, key=lambda b: -len(b[1])):
-            if host == bhost or host.startswith(bhost + "/"):
-                return guest.rstrip("/") + host[len(bhost):] or "/"
-        if host == self.rootfs:
-            return "/"
-        if host.startswith(self.rootfs + "/"):
-            return host[len(self.rootfs):]
-        raise OSError(errno.EPERM, "outside the rootfs")
-
-    def _host(self, guest: str, follow: bool) -> str:
-        """The host path of the RUN's path ``guest``: inside the mount holding it (EROFS for a
-        read-only one), else inside the rootfs, with chroot semantics."""
-        norm = os.path.normpath("/" + guest.lstrip("/"))  # (POSIX keeps a leading "//")
-        for bguest, bhost, writable in self.binds:
-            if norm == bguest or norm.startswith(bguest.rstrip("/") + "/"):
-                if not writable:
-                    raise OSError(errno.EROFS, "read-only mount")
-                return str(secure_join(bhost, norm[len(bguest):], follow_final=follow))
-        return str(secure_join(self.rootfs, guest, follow_final=follow))
-
-    def _translated_path(self, text: str) -> bool:
-        return text == self.rootfs or text.startswith(self.rootfs + "/") or any(
-            text == h or text.startswith(h + "/") for _g, h, _w in self.binds)
-
-    def _fd_path(self, pid: int, fd: int) -> str:
-        try:
-            return os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            raise OSError(errno.EBADF, "bad fd") from None
-
-    def _resolve(self, pid: int, dirfd: int, path: bytes, follow: bool, empty: bool) -> str:
-        """The host path inside the rootfs the caller names (RUN's view, chroot semantics)."""
-        text = os.fsdecode(path)
-        if not text:
-            if not empty:
-                raise OSError(errno.ENOENT, "empty path")
-            guest = self._inside(self._fd_path(pid, dirfd) if dirfd != AT_FDCWD else
-                                 os.readlink(f"/proc/{pid}/cwd"))
-            host = self._host(guest, False)
-        elif text.startswith("/"):
-            if self._translated_path(text):
-                text = self._inside(text)  # already translated by proot (a syscall-entry stop)
-            host = self._host(text, follow)
-        else:
-            base = os.readlink(f"/proc/{pid}/cwd") if dirfd == AT_FDCWD else self._fd_path(pid, dirfd)
-            host = self._host(self._inside(base) + "/" + text, follow)
-        if not os.path.lexists(host):
-            raise OSError(errno.ENOENT, "no such file")
-        return host
+    def _open(self, pid: int, dirfd: int, path: bytes, follow: bool, empty: bool) -> tuple[int, Root]:
+        """An O_PATH fd of the file the caller names (stat_notify.StatView.open_file: inside the
+        rootfs or the mount holding it, never walked again) and whether the RUN's own user made it
+        there, with its tree; EROFS in a read-only mount, EPERM in bale's private files."""
+        root, fd = self.view.open_file(pid, dirfd, path, follow, empty)
+        if not root.records or not root.writable:
+            os.close(fd)
+            raise OSError(errno.EPERM if not root.records else errno.EROFS, "not the RUN's to change")
+        return fd, root
 
     # -- the calls --------------------------------------------------------------------------------
 
@@ -245,13 +197,12 @@ class Supervisor:
                 path = self._string(mem, addr)
                 if not self._valid(notif):
                     return errno.ESRCH
-                host = self._resolve(pid, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW, bool(flags & AT_EMPTY_PATH))
-                return self._chown(host, *self._unswap(uid, gid))
+                return self._chown(self._open(pid, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW,
+                                              bool(flags & AT_EMPTY_PATH)), *self._unswap(uid, gid))
             if name == "fchown":
                 if not self._valid(notif):
                     return errno.ESRCH
-                host = self._resolve(pid, _s32(args[0]), b"", False, True)
-                return self._chown(host, *self._unswap(args[1], args[2]))
+                return self._chown(self._open(pid, _s32(args[0]), b"", False, True), *self._unswap(args[1], args[2]))
             if name in ("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"):
                 return self._xattr(name, pid, mem, notif, args)
             return errno.ENOSYS
@@ -265,11 +216,19 @@ class Supervisor:
         uid, gid = uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
         return (self.fake[0] if uid == SENTINEL else uid, self.fake[1] if gid == SENTINEL else gid)
 
-    def _chown(self, host: str, uid: int, gid: int) -> int:
-        st = os.lstat(host)
-        old_uid, old_gid = owners.owner_of(host, st)
-        if self.fake[0] != 0 and st.st_ino not in self.existing and not owners.has_record(host, st):
-            old_uid, old_gid = self.fake  # made by this RUN, recorded as its user's when it ends
+    def _chown(self, opened: tuple[int, Root], uid: int, gid: int) -> int:
+        fd, root = opened
+        try:
+            return self._chown_fd(fd, root, uid, gid)
+        finally:
+            os.close(fd)
+
+    def _chown_fd(self, fd: int, root: Root, uid: int, gid: int) -> int:
+        """Record ``uid``:``gid`` (-1: unchanged) on the file of the O_PATH ``fd``, as chown would."""
+        link = f"/proc/self/fd/{fd}"
+        st = os.stat(fd)
+        # the recorded owner, or the RUN user's for what a non-root RUN made (recorded when it ends)
+        old_uid, old_gid = self.view.owner(root, link, st)
         uid, gid = uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
         new = (old_uid if uid == 0xFFFFFFFF else uid, old_gid if gid == 0xFFFFFFFF else gid)
         if self.fake[0] != 0 and (old_uid != self.fake[0] or new[0] != old_uid
@@ -278,18 +237,26 @@ class Supervisor:
             # same uid, its own group; supplementary groups not counted). Was recorded, so USER 1000
             # could give itself a root-owned file and make it set-uid
             return errno.EPERM
-        owners.record(host, new[0], new[1], st.st_mode)
-        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            owners.record_at(link, owners.XATTR, new[0], new[1])
+        else:  # the record of a symlink or special file sits on its parent
+            pfd, name = self.view.parent(link)
+            try:
+                owners.record_at(f"/proc/self/fd/{pfd}", owners.CHILD_PREFIX + name, new[0], new[1])
+                if stat.S_ISLNK(st.st_mode):  # touch its own ctime, as a chown would
+                    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(pfd)
+        if stat.S_ISDIR(st.st_mode):
+            os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns))  # its ctime, as a chown would
+        elif not stat.S_ISLNK(st.st_mode):
             # as the kernel's chown: set-user-ID always goes, set-group-ID with group execute
             mode = stat.S_IMODE(st.st_mode)
             cleared = mode & ~stat.S_ISUID
             if mode & stat.S_ISGID and mode & stat.S_IXGRP:
                 cleared &= ~stat.S_ISGID
             if cleared != mode:
-                os.chmod(host, cleared, follow_symlinks=False)
-        else:
-            # the record of a symlink sits on its parent: touch its own ctime, as a chown would
-            os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                os.chmod(link, cleared)  # (the fd link is followed: that very file)
         return 0
 
     def _xattr(self, name: str, pid: int, mem: int, notif: _Notif, args: list[int]) -> int:
@@ -308,15 +275,16 @@ class Supervisor:
         if attr.startswith(RESERVED):
             return errno.EPERM
         if name.startswith("f"):
-            host = self._resolve(pid, _s32(args[0]), b"", False, True)
-            follow = False
+            fd, _w = self._open(pid, _s32(args[0]), b"", False, True)
         else:
-            follow = not name.startswith("l")
-            host = self._resolve(pid, AT_FDCWD, self._string(mem, args[0]), follow, False)
-            follow = False  # resolved already, inside the rootfs
-        if setting:
-            os.setxattr(host, attr, value, int(args[4]) & 0xFFFFFFFF, follow_symlinks=follow)
-        else:
-            os.removexattr(host, attr, follow_symlinks=follow)
+            fd, _w = self._open(pid, AT_FDCWD, self._string(mem, args[0]), not name.startswith("l"), False)
+        try:
+            link = f"/proc/self/fd/{fd}"  # followed: that very file (user.* on a symlink: EPERM, as the kernel)
+            if setting:
+                os.setxattr(link, attr, value, int(args[4]) & 0xFFFFFFFF)
+            else:
+                os.removexattr(link, attr)
+        finally:
+            os.close(fd)
         return 0
 

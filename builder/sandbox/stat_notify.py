@@ -192,6 +192,46 @@ class StatView:
             raise OSError(errno.ENOENT if dirfd == AT_FDCWD else errno.ENOTDIR, "outside the RUN's view")
         return where
 
+    def open_file(self, pid: int, dirfd: int, path: bytes, follow: bool, empty: bool) -> tuple[Root, int]:
+        """The tree holding the file the caller ``pid`` names and an O_PATH fd of it (the caller
+        closes it): ``path`` (proot's translation or the RUN's own) from ``dirfd`` (AT_FDCWD: its
+        cwd), the final symlink followed when ``follow``; an empty path with ``empty``
+        (AT_EMPTY_PATH, fchown) is the caller's open file ``dirfd`` itself. EPERM for an open file
+        outside every tree (a pipe), the kernel's errno otherwise."""
+        if not path:
+            if not empty:
+                raise OSError(errno.ENOENT, "empty path")
+            link = f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"
+            try:
+                fd = os.open(link, O_PATH | os.O_CLOEXEC)  # the magic link leads to the open file itself
+            except OSError:
+                raise OSError(errno.EBADF, "bad fd") from None
+            try:
+                where = self._of_host(os.readlink(f"/proc/self/fd/{fd}"))
+                if where is None:
+                    raise OSError(errno.EPERM, "outside the RUN's files")
+            except BaseException:
+                os.close(fd)
+                raise
+            return where[0], fd
+        text = os.fsdecode(path)
+        if text.startswith("/"):
+            where = self._of_host(text) or self._of_guest(text)
+        else:
+            base, rel = self._base(pid, dirfd)
+            where = base, rel + "/" + text
+        return self._open(where, follow)
+
+    def parent(self, at: str) -> tuple[int, str]:
+        """An O_PATH fd of the directory holding the file the fd link ``at`` leads to, opened inside
+        its tree, and the file's name there (the caller closes the fd); ENOENT outside the trees."""
+        where = self._of_host(os.readlink(at))
+        rel = where[1].rstrip("/") if where is not None and where[0].is_dir else ""
+        if where is None or "/" not in rel:
+            raise OSError(errno.ENOENT, "no parent inside the RUN's files")
+        parent, name = rel.rsplit("/", 1)
+        return open_in(where[0].fd, parent, True), name
+
     # -- the answer ------------------------------------------------------------------------------
 
     def answer(self, nr: int, args: list[int], pid: int, mem: int) -> int:
@@ -217,17 +257,10 @@ class StatView:
             if not flags & AT_EMPTY_PATH:
                 return errno.ENOENT
             return self._fd(pid, dirfd, mem, buf)
-        text = os.fsdecode(path)
-        follow = not flags & AT_SYMLINK_NOFOLLOW
-        if text.startswith("/"):
-            where = self._of_host(text) or self._of_guest(text)
-        else:
-            base, rel = self._base(pid, dirfd)
-            where = base, rel + "/" + text
-        r, fd = self._open(where, follow)
+        r, fd = self.open_file(pid, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW, False)
         try:
             st = os.stat(fd)
-            uid, gid = self._owner(r, f"/proc/self/fd/{fd}", st)
+            uid, gid = self.owner(r, f"/proc/self/fd/{fd}", st)
         finally:
             os.close(fd)
         return self._write(mem, buf, pack(st, uid, gid))
@@ -244,13 +277,13 @@ class StatView:
         if where is None:
             uid, gid = self._shown(st)
         else:
-            uid, gid = self._owner(where[0], link, st, target)
+            uid, gid = self.owner(where[0], link, st)
         return self._write(mem, buf, pack(st, uid, gid))
 
-    def _owner(self, r: Root, at: str, st: os.stat_result, host: str | None = None) -> tuple[int, int]:
-        """The owner the RUN sees for ``st`` in tree ``r``; ``at``: a path reaching that very file
-        (a /proc fd link, followed); ``host``: its host path when known, else the kernel's name for
-        ``at``: the record of a symlink or special file sits on its parent, opened inside the tree."""
+    def owner(self, r: Root, at: str, st: os.stat_result) -> tuple[int, int]:
+        """The owner the RUN sees for ``st`` in tree ``r``; ``at``: a /proc fd link to that very file
+        (followed: no path is walked again; the record of a symlink or special file sits on its
+        parent, opened inside the tree)."""
         if not r.records:  # bale's private files (the /proc and /etc copies, the heredoc pipes): root's, as in Docker
             return (0 if st.st_uid == self.real[0] else st.st_uid, 0 if st.st_gid == self.real[1] else st.st_gid)
         if (st.st_uid, st.st_gid) != self.real:
@@ -260,15 +293,11 @@ class StatView:
         else:
             owner = (0, 0)
             try:
-                where = self._of_host(host or os.readlink(at))
-                rel = where[1].rstrip("/") if where is not None and where[0].is_dir else ""
-                if where is not None and "/" in rel:
-                    parent, name = rel.rsplit("/", 1)
-                    pfd = open_in(where[0].fd, parent, True)
-                    try:
-                        owner = _record(f"/proc/self/fd/{pfd}", owners.CHILD_PREFIX + name)
-                    finally:
-                        os.close(pfd)
+                pfd, name = self.parent(at)
+                try:
+                    owner = _record(f"/proc/self/fd/{pfd}", owners.CHILD_PREFIX + name)
+                finally:
+                    os.close(pfd)
             except OSError:
                 pass
         if owner == (0, 0) and self.fake[0] != 0 and r.writable and st.st_ino not in self.existing:

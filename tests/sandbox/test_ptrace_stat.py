@@ -6,11 +6,12 @@ who really chowns (the image Docker gives: BuildKit runs RUN as real root in the
   (proot's fake_id0 swap hands the faked id over as the outer filter's SENTINEL instead);
 * stat, lstat, fstat and newfstatat (each way: path, symlink not followed, directory fd, AT_EMPTY_PATH
   with "" and with NULL) show the recorded owners, root's for unrecorded files, a pipe's and /dev/null's
-  real ones, a mode-0000 file's record too; busybox's ``chown -R UID DIR``, which passes each file's stat'ed group, keeps it;
-  a file a ``USER 1234`` RUN makes is 1234's during that RUN;
+  real ones, a mode-0000 file's record too; busybox's ``chown -R UID DIR``, which passes each file's
+  stat'ed group, keeps it; a file a ``USER 1234`` RUN makes is 1234's during that RUN;
 * hostile calls: a path leading out of the rootfs by '..' or naming the host's own test directory
   finds the rootfs's file or nothing, never the pod's; an unmapped stat buffer gives EFAULT and the
-  next call works;
+  next call works; a directory swapped for a symlink to a pod directory while the RUN chowns and
+  stats the file inside, in a loop, never leads bale to the pod's file;
 * the answerer alone (StatView.answer on this process's own memory): the struct stat it writes is
   byte for byte the kernel's for the same file but for the owner; EFAULT for an unmapped buffer;
   a symlink out of its root stays inside.
@@ -157,3 +158,36 @@ def test_the_answer_is_the_kernel_s_struct_stat_with_the_owner(tmp_path):
     finally:
         os.close(mem)
         view.close()
+
+
+RACE_DOCKERFILE = """FROM busybox
+RUN mkdir -p /r/d && touch /r/d/f && chmod 4755 /r/d/f \\
+ && (i=0; while [ $i -lt 1500 ]; do mv /r/d /r/x; ln -s {host} /r/d; rm /r/d; mv /r/x /r/d; i=$((i+1)); done) & \\
+    i=0; while [ $i -lt 1500 ]; do chown 5:5 /r/d/f 2>/dev/null; stat /r/d/f >/dev/null 2>&1; i=$((i+1)); done; \\
+    wait; true
+"""
+
+
+@pytest.mark.slow
+def test_a_symlink_swapped_in_meanwhile_never_turns_a_chown_to_a_pod_file(unprivileged_user, user_tmp,
+                                                                          busybox_layout):
+    """A RUN swaps a directory of the rootfs for a symlink to a directory of the pod (the test's own, bale's
+    uid's, holding a set-uid file of the same name) while it chowns the file inside in a loop: bale opens
+    the file inside the rootfs once and changes it through that fd, so the pod's file keeps its mode and
+    gets no record. (When bale resolved a path and then used it, this lost the race here within 1,500
+    rounds: the pod's file lost its set-uid bit and got user.bale.owner.)"""
+    u = unprivileged_user
+    host = user_tmp / "pod" / "d"
+    host.mkdir(parents=True)
+    (host / "f").write_text("pod\n")
+    ctx = user_tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(RACE_DOCKERFILE.replace("{host}", str(host)))
+    for p in (host.parent, host, host / "f", ctx, ctx / "Dockerfile"):
+        os.chown(p, u.uid, u.gid)
+    (host / "f").chmod(0o4755)  # (after the chown, which clears it)
+    store = u.busybox_store(user_tmp, busybox_layout)
+    r = u.bale("bud", "--isolation", "ptrace", "-t", "race", str(ctx), root=store, check=False, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (host / "f").stat().st_mode & 0o7777 == 0o4755
+    assert os.listxattr(host / "f") == [] and os.listxattr(host) == []
