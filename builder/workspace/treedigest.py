@@ -11,8 +11,9 @@ store's device and driver, and its size, mtime_ns, inode and ctime_ns. Under
 overlay the merged view reports the inode and times of the layer's own file
 (all layers are on the store's filesystem), and a published layer never
 changes, so a stage rebuilt over the same lower layers re-reads only the files
-its new layers hold; the native driver's rootfs is new for every build (its
-files miss, and are read)."""
+its new layers hold. Only under kernel overlay: the native driver's rootfs is
+new for every build (nothing would hit), and fuse-overlayfs may number inodes
+its own way."""
 from __future__ import annotations
 
 import hashlib
@@ -80,9 +81,9 @@ def digest_paths(merged: Path, patterns: list[str], files: FileDigests | None = 
 
 def subtree_digest(root: str, driver: str, key: str, patterns: list[str], digests_db: str | None = None) -> str:
     """Mount snapshot ``key`` and digest what ``patterns`` select in it (see ``digest_paths``);
-    contents through the stat-keyed digests in the SQLite file ``digests_db`` when given."""
+    contents through the stat-keyed digests in the SQLite file ``digests_db`` when given (overlay)."""
     merged = snapshots._driver(root, driver).mount(key)
-    if digests_db is None:
+    if digests_db is None or driver != "overlay":  # see the module docstring
         return digest_paths(merged, patterns)
     files = FileDigests(Path(digests_db))
     try:
