@@ -8,9 +8,11 @@ clean up with their owners intact.
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Generator, Iterator
 
 import builder.image.lease  # noqa: F401
 import builder.image.storelock  # noqa: F401
@@ -293,14 +295,66 @@ def copy_between_layer_to_fd(out_fd: int, in_fd: int, src_root: str, src_driver:
     levels = prefix_levels(str(dst), plan.dest_dir, _dir_mode(chmod), owner or (os.geteuid(), os.getegid()))
     if isinstance(levels, str):
         return levels
-    items: list[Item] = []  # the walk first: a source that cannot be read fails before any byte
-    copier.plan_items(plan, items.append)
+    items = walked_items(plan)
     try:
         with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
             write_layer(items, out, levels, owner=owner, now=now, epoch=epoch, socket_files=True)
     except NotStreamable as exc:
         return str(exc) or "not streamable"
+    finally:
+        items.close()
     return ""
+
+
+class _WalkStopped(Exception):
+    """The consumer of walked_items went away: the walk ends."""
+
+
+def walked_items(plan: Any, ahead: int = 4096) -> Generator[Item, None, None]:
+    """``copier.plan_items(plan)`` as a generator: the walk runs at most ``ahead`` items ahead in a
+    thread (memory flat whatever the tree's size); its error is raised where the consumer reads.
+    Closing the generator early stops the walk (and waits for its thread)."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def put(item: Item) -> None:
+        while not stop.is_set():
+            try:
+                q.put(("item", item), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _WalkStopped()
+
+    def walk() -> None:
+        try:
+            copier.plan_items(plan, put)
+            end: tuple[str, Any] = ("end", None)
+        except _WalkStopped:
+            return
+        except BaseException as exc:  # re-raised in the consumer
+            end = ("error", exc)
+        while not stop.is_set():
+            try:
+                q.put(end, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    t = threading.Thread(target=walk, name="copy-from-walk", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        t.join()
 
 
 def make_cache_dir(path: str, uid: int, gid: int, mode: int) -> None:
