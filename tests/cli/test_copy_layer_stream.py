@@ -117,3 +117,32 @@ def test_a_copy_into_a_directory_with_entries_takes_the_copy_path(env):
     assert "COPY into the snapshot: destination /etc is not empty" in log
     with tarfile.open(fileobj=io.BytesIO(layers[-1])) as t:
         assert t.getmember("etc/file1").isreg()
+
+
+def test_what_the_stream_cannot_know_falls_back_to_the_copy_midway(env):
+    """A file met late in the walk with an attribute outside user.* (security.capability: the copy
+    sets it translated to the namespace, or warns) ends the stream: the blob is dropped and the
+    copy makes the layer, with the capability as the copy path gives it."""
+    u, root, ctx, files = env
+    (ctx / "zz").mkdir()
+    cap = ctx / "zz" / "ping"
+    cap.write_text("#!/bin/sh\n")
+    os.lchown(ctx / "zz", u.uid, u.gid)
+    os.lchown(cap, u.uid, u.gid)
+    # VFS_CAP_REVISION_2, effective: cap_net_raw (13) permitted and effective
+    os.setxattr(cap, "security.capability", bytes.fromhex("01000002" "00200000" "00000000" "00000000" "00000000"))
+    layers, log = _layers(u, root, ctx, files, "cap", "FROM busybox\nCOPY . /data/\n")
+    assert "COPY into the snapshot: data/zz/ping: extended attribute security.capability" in log
+    with tarfile.open(fileobj=io.BytesIO(layers[-1])) as t:
+        names = t.getnames()
+        assert "data/zz/ping" in names and "data/big.bin" in names
+
+
+def test_a_device_node_gets_the_copys_error(env):
+    u, root, ctx, files = env
+    os.mknod(ctx / "zdev", 0o600 | 0o020000, os.makedev(1, 3))  # a character device, as /dev/null
+    df = files / "Dockerfile.dev"
+    df.write_text("FROM busybox\nCOPY . /data/\n")
+    r = u.bale("bud", "-f", str(df), "-t", "dev", str(ctx), root=root, check=False, timeout=600)
+    assert r.returncode == 1
+    assert "zdev: cannot create device node" in r.stderr and "Traceback" not in r.stderr
