@@ -80,8 +80,9 @@ def _layers(u, root, ctx, files, name: str, dockerfile: str) -> tuple[list[bytes
 def test_streamed_copy_layer_is_the_copied_snapshots_layer(env):
     u, root, ctx, files = env
     streamed, log = _layers(u, root, ctx, files, "streamed", "FROM busybox\nCOPY . /data/\n")
-    assert "COPY into the snapshot" not in log  # the layer was written from the sources
-    copied, _ = _layers(u, root, ctx, files, "copied", "FROM busybox\nCOPY . /data/\nRUN true\n")
+    assert "COPY layer written from the sources" in log and "COPY into the snapshot" not in log
+    copied, log = _layers(u, root, ctx, files, "copied", "FROM busybox\nCOPY . /data/\nRUN true\n")
+    assert "COPY layer written from the sources" not in log
     n = len(streamed) - 1  # the base's layers, then the COPY's (RUN true adds none)
     assert len(copied) == len(streamed)
     assert streamed[:n] == copied[:n]
@@ -146,3 +147,16 @@ def test_a_device_node_gets_the_copys_error(env):
     r = u.bale("bud", "-f", str(df), "-t", "dev", str(ctx), root=root, check=False, timeout=600)
     assert r.returncode == 1
     assert "zdev: cannot create device node" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("body", ["WORKDIR /srv/app\nCOPY . .\n", "COPY a /bin/app/\n", "COPY --chmod=750 . /opt/x/y/\n"],
+                         ids=["empty-workdir", "under-existing-dir", "chmod-new-levels"])
+def test_destination_levels_as_the_copy_leaves_them(env, body):
+    """Kept levels (an empty WORKDIR from the layer before, /bin) and made ones (--chmod gives their
+    mode, fsutil copy/copy.go:85-89) carry what the copy's snapshot has: both paths' layers match."""
+    u, root, ctx, files = env
+    streamed, log = _layers(u, root, ctx, files, "s", "FROM busybox\n" + body)
+    assert "COPY layer written from the sources" in log
+    copied, log = _layers(u, root, ctx, files, "c", "FROM busybox\n" + body + "RUN true\n")
+    assert "COPY layer written from the sources" not in log
+    assert len(streamed) == len(copied) and streamed == copied

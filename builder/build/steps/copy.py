@@ -88,9 +88,11 @@ def copy_files(b: "Builder", st: StageState, step: CopyStep | CopyFromStep, cont
             plan.source_excluded = source_excluded
             if b.last_use(st, step):  # nothing reads the copy but its layer: written from the sources
                 try:
-                    return Streamed(copy_plan_layer(b.ws, b.rt, c, plan, step.chown, compression=b.opts.compression,
-                                                    level=b.opts.compression_level,
-                                                    image_format=b.opts.image_format, epoch=b.epoch))
+                    layer = copy_plan_layer(b.ws, b.rt, c, plan, step.chown, compression=b.opts.compression,
+                                            level=b.opts.compression_level, image_format=b.opts.image_format,
+                                            epoch=b.epoch)
+                    log.debug("COPY layer written from the sources")
+                    return Streamed(layer)
                 except NotStreamable as exc:
                     log.debug("COPY into the snapshot: %s", exc)
             copy_plan_into(b.ws, b.rt, c, plan, step.chown)
