@@ -12,39 +12,46 @@ import os
 import posixpath
 import re
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from builder.build import copier
 from builder.emulation import check_can_run
 from builder.errors import BaleError, ContainerError, ImageNotFound, RunFailed, UsageError
 from builder.image import configedit as ce
-from builder.image.commit import Layer, history_entry, image_layers, write_image
-from builder.image.layerblob import store_layer
 from builder.image.imagenames import lookup_candidates, store_name
 from builder.image.oci import Descriptor, ImageConfig, Platform, layer_media_type, parse_config
 from builder.lazyimport import lazy
-from builder.options import CommitOptions, ConfigOptions, CopyOptions, FromOptions, RunOptions
-from builder.sandbox.spec import BindSpec, ProcessSpec
-from builder.workspace import snapshots
+from builder.workspace import prepare as snapshot_prepare
 from builder.workspace.container import ContainerRegistry, ContainerState, new_container_id
 from builder.workspace.runtime import StoreBlobOpener
-from builder.workspace.snapshots import SnapshotRootfs, _driver
-from frontend.dockerignore import Matcher
-from snapshotter.copylayer import NotStreamable
 
 if TYPE_CHECKING:
+    from builder.build import copier
+    from builder.image import commit as image_commit
+    from builder.image import layerblob
     from builder.image import pull as image_pull
+    from builder.image.commit import Layer
+    from builder.options import CommitOptions, ConfigOptions, CopyOptions, FromOptions, RunOptions
+    from builder import options
+    from builder.sandbox import spec as sandbox_spec
+    from builder.workspace import snapshots
     from builder.workspace.workspace import Workspace
+    from snapshotter import copylayer
     from builder.image.registry.options import RegistryOptions
     from builder.workspace.runtime import Runtime
     from builder.image.store import ImageRecord
+    from frontend import dockerignore
 else:  # the pull/push stack (transports, registry client, docker daemon, signatures): imported at
-    # the first pull or push, so `bale from scratch`, run, copy and config never load it
-    # (start-up, issue 10; tests/cli/test_startup_imports.py)
+    # the first pull or push, so `bale from scratch`, run, copy and config never load it; the copy,
+    # commit and snapshot-worker stacks at the first verb that needs them (`bale from scratch`
+    # needs none: start-up, issue 10; tests/cli/test_startup_imports.py). A function handed to
+    # Runtime.call is looked up here (so imported) before the call forks.
     image_pull = lazy("builder.image.pull")
+    copier, snapshots = lazy("builder.build.copier"), lazy("builder.workspace.snapshots")
+    image_commit, layerblob = lazy("builder.image.commit"), lazy("builder.image.layerblob")
+    sandbox_spec, dockerignore = lazy("builder.sandbox.spec"), lazy("frontend.dockerignore")
+    options, copylayer = lazy("builder.options"), lazy("snapshotter.copylayer")
 
 log = logging.getLogger("bale")
 
@@ -110,7 +117,7 @@ def _is_platform(ws: "Workspace", rec: "ImageRecord", platform: str) -> bool:
 
 
 def base_layers(ws: "Workspace", rec: "ImageRecord") -> tuple[ImageConfig, list[Layer]]:
-    cfg, layers = image_layers(ws.store, rec)
+    cfg, layers = image_commit.image_layers(ws.store, rec)
     return cfg, list(layers)
 
 
@@ -157,7 +164,7 @@ def container_over(ws: "Workspace", rt: "Runtime", image: str, image_id: str | N
     try:
         if layers:
             unpack_layers(ws, rt, layers)
-            rt.call(snapshots.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(ws, layers))
+            rt.call(snapshot_prepare.prepare, str(rt.snapshots_root), rt.driver_name, state.key, layer_openers(ws, layers))
         else:  # scratch: see _prepare_empty
             _prepare_empty(rt, state.key)
     except BaseException:
@@ -177,7 +184,7 @@ def _prepare_empty(rt: "Runtime", key: str) -> None:
     umask, so they get the owner and modes a namespace worker would give them. Saves starting the
     namespace helper (newuidmap, newgidmap, a fork) for `bale from scratch` (issue 10).
     Raises SnapshotError."""
-    snapshots.prepare(str(rt.snapshots_root), rt.driver_name, key, [])
+    snapshot_prepare.prepare(str(rt.snapshots_root), rt.driver_name, key, [])
 
 
 def _looks_like_id(text: str) -> bool:
@@ -185,11 +192,12 @@ def _looks_like_id(text: str) -> bool:
     return len(t) >= 12 and all(c in "0123456789abcdef" for c in t)
 
 
-def from_image(ws: "Workspace", image: str, opts: FromOptions = FromOptions()) -> ContainerState:
+def from_image(ws: "Workspace", image: str, opts: FromOptions | None = None) -> ContainerState:
     """`bale from` (buildah from): a working container over ``image`` (a store name or id, a
     reference pulled as ``opts.pull`` says, any transport, or ``scratch``), recorded in the store
     with the workspace's isolation and driver. Returns its state (``.name``, ``.id``).
     Raises ImageNotFound, RegistryError, UsageError (bad pull policy), SnapshotError."""
+    opts = opts if opts is not None else options.FromOptions()
     return new_container(ws, image, name=opts.name, pull=opts.pull, registry=opts.registry,
                          platform=opts.platform, isolation=ws.isolation, quiet=opts.quiet)
 
@@ -207,7 +215,7 @@ def process_spec(state: ContainerState, args: list[str], *, env: list[str] = (),
             v = os.environ.get(k, "")
         envd[k] = v
     envd.setdefault("HOSTNAME", hostname or state.name[:63])
-    return ProcessSpec(args=list(args), env=[f"{k}={v}" for k, v in envd.items()],
+    return sandbox_spec.ProcessSpec(args=list(args), env=[f"{k}={v}" for k, v in envd.items()],
                        cwd=workdir or cfg.get("WorkingDir") or "/", user=user or cfg.get("User") or "",
                        hostname=hostname or "bale", network=network, mounts=list(mounts), stdin_data=stdin_data)
 
@@ -218,7 +226,7 @@ def run_process(ws: "Workspace", state: ContainerState, spec: Any, rt: "Runtime 
     ``extra``: (driver, key) of other snapshots to mount first (RUN --mount=from=)."""
     check_can_run(str(state.config.get("architecture") or ""), str(state.config.get("variant") or ""))
     rt = rt or _runtime_of(ws, state)
-    result = rt.run(spec, SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
+    result = rt.run(spec, snapshots.SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key, extra))
     created = list(getattr(result, "created_paths", []) or [])
     if created:
         state.created_paths = sorted(set(state.created_paths) | set(created))
@@ -238,7 +246,7 @@ def _parse_volume(text: str) -> Any:
     src = os.path.abspath(parts[0])
     if not os.path.exists(src):
         raise UsageError(f"invalid --volume {text!r}: {src} does not exist")
-    return BindSpec(source=src, dest=parts[1], readonly="ro" in opts, shared=True)  # buildah run -v writes through
+    return sandbox_spec.BindSpec(source=src, dest=parts[1], readonly="ro" in opts, shared=True)  # buildah run -v writes through
 
 
 def _parse_mount(text: str) -> Any:
@@ -249,21 +257,22 @@ def _parse_mount(text: str) -> Any:
         raise UsageError(f"invalid --mount {text!r}: destination must be absolute")
     ro = "ro" in fields or fields.get("readonly") in ("", "true")
     if typ == "tmpfs":
-        return BindSpec(source="", dest=dest, readonly=False, type="tmpfs")
+        return sandbox_spec.BindSpec(source="", dest=dest, readonly=False, type="tmpfs")
     if typ != "bind":
         raise UsageError(f"invalid --mount {text!r}: type must be bind or tmpfs")
     src = os.path.abspath(fields.get("source") or fields.get("src") or "")
     if not os.path.exists(src):
         raise UsageError(f"invalid --mount {text!r}: source {src} does not exist")
-    return BindSpec(source=src, dest=dest, readonly=ro, shared=True)  # buildah run --mount writes through
+    return sandbox_spec.BindSpec(source=src, dest=dest, readonly=ro, shared=True)  # buildah run --mount writes through
 
 
-def run_in(ws: "Workspace", container: str, command: list[str], opts: RunOptions = RunOptions()) -> int:
+def run_in(ws: "Workspace", container: str, command: list[str], opts: RunOptions | None = None) -> int:
     """`bale run` (buildah run): ``command`` (argv, no shell) in the container's rootfs, with the
     image's environment, working directory and user unless ``opts`` overrides them; isolated
     as the workspace's isolation says (else as the container was made). Returns 0; a non-zero
     exit raises RunFailed (``.status``: the exit status, 128+N for signal N) and keeps the
     container as the command left it. Raises ContainerError (no such container), UsageError."""
+    opts = opts if opts is not None else options.RunOptions()
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     if not command:
@@ -313,7 +322,7 @@ def copy_plan_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, plan:
     drops it). Returns the Layer, or None when it changes nothing. Raises NotStreamable when only
     the copy can make it (the blob is then discarded), else what the copy would raise."""
     if not copier.direct(plan) or state.created_paths or plan.mkdir != plan.dest_dir:
-        raise NotStreamable("not a plain directory copy into a clean snapshot")
+        raise copylayer.NotStreamable("not a plain directory copy into a clean snapshot")
 
     def source(out: Any) -> None:
         copier.write_items(plan, out)
@@ -334,15 +343,15 @@ def stream_layer(ws: "Workspace", rt: "Runtime", fn: Any, *args: Any, source: An
         def check() -> None:
             why = settle()
             if why:
-                raise NotStreamable(why)
-        return store_layer(fh, store, compression, level, settle=check)
+                raise copylayer.NotStreamable(why)
+        return layerblob.store_layer(fh, store, compression, level, settle=check)
     got = rt.stream_through(fn, *args, source=source, sink=sink)
     if got is None:
         return None
     digests, desc = got
     d = Descriptor(layer_media_type(compression, image_format == "docker"), desc.digest, desc.size)
     store.set_diff_id(digests.diff_id, d)
-    return Layer(d, digests.diff_id)
+    return image_commit.Layer(d, digests.diff_id)
 
 
 def absolute_dest(state: ContainerState, dest: str | None) -> str:
@@ -356,12 +365,13 @@ def absolute_dest(state: ContainerState, dest: str | None) -> str:
 
 
 def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | None,
-              opts: CopyOptions = CopyOptions()) -> None:
+              opts: CopyOptions | None = None) -> None:
     """`bale copy` / `bale add` (buildah copy/add): ``sources`` (paths in ``opts.contextdir``,
     URLs with ``opts.add``, or paths in ``opts.copy_from``) to ``dest`` in the container
     (relative to its working directory; None: the working directory), with Dockerfile COPY's
     rules for directories, trailing slashes and wildcards. Raises UsageError (a source outside
     the context, bad --chmod), ContainerError, RegistryError (URL fetch), SnapshotError."""
+    opts = opts if opts is not None else options.CopyOptions()
     reg = ContainerRegistry(ws.root)
     state = reg.get(container)
     rt = _runtime_of(ws, state)
@@ -390,7 +400,7 @@ def copy_into(ws: "Workspace", container: str, sources: list[str], dest: str | N
         target = absolute_dest(state, dest)
         source_excluded = None
         if opts.excludes:  # COPY --exclude: files matching by name, and paths inside directory sources
-            source_excluded = Matcher(list(opts.excludes))
+            source_excluded = dockerignore.Matcher(list(opts.excludes))
             resolved = [s for s in resolved if s.is_dir or not source_excluded(os.path.basename(s.rel))]
         if opts.parents:  # COPY --parents: each source keeps its path relative to the context
             plans = []
@@ -574,14 +584,14 @@ def commit_layer(ws: "Workspace", rt: "Runtime", state: ContainerState, *, compr
     ignore = sorted(set(snapshots.SANDBOX_PATHS) | set(state.created_paths))
     store = ws.store
     got = rt.stream_from(snapshots.diff_to_fd, str(rt.snapshots_root), state.driver, state.key, ignore, epoch,
-                         sink=lambda fh: store_layer(fh, store, compression, level))
+                         sink=lambda fh: layerblob.store_layer(fh, store, compression, level))
     if got is None:
         return None
     digests, desc = got
     media_type = layer_media_type(compression, image_format == "docker")
     d = Descriptor(media_type, desc.digest, desc.size)
     store.set_diff_id(digests.diff_id, d)
-    return Layer(d, digests.diff_id)
+    return image_commit.Layer(d, digests.diff_id)
 
 
 def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[Any], *, compression: str,
@@ -600,7 +610,7 @@ def squash_layers(ws: "Workspace", rt: "Runtime", keep: list[Any], merge: list[A
             rt.call(snapshots.remove, str(rt.snapshots_root), state.driver, state.key)
 
 
-def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptions = CommitOptions()) -> "ImageRecord":
+def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptions | None = None) -> "ImageRecord":
     """`bale commit` (buildah commit): the base's layers plus one layer of what changed in the
     container (none if nothing did), its configuration and history, as an image named
     ``image`` in the store (a store name; None: unnamed) or written to a transport
@@ -608,6 +618,7 @@ def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptio
     nothing stays in the store. Returns the image record (``.id`` the config digest,
     ``.manifest_digest``). Raises ContainerError, UsageError (docker format with zstd),
     RegistryError, SnapshotError."""
+    opts = opts if opts is not None else options.CommitOptions()
     squash, timestamp, image_format = opts.squash, opts.timestamp, opts.image_format
     compression, compression_level, registry, quiet = opts.compression, opts.compression_level, opts.registry, \
         opts.quiet
@@ -634,11 +645,11 @@ def commit(ws: "Workspace", container: str, image: str | None, opts: CommitOptio
             layers, layer = ([one] if one else []), one
             cfg.history = []
         created_by = meta.get("created_by") or _summary(state)
-        cfg.history = list(cfg.history) + [history_entry(created_by, empty_layer=layer is None, timestamp=epoch,
+        cfg.history = list(cfg.history) + [image_commit.history_entry(created_by, empty_layer=layer is None, timestamp=epoch,
                                                          comment=meta.get("history_comment") or
                                                          meta.get("comment") or "")]
         dest_is_store, names = _commit_names(image)
-        rec = write_image(ws.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
+        rec = image_commit.write_image(ws.store, cfg, layers, image_format=image_format, names=names if dest_is_store else [],
                           timestamp=epoch, annotations=annotations)
     if not dest_is_store and image:
         try:
@@ -712,7 +723,7 @@ def mount(ws: "Workspace", names: list[str]) -> Iterator[tuple[str, str]]:
     for n in names:
         state = reg.get(n)
         rt = _runtime_of(ws, state)
-        yield state.name, str(SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key).setup())
+        yield state.name, str(snapshots.SnapshotRootfs(str(rt.snapshots_root), state.driver, state.key).setup())
 
 
 def umount(ws: "Workspace", name: str) -> None:
@@ -722,4 +733,4 @@ def umount(ws: "Workspace", name: str) -> None:
     if os.geteuid() != 0:
         raise UsageError("umount: run it inside `bale unshare`")
     rt = _runtime_of(ws, state)
-    _driver(str(rt.snapshots_root), state.driver).unmount(state.key)
+    snapshots._driver(str(rt.snapshots_root), state.driver).unmount(state.key)

@@ -18,17 +18,20 @@ import os
 import secrets
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Collection
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection
 
 from snapshotter import owners, syscalls
-from snapshotter.apply import OPAQUE_XATTRS, _remove, apply_tar
-from snapshotter.diff import Change, filter_sandbox_paths, write_tar
 from snapshotter.errors import SnapshotError
 from snapshotter.safepath import short_path, walk
+
+if TYPE_CHECKING:
+    from snapshotter.diff import Change
+# The tar reader and writer (snapshotter.apply, snapshotter.diff) and subprocess are imported by
+# the methods that use them, not here: an empty snapshot (`bale from scratch`) needs none of them
+# (start-up, issue 10). builder/workspace/snapshots.py imports them before any namespace worker forks.
 
 MAX_LOWERS = 500
 Opener = Callable[[], BinaryIO]
@@ -43,6 +46,7 @@ def in_initial_userns() -> bool:
 
 def remove_tree(path: Path) -> None:
     if os.path.lexists(path):
+        from snapshotter.apply import _remove
         _remove(path)
 
 
@@ -236,6 +240,7 @@ class OverlayDriver(_Base):
             return final / "diff"
         tmp, lock = _locked_tempdir(self.root / "layers", layer_id[:12])
         try:
+            from snapshotter.apply import apply_tar
             with open_tar() as src:
                 apply_tar(src, tmp / "diff", whiteout_format="overlay")
             _publish(tmp, final)  # another process may have unpacked it first: theirs stays
@@ -303,6 +308,7 @@ class OverlayDriver(_Base):
         are deletions; ``user.overlay``/``trusted.overlay``/``user.fuseoverlayfs`` opaque xattrs
         and ``.wh..wh..opq`` files mark opaque dirs. A dir absent below needs no opaque marker
         (fuse-overlayfs marks every new dir), so it is plain content, as the kernel's upper has it."""
+        from snapshotter.diff import Change
         upper = self._cdir(key) / "upper"
         before = self._before(key)
         out: dict[str, Change] = {}
@@ -328,6 +334,7 @@ class OverlayDriver(_Base):
 
     def diff(self, key: str, out: BinaryIO, *, ignore_if_empty: Collection[str] = (),
              source_date_epoch: int | None = None) -> int:
+        from snapshotter.diff import filter_sandbox_paths, write_tar
         upper = self._cdir(key) / "upper"
         changes = filter_sandbox_paths(self.changes(key), upper, ignore_if_empty, self._before(key))
         return write_tar(upper, changes, out, source_date_epoch=source_date_epoch)
@@ -356,6 +363,7 @@ class OverlayDriver(_Base):
 
 
 def _is_opaque(host: str) -> bool:
+    from snapshotter.apply import OPAQUE_XATTRS
     for name in OPAQUE_XATTRS + ("trusted.overlay.opaque",):
         try:
             if os.getxattr(host, name, follow_symlinks=False) == b"y":
@@ -377,6 +385,7 @@ class FuseOverlayDriver(OverlayDriver):
             return merged
         lowers = ":".join(str(self.layer_dir(l)) for l in top_first_unique(self.layer_ids(key))) or str(d / "empty")
         opts = f"lowerdir={lowers},upperdir={d / 'upper'},workdir={d / 'work'}"
+        import subprocess
         r = subprocess.run(["fuse-overlayfs", "-o", opts, str(merged)], capture_output=True, text=True)
         if r.returncode != 0:
             raise SnapshotError(f"snapshot {key}: fuse-overlayfs failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -385,6 +394,7 @@ class FuseOverlayDriver(OverlayDriver):
     def unmount(self, key: str) -> None:
         merged = self._cdir(key) / "merged"
         if os.path.ismount(merged):
+            import subprocess
             subprocess.run(["fusermount3", "-u", str(merged)], capture_output=True)
 
 
@@ -407,6 +417,7 @@ class NativeDriver(_Base):
         if len(openers or []) != len(layer_ids):
             raise SnapshotError(f"snapshot {key}: the native driver needs every layer's tar")
         for opener in openers or []:
+            from snapshotter.apply import apply_tar
             with opener() as src:
                 apply_tar(src, rootfs, whiteout_format="native")
         self._save_layers(key, layer_ids)
@@ -425,6 +436,7 @@ class NativeDriver(_Base):
         pass
 
     def changes(self, key: str) -> list[Change]:
+        from snapshotter.diff import Change
         d = self._cdir(key)
         before: dict[str, list[Any]] = json.loads((d / "index.json").read_text())
         now = _scan(d / "rootfs")
@@ -450,6 +462,7 @@ class NativeDriver(_Base):
 
     def diff(self, key: str, out: BinaryIO, *, ignore_if_empty: Collection[str] = (),
              source_date_epoch: int | None = None) -> int:
+        from snapshotter.diff import filter_sandbox_paths, write_tar
         d = self._cdir(key)
         before: dict[str, list[Any]] = json.loads((d / "index.json").read_text())
 

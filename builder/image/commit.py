@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from builder.errors import UsageError
@@ -41,6 +40,7 @@ class Layer:
 
 
 def rfc3339(ts: float) -> str:
+    from datetime import datetime, timezone  # at the first commit, not at import (start-up: issue 10)
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -51,12 +51,16 @@ def _user_file() -> Path:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    import tomllib
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        fh = open(path, "rb")
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read storage.conf: {exc}") from None
+    import tomllib  # only when there is a file to parse (start-up: issue 10)
+    try:
+        with fh:
+            data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{path}: cannot read storage.conf: {exc}") from None
     storage = data.get("storage")

@@ -37,8 +37,7 @@ from builder.image.lease import LeaseInfo, current_lease_id, lease_for, read_lea
 from builder.image.oci import parse_config, parse_manifest
 from builder.image.store import Store
 from builder.workspace.container import ContainerRegistry
-from snapshotter.api import get_driver
-from snapshotter.drivers import sweep_dir
+from snapshotter.drivers import get_driver, sweep_dir
 from snapshotter.rmtree import remove_tree
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
 
 from builder.errors import SandboxError
-from builder.image.compress import decompress_reader
 from builder.image.lease import lease_for
 from builder.image.store import Store
 from builder.lazyimport import lazy
@@ -41,6 +40,7 @@ class StoreBlobOpener:
         self.store_root, self.digest, self.media_type = store_root, digest, media_type
 
     def __call__(self) -> BinaryIO:
+        from builder.image.compress import decompress_reader  # imported before any fork: snapshots.py
         blob: Any = Store(self.store_root).open_blob(self.digest)  # a digest-verifying reader, file-like
         return decompress_reader(blob, self.media_type)
 

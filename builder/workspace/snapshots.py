@@ -20,12 +20,13 @@ import builder.image.storelock  # noqa: F401
 # imports a module another thread of the parent was importing at the fork (copier's feeder thread
 # imports snapshotter.tarlimits) waits forever on that module's import lock.
 import snapshotter.api  # noqa: F401  (drivers, apply, diff, tarlimits)
+import subprocess  # noqa: F401  (the fuse-overlayfs driver's mount)
+import builder.image.compress  # noqa: F401  (StoreBlobOpener's decompression)
 from builder.build import copier
 from builder.build.copier import resolve_chown, resolve_in_root
 from builder.errors import ContainerError
-from builder.image.lease import lease_for
-from builder.image.storelock import lock_for
-from snapshotter.api import get_driver
+# the snapshot's making and lease records (light enough for `bale from scratch`): re-exported
+from builder.workspace.prepare import _driver as _driver, _leased as _leased, prepare as prepare
 from snapshotter.apply import apply_tar
 from snapshotter.copylayer import NotStreamable, prefix_levels, write_layer
 from snapshotter.copytree import Copier, Item, copy_items, read_items
@@ -36,10 +37,6 @@ from snapshotter.safepath import mkdir_all, secure_join
 #: mountpoints the sandbox may create; dropped from a diff when still empty
 SANDBOX_PATHS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run",
                  "/dev/shm", "/dev/pts")
-
-
-def _driver(root: str, name: str) -> Any:
-    return get_driver(name, Path(root))
 
 
 class SnapshotRootfs:
@@ -62,16 +59,6 @@ def snapshot_root_path(root: str, driver: str, key: str) -> str:
     return str(Path(root) / driver / "containers" / key / sub)
 
 
-def _leased(root: str, kind: str, values: list[str], check: Callable[[], Any] | None = None) -> Any:
-    """Record ``values`` in this process's lease on the store that holds the snapshots ``root``,
-    under the store's shared lock, then run ``check`` (an existence test) under that lock too:
-    a collector either sees the record or runs before the check (builder.image.lease)."""
-    store_root = Path(root).parent
-    with lock_for(store_root / "lock")(exclusive=False):
-        lease_for(store_root).record(kind, *values)
-        return check() if check else None
-
-
 def ensure_layers(root: str, driver: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:
     """Unpack every (layer_id, opener) not unpacked yet (shared by all images)."""
     d = _driver(root, driver)
@@ -80,13 +67,6 @@ def ensure_layers(root: str, driver: str, layers: list[tuple[str, Callable[[], B
     for layer_id, opener in layers:
         if layer_id in missing:
             d.ensure_layer(layer_id, opener)
-
-
-def prepare(root: str, driver: str, key: str, layers: list[tuple[str, Callable[[], BinaryIO]]]) -> None:
-    """A writable snapshot over ``layers`` (bottom first); the native driver applies their tars."""
-    _leased(root, "snapshot", [f"{driver}/{key}"])
-    _leased(root, "layer", [lid for lid, _ in layers])
-    _driver(root, driver).prepare(key, [lid for lid, _ in layers], [op for _, op in layers])
 
 
 def commit(root: str, driver: str, key: str, layer_id: str) -> None:
