@@ -3,31 +3,28 @@ library Workspace they describe (commands add --isolation/--runtime to it)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
-
 if TYPE_CHECKING:
+    import click
+
     from builder.image.store import Store
     from builder.workspace.workspace import Workspace
 
 
-@dataclass
 class AppContext:
-    root: Path
-    storage_driver: str | None
-    debug: bool
-    log_level: str
-    _workspace: "Workspace | None" = field(default=None, repr=False)
+    """The global flags of one invocation, and the Workspace made from them on first use."""
+
+    def __init__(self, root: Path, storage_driver: str | None, debug: bool, log_level: str) -> None:
+        self.root, self.storage_driver, self.debug, self.log_level = root, storage_driver, debug, log_level
+        self._workspace: Workspace | None = None
 
     @classmethod
     def create(cls, root: str | None, storage_driver: str | None, debug: bool, log_level: str) -> "AppContext":
         from builder.image.store import default_root
         level = "debug" if debug else log_level
-        logging.basicConfig(level={"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-                                   "error": logging.ERROR}[level], format="bale: %(levelname)s: %(message)s")
+        setup_logging(level)
         return cls(Path(root) if root else default_root(), storage_driver, debug, level)
 
     @property
@@ -43,7 +40,14 @@ class AppContext:
         return self.workspace.store
 
 
-def workspace(ctx: click.Context, *, isolation: str | None = None, oci_runtime: str | None = None) -> "Workspace":
+def setup_logging(level: str) -> None:
+    """bale's log lines (``bale: LEVEL: message`` on stderr) from ``level`` on: debug, info, warn
+    or error."""
+    logging.basicConfig(level={"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+                               "error": logging.ERROR}[level], format="bale: %(levelname)s: %(message)s")
+
+
+def workspace(ctx: "click.Context", *, isolation: str | None = None, oci_runtime: str | None = None) -> "Workspace":
     """The command's Workspace: the global flags plus its --isolation and --runtime (or the
     --runtime an option callback recorded in ``ctx.meta["bale.runtime"]``)."""
     app: AppContext = ctx.find_root().obj

@@ -1,12 +1,17 @@
 """The one funnel from exceptions to exit codes: one line on stderr, no traceback
-unless --debug. 1 = the operation failed, 2 = usage error, 130/143 = interrupted."""
+unless --debug. 1 = the operation failed, 2 = usage error, 130/143 = interrupted.
+``run_cli`` runs the click group; ``run_plain`` a command answered without click
+(builder/cli/quick.py); both end in ``exit_for`` for anything but click's own exceptions."""
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
-import click
+TYPE_CHECKING = False  # typing and click are not imported for a command run without click
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn
+
+    import click
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -35,8 +40,9 @@ def describe(exc: BaseException) -> tuple[str, int]:
     return f"internal error: {type(exc).__name__}: {exc}", 1
 
 
-def click_message(exc: click.ClickException) -> str:
+def click_message(exc: "click.ClickException") -> str:
     """click's usage errors (three lines: usage, hint, error) as one line naming the command."""
+    import click
     msg = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     if isinstance(exc, click.UsageError) and ctx is not None:
@@ -76,7 +82,7 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _terminate(signum: int, frame: Any) -> None:
+def _terminate(signum: int, frame: "Any") -> None:
     from builder.sandbox.userns import stop_all
     stop_all()  # a RUN in any thread dies now (its namespaces and mounts with it)
     if signum == 2:
@@ -93,13 +99,51 @@ def _install_signal_handlers() -> None:
                 signal.signal(sig, _terminate)
 
 
-def _say_terminated(exc: Terminated) -> None:
+def _say(line: str) -> None:
+    """``line`` on stderr, flushed (what click.echo(err=True) does; bale's messages hold no
+    escape sequences for it to strip: frontend.errors.one_line escapes control characters)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _say_terminated(exc: Terminated) -> "NoReturn":
     import signal
-    click.echo(f"bale: terminated by {signal.Signals(exc.signum).name}", err=True)
+    _say(f"bale: terminated by {signal.Signals(exc.signum).name}")
     sys.exit(128 + exc.signum)
 
 
-def run_cli(group: click.Group, argv: list[str]) -> Any:
+def exit_for(exc: BaseException, debug: bool) -> "NoReturn":
+    """Exit as the funnel says for ``exc`` (an interrupt, a termination, a closed stdout or any
+    other exception): one line on stderr (a traceback first with ``debug``)."""
+    if isinstance(exc, Terminated):
+        _say_terminated(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        _say("bale: interrupted")
+        sys.exit(130)
+    if isinstance(exc, BrokenPipeError):
+        sys.exit(1)
+    if debug:
+        import traceback
+        traceback.print_exception(exc)
+    msg, code = describe(exc)
+    from frontend.errors import one_line  # user text (file names, Dockerfile bytes) stays on one line
+    _say(f"bale: {one_line(msg)}")
+    sys.exit(code)
+
+
+def run_plain(command: "Callable[[], object]", argv: list[str]) -> "NoReturn":
+    """Run ``command`` (a command parsed without click: builder/cli/quick.py) through the funnel."""
+    debug = _debug_requested(argv)
+    _install_signal_handlers()
+    try:
+        command()
+    except (KeyboardInterrupt, Exception) as exc:  # Terminated is a KeyboardInterrupt
+        exit_for(exc, debug)
+    sys.exit(0)
+
+
+def run_cli(group: "click.Group", argv: list[str]) -> "Any":
+    import click
     debug = _debug_requested(argv)
     _install_signal_handlers()
     try:
@@ -110,26 +154,13 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, Terminated):
             _say_terminated(cause)
-        click.echo("bale: interrupted", err=True)
+        _say("bale: interrupted")
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"bale: {click_message(exc)}", err=True)
+        _say(f"bale: {click_message(exc)}")
         sys.exit(exc.exit_code)
-    except Terminated as exc:
-        _say_terminated(exc)
-    except KeyboardInterrupt:
-        click.echo("bale: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(1)
-    except Exception as exc:  # the funnel
-        if debug:
-            import traceback
-            traceback.print_exc()
-        msg, code = describe(exc)
-        from frontend.errors import one_line  # user text (file names, Dockerfile bytes) stays on one line
-        click.echo(f"bale: {one_line(msg)}", err=True)
-        sys.exit(code)
+    except (KeyboardInterrupt, Exception) as exc:  # the funnel
+        exit_for(exc, debug)
     if isinstance(rv, int) and rv:
         sys.exit(rv)
     sys.exit(0)

@@ -1,7 +1,8 @@
 """The ``bale`` entry point and its command table. ``bale --version`` is answered
 before click or anything else is imported (start-up is most of a quick command's
-time); every other command goes to the click group in builder/cli/group.py, which
-imports a subcommand's module only when it is invoked (pip's commands_dict)."""
+time), `bale from scratch` without click (builder/cli/quick.py); every other command
+goes to the click group in builder/cli/group.py, which imports a subcommand's module
+only when it is invoked (pip's commands_dict) and lists them all from COMMANDS."""
 from __future__ import annotations
 
 import sys
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> "Any":
         sys.stdout.write(f"bale version {__version__}\n")
         sys.stdout.flush()
         return 0
+    import os
+    from builder.cli import quick
+    opts = quick.parse(args, os.environ)
+    if opts is not None:  # `bale from scratch`, answered without click
+        from builder.cli.errors import run_plain
+        run_plain(quick.from_scratch(opts), args)
     from builder.cli.errors import run_cli
     from builder.cli.group import cli
     return run_cli(cli, args)

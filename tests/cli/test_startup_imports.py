@@ -1,4 +1,5 @@
-"""Start-up of `bale from scratch` (issue 10): it loads none of the pull/push stack, and its
+"""Start-up of `bale from scratch` (issue 10): it loads none of the pull/push stack, no click
+(builder/cli/quick.py) and none of the copy, commit and snapshot-worker code, and its
 empty snapshot is made without the user namespace yet owned and moded exactly as a namespace
 worker makes it (rootless: the namespace's root is the user's own uid)."""
 from __future__ import annotations
@@ -27,6 +28,15 @@ PULL_STACK = ("builder.image.pull", "builder.image.imagecopy", "builder.image.tr
 SANDBOX = ("builder.sandbox.userns", "builder.sandbox.helper", "builder.sandbox.process", "builder.sandbox.idmap",
            "builder.sandbox.chroot", "builder.sandbox.ptrace", "builder.sandbox.landlock", "builder.sandbox.seccomp",
            "builder.sandbox.runtime", "builder.sandbox.binds")
+#: click (builder/cli/quick.py answers `from scratch`), the copy, commit and namespace-worker code
+#: (builder/scripted.py loads them at the first verb that needs them; an empty snapshot needs only
+#: builder/workspace/prepare.py and the drivers), the options dataclasses, and the standard
+#: library modules only they use
+NOT_FOR_SCRATCH = ("click", "builder.cli.group", "builder.cli.commands.containers", "builder.options",
+                   "builder.build.copier", "builder.workspace.snapshots", "builder.image.compress",
+                   "builder.image.layerblob", "builder.sandbox.spec", "frontend.dockerignore", "snapshotter.apply",
+                   "snapshotter.diff", "snapshotter.copytree", "tarfile", "subprocess", "datetime",
+                   "concurrent.futures")
 
 
 def _imported(args: list[str], env: dict[str, str]) -> set[str]:
@@ -43,10 +53,11 @@ def test_from_scratch_imports_no_pull_stack_and_no_sandbox(tmp_path: Path) -> No
     env = {"XDG_RUNTIME_DIR": str(run)}  # the host's probe answer, kept by the first store's command
     first = _imported(["--root", str(tmp_path / "s1"), "from", "scratch"], env)
     mods = _imported(["--root", str(tmp_path / "s2"), "from", "scratch"], env)
-    assert "builder.scripted" in mods and "click" in mods  # the report is of the real command
+    assert "builder.scripted" in mods and "builder.workspace.prepare" in mods  # the report is of the real command
     for got in (first, mods):
         heavy = sorted(m for m in got if m.split(".")[0] in HEAVY_PACKAGES or m in PULL_STACK or m in STDLIB_HEAVY)
         assert not heavy, heavy
+    assert not sorted(set(NOT_FOR_SCRATCH) & mods), sorted(set(NOT_FOR_SCRATCH) & mods)  # the probe kept
     assert not sorted(set(SANDBOX) & mods), sorted(set(SANDBOX) & mods)
 
 
