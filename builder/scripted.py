@@ -7,7 +7,6 @@ the Dockerfile builder."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import posixpath
 import re
@@ -22,6 +21,7 @@ from builder.image import configedit as ce
 from builder.image.imagenames import lookup_candidates, store_name
 from builder.image.oci import Descriptor, ImageConfig, Platform, layer_media_type, parse_config
 from builder.lazyimport import lazy
+from builder.log import log
 from builder.workspace import prepare as snapshot_prepare
 from builder.workspace.container import ContainerRegistry, ContainerState, new_container_id
 from builder.workspace.runtime import StoreBlobOpener
@@ -53,7 +53,6 @@ else:  # the pull/push stack (transports, registry client, docker daemon, signat
     sandbox_spec, dockerignore = lazy("builder.sandbox.spec"), lazy("frontend.dockerignore")
     options, copylayer = lazy("builder.options"), lazy("snapshotter.copylayer")
 
-log = logging.getLogger("bale")
 
 
 # --- helpers -----------------------------------------------------------------

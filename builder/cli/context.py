@@ -2,7 +2,6 @@
 library Workspace they describe (commands add --isolation/--runtime to it)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,8 +42,8 @@ class AppContext:
 def setup_logging(level: str) -> None:
     """bale's log lines (``bale: LEVEL: message`` on stderr) from ``level`` on: debug, info, warn
     or error."""
-    logging.basicConfig(level={"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-                               "error": logging.ERROR}[level], format="bale: %(levelname)s: %(message)s")
+    from builder.log import configure
+    configure(level)
 
 
 def workspace(ctx: "click.Context", *, isolation: str | None = None, oci_runtime: str | None = None) -> "Workspace":

@@ -17,15 +17,14 @@ containers/storage.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.errors import UsageError
+from builder.log import log
 
-log = logging.getLogger("bale")
 SYSTEM_FILE = Path("/etc/containers/storage.conf")
 
 

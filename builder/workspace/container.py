@@ -12,12 +12,14 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from builder.errors import ContainerError, UsageError
 from builder.image.atomic import write_atomic
-from builder.image.commit import Layer
 from builder.image.oci import Descriptor, ImageConfig, parse_config
+
+if TYPE_CHECKING:
+    from builder.image.commit import Layer
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ContainerState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ContainerState":
+        from builder.image.commit import Layer  # not at import: `bale from scratch` needs no image code (issue 10)
         d = dict(d)
         d["layers"] = [Layer(Descriptor(l["media_type"], l["digest"], l["size"]), l["diff_id"])
                        for l in d.get("layers", [])]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import secrets
 import time
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from builder.errors import BaleError
 from builder.image.lease import LeaseInfo, current_lease_id, lease_for, read_leases, stale_new_files
 from builder.image.oci import parse_config, parse_manifest
+from builder.log import log
 from builder.image.store import Store
 from builder.workspace.container import ContainerRegistry
 from snapshotter.drivers import get_driver, sweep_dir
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from builder.image.store import Store
     from builder.workspace.runtime import Runtime
 
-log = logging.getLogger("bale")
 DRIVER_NAMES = ("overlay", "fuse-overlayfs", "native")
 #: the build cache's digest memos (builder.build.cache: SQLite with -wal/-shm, subtree digests),
 #: in the store root or under cache/ as bale versions had them

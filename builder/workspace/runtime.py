@@ -4,7 +4,6 @@ sandbox will use, so files owned by subordinate ids are handled correctly."""
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ from builder.errors import SandboxError
 from builder.image.lease import lease_for
 from builder.image.store import Store
 from builder.lazyimport import lazy
+from builder.log import log
 from builder.sandbox import kernel
 from builder.sandbox.probe import choose, probe
 from builder.sandbox.request import Fd
@@ -30,7 +30,6 @@ else:  # each isolation's code loads when a Runtime first uses it, the namespace
     userns, idmap, oci = lazy("builder.sandbox.userns"), lazy("builder.sandbox.idmap"), lazy("builder.sandbox.runtime")
 
 T = TypeVar("T")
-log = logging.getLogger("bale")
 
 
 class StoreBlobOpener:

@@ -106,3 +106,31 @@ def test_a_failure_on_the_quick_path_is_one_line(tmp_path: Path) -> None:
     out = {v: _bale(["--root", str(d), "from", "--name", "taken", "scratch"], {}, v) for v in (False, True)}
     assert out[False].returncode == out[True].returncode == 1
     assert out[False].stderr == out[True].stderr and len(out[False].stderr.splitlines()) == 1, out[False].stderr
+
+
+# builder/log.py: configured before logging is imported, then used through its ``log`` or through
+# logging itself by another module
+_LOG = r"""
+import sys
+from builder import log as bale_log
+bale_log.configure(sys.argv[1])
+assert "logging" not in sys.modules
+if sys.argv[2] == "log":
+    bale_log.log.warning("through log %s", 1)
+    bale_log.log.info("through log %s", 2)
+else:
+    import logging
+    logging.getLogger("bale").warning("through logging %s", 1)
+    logging.getLogger("bale").info("through logging %s", 2)
+"""
+
+
+@pytest.mark.parametrize("how", ["log", "logging"])
+def test_log_lines_have_bales_format_whoever_imports_logging_first(how: str) -> None:
+    def run(level: str) -> str:
+        out = subprocess.run([sys.executable, "-c", _LOG, level, how], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert out.returncode == 0, out.stderr
+        return out.stderr
+    assert run("warn") == f"bale: WARNING: through {how} 1\n"
+    assert run("info") == f"bale: WARNING: through {how} 1\nbale: INFO: through {how} 2\n"

@@ -30,13 +30,13 @@ SANDBOX = ("builder.sandbox.userns", "builder.sandbox.helper", "builder.sandbox.
            "builder.sandbox.runtime", "builder.sandbox.binds")
 #: click (builder/cli/quick.py answers `from scratch`), the copy, commit and namespace-worker code
 #: (builder/scripted.py loads them at the first verb that needs them; an empty snapshot needs only
-#: builder/workspace/prepare.py and the drivers), the options dataclasses, and the standard
-#: library modules only they use
+#: builder/workspace/prepare.py and the drivers), the options dataclasses, the standard library
+#: modules only they use, and logging (builder/log.py: imported when a message is logged)
 NOT_FOR_SCRATCH = ("click", "builder.cli.group", "builder.cli.commands.containers", "builder.options",
                    "builder.build.copier", "builder.workspace.snapshots", "builder.image.compress",
                    "builder.image.layerblob", "builder.sandbox.spec", "frontend.dockerignore", "snapshotter.apply",
                    "snapshotter.diff", "snapshotter.copytree", "tarfile", "subprocess", "datetime",
-                   "concurrent.futures")
+                   "concurrent.futures", "logging", "traceback", "builder.image.commit")
 
 
 def _imported(args: list[str], env: dict[str, str]) -> set[str]:
