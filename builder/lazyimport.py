@@ -6,9 +6,10 @@ imports it at the first attribute access, in whichever thread comes first (impor
 per-module lock makes that safe); the rest of bale's imports stay at module level.
 
 bale's own modules that pull in a large stack use it the same way where the commands that need
-them are few: the pull/push stack in builder/scripted.py, the namespace helper and each isolation
-in builder/workspace/runtime.py and builder/sandbox/probe.py (``bale from scratch`` needs none of
-them; tests/cli/test_startup_imports.py). Never for a module a forked namespace worker imports
+them are few: the pull/push stack and the copy, commit and snapshot-worker code in
+builder/scripted.py, the namespace helper and each isolation in builder/workspace/runtime.py
+and builder/sandbox/probe.py (``bale from scratch`` needs none of them;
+tests/cli/test_startup_imports.py). Never for a module a forked namespace worker imports
 while another thread of bale may be importing it (builder/workspace/snapshots.py says why).
 
 Type checkers see the real module: import it under ``if TYPE_CHECKING`` and bind ``lazy`` in
