@@ -184,6 +184,37 @@ def test_download_resumes_with_range(registry, flaky_proxy):
     assert len(gets) == 2 and gets[1]["status"] == 206
 
 
+def test_large_blob_written_behind_keeps_errors_and_leaves_nothing(registry, flaky_proxy, tmp_path):
+    """Blobs of WRITE_BEHIND_MIN and more reach their sink from a second thread: a sink that fails
+    ends the pull with one line and no second GET (the disk, not the connection, failed); a blob
+    whose bytes do not match its digest fails with the client's one-line DigestMismatch and the
+    store keeps nothing of it."""
+    from builder.image.store import Store
+    data, desc = _big_blob(3 * (1 << 20))
+    assert desc.size >= client_mod.WRITE_BEHIND_MIN
+    RegistryClient(registry.host, options_for(registry)).push_blob("bale/behind", desc, lambda off: io.BytesIO(data[off:]))
+
+    class Full:
+        def __init__(self):
+            self.n = 0
+
+        def write(self, b):
+            self.n += 1
+            if self.n == 3:
+                raise OSError(28, "No space left on device")
+    proxied = RegistryClient(flaky_proxy.host, RegistryOptions(tls_verify=False))
+    with pytest.raises(RegistryError, match=r"^blob sha256:\S+ of .*: download failed: .*No space left on device$"):
+        proxied.fetch_blob("bale/behind", desc, Full())
+    assert len([e for e in flaky_proxy.log if e["method"] == "GET" and desc.digest in e["path"]]) == 1
+    store = Store(tmp_path)
+    with store.writer(desc.digest, desc.size) as w:  # the right blob, then one byte flipped in the sink
+        orig = w.write
+        w.write = lambda b: orig(bytes([b[0] ^ 1]) + bytes(b[1:]) if w.size == 0 else b)  # type: ignore[method-assign]
+        with pytest.raises(DigestMismatch, match=r"content does not match its digest$"):
+            proxied.fetch_blob("bale/behind", desc, w)
+    assert not store.has_blob(desc.digest) and not any(store.tmp_dir.iterdir())
+
+
 def test_retries_on_500_and_429(registry, flaky_proxy, monkeypatch):
     monkeypatch.setenv("BALE_RETRY_BASE_DELAY", "0.01")
     c = RegistryClient(registry.host, options_for(registry))

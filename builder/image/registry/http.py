@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -68,6 +69,7 @@ class Transport:
         self.session.headers["User-Agent"] = options.user_agent
         self.insecure = options.tls_verify is False or (options.tls_verify is None and registry_is_insecure(host))
         self._scheme: str | None = None
+        self._scheme_lock = threading.Lock()  # blob threads start together: one probe, not one each
         self._ca_file: str | None = None
         self._setup_tls()
 
@@ -104,9 +106,10 @@ class Transport:
 
     @property
     def scheme(self) -> str:
-        if self._scheme is None:
-            self._scheme = self._probe_scheme()
-        return self._scheme
+        with self._scheme_lock:
+            if self._scheme is None:
+                self._scheme = self._probe_scheme()
+            return self._scheme
 
     def _probe_scheme(self) -> str:
         """https, or for an insecure registry plain http when https does not answer (as podman does)."""
