@@ -69,6 +69,8 @@ def test_quick_path_makes_what_click_makes(tmp_path: Path, args: list[str], env:
                           again.stderr.replace(str(root), "ROOT"), _store(root))
     assert got[False] == got[True]
     assert got[False][0] == 0 and got[False][-1]["containers"]
+    # the quick path ends without the interpreter's teardown, after the exit handlers: no lease is left
+    assert not list((tmp_path / "quick" / "leases").iterdir())
 
 
 LEFT_TO_CLICK = [
