@@ -9,7 +9,8 @@ with ``prefix_levels`` and the writer gives up (returns a reason, the tar left
 unfinished: the caller discards it and copies) on anything else:
 
 * the destination directory is missing or an empty directory, every level
-  above it a directory (no symlink): nothing is replaced, so the layer has no
+  above it a directory (no symlink), none it makes inside a set-group-ID
+  directory (the kernel gives a new level that directory's group): nothing is replaced, so the layer has no
   whiteout and no opaque directory; its levels are what ``mkdir_all`` leaves
   (made ones: the given mode and owner; kept ones: as they were, copied up);
 * items arrive in the layer's own order (``diff.write_tar`` sorts paths by
@@ -84,6 +85,9 @@ def prefix_levels(merged: str, dest_dir: str, mode: int, owner: tuple[int, int])
             except FileNotFoundError:
                 exists = False
         if st is None:
+            if levels and not levels[-1].made and levels[-1].mode & stat.S_ISGID or not levels and _setgid(merged):
+                # mkdir under a set-group-ID directory takes that directory's group (and the bit)
+                return f"destination level /{'/'.join(parts[:i + 1])} is made in a set-group-ID directory"
             levels.append(Level("/".join(parts[:i + 1]), True, mode & 0o7777, owner[0], owner[1], None, {}))
             continue
         if not stat.S_ISDIR(st.st_mode):
@@ -102,6 +106,10 @@ def prefix_levels(merged: str, dest_dir: str, mode: int, owner: tuple[int, int])
         gains = i + 1 == len(levels) or levels[i + 1].made
         out.append(Level(lv.path, lv.made, lv.mode, lv.uid, lv.gid, None if gains else lv.mtime, lv.pax))
     return out
+
+
+def _setgid(path: str) -> bool:
+    return bool(os.lstat(short_path(path)).st_mode & stat.S_ISGID)
 
 
 def _pax(where: int | str, symlink: bool) -> dict[str, str] | str:
