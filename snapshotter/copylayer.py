@@ -35,7 +35,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Collection, Iterable
 
 from snapshotter.apply import DROPPED_XATTR_PREFIXES
 from snapshotter.copytree import SKIPPED_XATTRS, Item, _parts
@@ -196,11 +196,15 @@ def id_ranges(kind: str) -> list[tuple[int, int]] | None:
 
 
 def write_layer(items: Iterable[Item], out: BinaryIO, levels: list[Level], *, owner: tuple[int, int] | None,
-                now: int, epoch: int | None = None, socket_files: bool = False) -> int:
+                now: int, epoch: int | None = None, socket_files: bool = False,
+                ignore_if_empty: Collection[str] = ()) -> int:
     """Write the layer tar of ``items`` (copytree items, names under the destination whose
     ``levels`` ``prefix_levels`` gave) into ``out``; returns the number of entries. ``now``: the
     copy's time (whole seconds) for directories that gain entries. ``socket_files``: the copy
     makes a socket an empty file (copytree.Copier's, COPY --from): left to it (NotStreamable).
+    ``ignore_if_empty``: absolute paths the commit drops when they are new and empty (a directory
+    or a regular file: diff.filter_sandbox_paths): a directory or an empty file there is left to
+    the copy (NotStreamable).
     Raises NotStreamable (the tar is then unfinished), SnapshotError for a source that cannot be
     read."""
     tw = TarStream(out)
@@ -251,6 +255,8 @@ def write_layer(items: Iterable[Item], out: BinaryIO, levels: list[Level], *, ow
             mode = (item.mode if item.mode is not None else stat.S_IMODE(st.st_mode)) & 0o7777
             mtime = _clamp(item.mtime if item.mtime is not None else int(st.st_mtime), epoch)
             path = top + name
+            if "/" + path in ignore_if_empty and (kind == stat.S_IFDIR or kind == stat.S_IFREG and not st.st_size):
+                raise NotStreamable(f"{name}: /{path} is dropped by the commit when empty")
             if kind == stat.S_IFREG:
                 count += _file(tw, sdir, sparts[-1], st, path, what, mode, uid, gid, mtime, links)
                 continue

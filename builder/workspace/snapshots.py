@@ -165,7 +165,8 @@ def copy_layer_to_fd(out_fd: int, items_fd: int, root: str, driver: str, key: st
     try:
         with os.fdopen(os.dup(items_fd), "rb", buffering=1 << 16) as src, \
                 os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
-            write_layer(_plan_until_end(src), out, levels, owner=owner, now=now, epoch=epoch)
+            write_layer(_plan_until_end(src), out, levels, owner=owner, now=now, epoch=epoch,
+                        ignore_if_empty=SANDBOX_PATHS)
     except NotStreamable as exc:
         return str(exc) or "not streamable"
     return ""
@@ -278,7 +279,8 @@ def copy_between_layer_to_fd(out_fd: int, in_fd: int, src_root: str, src_driver:
     items = walked_items(plan)
     try:
         with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
-            write_layer(items, out, levels, owner=owner, now=now, epoch=epoch, socket_files=True)
+            write_layer(items, out, levels, owner=owner, now=now, epoch=epoch, socket_files=True,
+                        ignore_if_empty=SANDBOX_PATHS)
     except NotStreamable as exc:
         return str(exc) or "not streamable"
     finally:
