@@ -16,6 +16,7 @@ unfinished: the caller discards it and copies) on anything else:
 * items arrive in the layer's own order (``diff.write_tar`` sorts paths by
   component: a single directory walk in lexical order is already sorted), no
   name twice;
+* no name a whiteout has (``.wh.``: the commit reads it as one);
 * no device node (the copy needs real root for those), no extended attribute
   outside ``user.`` (security.*, system.* and trusted.* may be refused or
   translated when set), owners inside the user namespace's id map.
@@ -37,7 +38,7 @@ import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Collection, Iterable
 
-from snapshotter.apply import DROPPED_XATTR_PREFIXES
+from snapshotter.apply import DROPPED_XATTR_PREFIXES, WHITEOUT_PREFIX
 from snapshotter.copytree import SKIPPED_XATTRS, Item, _parts
 from snapshotter.errors import SnapshotError
 from snapshotter.safepath import short_path
@@ -231,6 +232,8 @@ def write_layer(items: Iterable[Item], out: BinaryIO, levels: list[Level], *, ow
                 seen_once.add(name)
             if dst <= prev:
                 raise NotStreamable(f"{name}: entries out of the layer's order")
+            if dst[-1].startswith(WHITEOUT_PREFIX):  # the commit reads such a name as a whiteout
+                raise NotStreamable(f"{name}: a whiteout's name")
             if not prev:
                 head()
                 count += len(levels)

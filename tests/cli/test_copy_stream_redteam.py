@@ -135,3 +135,21 @@ def test_new_empty_sandbox_paths_fall_back_to_the_copy(env, dockerfile):
     if "busybox\nCOPY rootfs/dev" not in dockerfile:
         with tarfile.open(fileobj=io.BytesIO(layers[-1])) as t:
             assert "bin/x" in t.getnames()
+
+
+@pytest.mark.parametrize("dockerfile", ["FROM busybox\nCOPY odd /x/\n", "FROM scratch\nCOPY odd /x/\n",
+                                        BUILDER + "COPY odd /odd\nFROM busybox\nCOPY --from=b /odd /x/\n"],
+                         ids=["busybox", "scratch", "from"])
+def test_whiteout_names_fall_back_to_the_copy(env, dockerfile):
+    """Files named as whiteouts (.wh.NAME, .wh..wh..opq) are read as whiteouts by the copy path's
+    commit (a marker with time 0, the opaque marker gone) while the stream wrote them as files:
+    another image for the same COPY. Such a copy falls back to the copy now."""
+    u, root, ctx, files = env
+    r = ctx / "odd"
+    (r / "sub").mkdir(parents=True)
+    (r / ".wh.foo").write_text("w")
+    (r / "sub" / ".wh..wh..opq").write_text("")
+    (r / "f").write_text("f")
+    for p in [ctx, *ctx.rglob("*")]:
+        os.lchown(p, u.uid, u.gid)
+    _same(env, dockerfile, streams=False)
