@@ -1,8 +1,8 @@
 """Owners a RUN sees and sets under the ptrace isolation (builder/sandbox/stat_notify.py, owner_notify.py,
-ptrace_filter.py), as the unprivileged user baletest (uid 1001), against the same build by root on the host,
+ptrace_filter.py), as the unprivileged user baletest (uid 1001 here, 1000 on a fresh machine), against the same build by root on the host,
 who really chowns (the image Docker gives: BuildKit runs RUN as real root in the container):
 
-* a chown to bale's own uid or gid number (1001) is recorded as named, not as the RUN's faked user
+* a chown to bale's own uid or gid number (the test user's uid) is recorded as named, not as the RUN's faked user
   (proot's fake_id0 swap hands the faked id over as the outer filter's SENTINEL instead);
 * stat, lstat, fstat and newfstatat (each way: path, symlink not followed, directory fd, AT_EMPTY_PATH
   with "" and with NULL) show the recorded owners, root's for unrecorded files, a pipe's and /dev/null's
@@ -43,12 +43,12 @@ EPOCH = "1700000000"
 # layer writer's chmod around the read changes its ctime), a separate issue
 DOCKERFILE = """FROM busybox
 COPY statprobe /statprobe
-RUN touch /a /b /c && chown 1001:1001 /a && chown 0:1001 /b && chown 5:6 /c \\
+RUN touch /a /b /c && chown {me}:{me} /a && chown 0:{me} /b && chown 5:6 /c \\
  && ln -s /c /lnk && chown -h 9:10 /lnk && mkfifo /fifo && chown 3:4 /fifo \\
  && touch /z && chown 11:12 /z && chmod 000 /z \\
  && mkdir -p /d/e && touch /d/f /d/e/g && chown 7:8 /d/e /d/e/g && chown -R 1234 /d \\
- && echo 'bob:x:1001:1001::/home/bob:/bin/sh' >> /etc/passwd && mkdir -p /home/bob/.config \\
- && chown -R bob:1001 /home/bob \\
+ && echo 'bob:x:{me}:{me}::/home/bob:/bin/sh' >> /etc/passwd && mkdir -p /home/bob/.config \\
+ && chown -R bob:{me} /home/bob \\
  && stat -c '%n %u:%g' /a /b /c /d /d/e /d/f /d/e/g /home/bob /home/bob/.config /bin/busybox /etc/passwd \\
     /dev/null /proc /etc/hosts /z > /stat.out && rm /z \\
  && ls -ln / > /tmp/ls && awk 'NR > 1 && $NF != "sys" {print $3 ":" $4, $NF}' /tmp/ls > /ls.out && rm /tmp/ls \\
@@ -70,10 +70,10 @@ def statprobe(tmp_path_factory) -> Path:
 def test_stat_shows_and_chown_sets_the_owners_root_s_build_gives(unprivileged_user, user_tmp, busybox_layout,
                                                                  statprobe, tmp_path):
     u = unprivileged_user
-    assert u.uid == 1001  # the chowns to 1001 below are to bale's own uid
+    me = u.uid  # the chowns to {me} below are to bale's own uid (1000 or 1001, as useradd gave it)
     ctx = user_tmp / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(DOCKERFILE.replace("{host}", str(user_tmp)))
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace("{host}", str(user_tmp)).replace("{me}", str(me)))
     (ctx / "statprobe").write_bytes(statprobe.read_bytes())
     (ctx / "statprobe").chmod(0o755)
     for p in (ctx, ctx / "Dockerfile", ctx / "statprobe"):
@@ -87,8 +87,8 @@ def test_stat_shows_and_chown_sets_the_owners_root_s_build_gives(unprivileged_us
                 if line.startswith(("/", "stat", "lstat", "fstat", "efault", "after")) and " " in line)
     assert {k: seen[k] for k in ("/a", "/b", "/c", "/d", "/d/e", "/d/f", "/d/e/g", "/home/bob", "/home/bob/.config",
                                  "/bin/busybox", "/etc/passwd", "/dev/null", "/proc", "/etc/hosts", "/z")} == {
-        "/a": "1001:1001", "/b": "0:1001", "/c": "5:6", "/d": "1234:0", "/d/e": "1234:8", "/d/f": "1234:0",
-        "/d/e/g": "1234:8", "/home/bob": "1001:1001", "/home/bob/.config": "1001:1001", "/bin/busybox": "0:0",
+        "/a": f"{me}:{me}", "/b": f"0:{me}", "/c": "5:6", "/d": "1234:0", "/d/e": "1234:8", "/d/f": "1234:0",
+        "/d/e/g": "1234:8", "/home/bob": f"{me}:{me}", "/home/bob/.config": f"{me}:{me}", "/bin/busybox": "0:0",
         "/etc/passwd": "0:0", "/dev/null": "0:0", "/proc": "0:0", "/etc/hosts": "0:0", "/z": "11:12"}, r.stdout
     assert seen["stat"] == seen["fstat"] == seen["fstatat-empty"] == seen["fstatat-null"] == "5:6 100644"
     assert seen["stat-link"] == seen["after"] == "5:6 100644"
@@ -103,7 +103,7 @@ def test_stat_shows_and_chown_sets_the_owners_root_s_build_gives(unprivileged_us
     assert "/tmp/mine 1234:1234\n/tmp 0:0\n/etc/passwd 0:0\n/etc/hosts 0:0\n" in r.stdout, r.stdout
     fs = flatten(read_layout(user_tmp / "out")[2])
     owner = {p: (e.info.uid, e.info.gid) for p, e in fs.items()}
-    assert owner["/a"] == (1001, 1001) and owner["/b"] == (0, 1001) and owner["/home/bob"] == (1001, 1001)
+    assert owner["/a"] == (me, me) and owner["/b"] == (0, me) and owner["/home/bob"] == (me, me)
     assert owner["/d/e"] == owner["/d/e/g"] == (1234, 8) and owner["/d/f"] == (1234, 0)
     assert owner["/tmp/mine"] == (1234, 1234)
     assert layout_digest(user_tmp / "out") == layout_digest(reference)
