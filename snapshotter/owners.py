@@ -96,6 +96,11 @@ def owner_of(host: str, st: os.stat_result) -> tuple[int, int]:
         raw = _get(path, name)
     except OSError:
         return 0, 0
+    return parse_record(raw)
+
+
+def parse_record(raw: bytes) -> tuple[int, int]:
+    """The (uid, gid) a record's value ``b"UID:GID"`` holds; 0:0 for a malformed one (as for none)."""
     uid, _, gid = raw.decode("ascii", "replace").partition(":")
     try:
         return int(uid), int(gid)

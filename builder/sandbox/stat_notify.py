@@ -112,11 +112,7 @@ def _record(at: str, name: str) -> tuple[int, int]:
             return 0, 0
     except OSError:
         return 0, 0
-    uid, _, gid = raw.decode("ascii", "replace").partition(":")
-    try:
-        return int(uid), int(gid)
-    except ValueError:
-        return 0, 0
+    return owners.parse_record(raw)
 
 
 class Root:
